@@ -1,0 +1,5 @@
+//! `flowgate`: the daemon and its offline tools.
+
+fn main() {
+    println!("flowgate");
+}

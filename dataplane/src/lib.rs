@@ -1,0 +1,2 @@
+//! flowgate-dataplane: the packet path.
+#![deny(unsafe_code)]
