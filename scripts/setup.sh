@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Install everything flowgate needs on a Debian (bookworm) machine: system packages with
+# apt-get, the Rust tools with cargo. Idempotent and non-interactive; run as root (or via sudo).
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+packages=(
+  build-essential pkg-config git curl ca-certificates
+  # DPDK 22.11: headers + pkg-config (build), PMDs and dpdk-testpmd / dpdk-test-acl (run, bench)
+  libdpdk-dev dpdk dpdk-dev librte-net-af-packet23 librte-net-pcap23 librte-net-tap23 librte-net-ring23 librte-net-null23 librte-net-af-xdp23 librte-mempool-ring23
+  # bindgen needs libclang
+  libclang-dev clang
+  # the demo lab and integration tests: namespaces, veth, captures, nftables reference
+  iproute2 iputils-ping netcat-openbsd tcpdump nftables ethtool procps psmisc
+  libpcap-dev python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "setup: system packages present"
+fi
+
+# Rust toolchain (rustup), if the machine has none.
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# cargo-nextest: EAL tests need one process per test.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+echo "setup: done ($(cargo --version), $(cargo nextest --version | head -1))"
