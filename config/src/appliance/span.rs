@@ -202,6 +202,7 @@ pub(crate) fn key_span_of(root: &Spanned<Node>, path: &KeyPath) -> Range<usize> 
 /// top-level `[[director]]` array are shown by name.
 pub(crate) fn path_at(root: &Spanned<Node>, offset: usize) -> KeyPath {
     let mut best: Option<(usize, KeyPath)> = None;
+    consider(root.span(), &KeyPath::root(), offset, &mut best);
     walk(root, &KeyPath::root(), offset, &mut best);
     best.map(|(_, p)| p).unwrap_or_default()
 }
@@ -215,7 +216,9 @@ fn consider(
     let holds = span.contains(&offset) || (span.is_empty() && span.start == offset);
     if holds {
         let width = span.end - span.start;
-        if best.as_ref().map_or(true, |(w, _)| width <= *w) {
+        // On a tie the outer path wins: a table whose span is the whole file is not more
+        // specific than the file.
+        if best.as_ref().map_or(true, |(w, _)| width < *w) {
             *best = Some((width, path.clone()));
         }
     }

@@ -96,11 +96,13 @@ pub(super) fn parse(file: &str, text: &str, cpus: usize) -> Result<Appliance, Co
     let raw: RawAppliance = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            let offset = e.span().map_or(0, |s| s.start);
-            let path = tree
-                .as_ref()
-                .map(|t| span::path_at(t, offset))
-                .unwrap_or_default();
+            let span = e.span().unwrap_or(0..0);
+            let offset = span.start;
+            // An empty span is the whole document (a missing top-level key).
+            let path = match &tree {
+                Some(t) if !span.is_empty() => span::path_at(t, offset),
+                _ => KeyPath::root(),
+            };
             let (line, col) = span::line_col(text, offset);
             return Err(ConfigError::Invalid(vec![Diagnostic {
                 file: file.to_string(),
@@ -138,10 +140,13 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
 
     let dataplane = dataplane(cx, raw.dataplane, cpus);
     let control = control(cx, raw.control);
+    let before = cx.diags.len();
     let ports = ports(cx, &raw.port);
+    // With a port address refused, "no port's subnet holds the gateway" would be noise.
+    let subnets_known = cx.diags.len() == before;
     let main = RoutingTable {
         id: MAIN_TABLE,
-        routes: routes(cx, &root.key("routes"), &raw.routes, &ports),
+        routes: routes(cx, &root.key("routes"), &raw.routes, &ports, subnets_known),
     };
     let mut tables: Vec<RoutingTable> = Vec::new();
     for (i, t) in raw.table.iter().enumerate() {
@@ -162,7 +167,7 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
                 format!("table id {} is already defined at line {line}", t.id),
             );
         }
-        let routes = routes(cx, &path.key("routes"), &t.routes, &ports);
+        let routes = routes(cx, &path.key("routes"), &t.routes, &ports, subnets_known);
         tables.push(RoutingTable { id: t.id, routes });
     }
     let mut directors = Vec::new();
@@ -461,7 +466,15 @@ fn parse_mac(s: &str) -> Result<MacAddr, String> {
     Ok(MacAddr(mac))
 }
 
-fn routes(cx: &mut Cx<'_>, path: &KeyPath, raw: &RawRoutes, ports: &[Port]) -> Vec<Route> {
+/// The routes of one table. With `subnets_known` false (a port address was refused), gateways
+/// are not checked against the ports' subnets.
+fn routes(
+    cx: &mut Cx<'_>,
+    path: &KeyPath,
+    raw: &RawRoutes,
+    ports: &[Port],
+    subnets_known: bool,
+) -> Vec<Route> {
     let mut out: Vec<(Route, KeyPath)> = Vec::new();
     for (key, r) in &raw.0 {
         let kpath = path.key(key);
@@ -522,6 +535,7 @@ fn routes(cx: &mut Cx<'_>, path: &KeyPath, raw: &RawRoutes, ports: &[Port]) -> V
         };
         let port = match (via, port) {
             (None, Some(id)) => id,
+            (Some(_), Some(id)) if !subnets_known => id,
             (Some(v), Some(id)) => {
                 if !ports[id].addresses.iter().any(|a| a.subnet().contains(v)) {
                     cx.err(
@@ -541,6 +555,7 @@ fn routes(cx: &mut Cx<'_>, path: &KeyPath, raw: &RawRoutes, ports: &[Port]) -> V
                     .position(|p| p.addresses.iter().any(|a| a.subnet().contains(v)))
                 {
                     Some(id) => id,
+                    None if !subnets_known => 0,
                     None => {
                         cx.err(
                             &via_path,
