@@ -218,7 +218,11 @@ fn consider(
         let width = span.end - span.start;
         // On a tie the outer path wins: a table whose span is the whole file is not more
         // specific than the file.
-        if best.as_ref().map_or(true, |(w, _)| width < *w) {
+        let better = match best {
+            Some((w, _)) => width < *w,
+            None => true,
+        };
+        if better {
             *best = Some((width, path.clone()));
         }
     }

@@ -40,7 +40,7 @@ pub fn check_workers(workers: &[u32], cpus: usize) -> Vec<(usize, String)> {
     for (i, &lcore) in workers.iter().enumerate() {
         if workers[..i].contains(&lcore) {
             problems.push((i, format!("lcore {lcore} is listed twice")));
-        } else if usize::try_from(lcore).map_or(true, |l| l >= cpus) {
+        } else if !matches!(usize::try_from(lcore), Ok(l) if l < cpus) {
             problems.push((
                 i,
                 format!(
