@@ -583,3 +583,21 @@ fn io_error_names_file() {
         "{e}"
     );
 }
+
+#[test]
+fn missing_keys_and_syntax() {
+    let d = one("flows = \"x\"\n[[port]]\nname = \"eth0\"\n", "port[0]", 2);
+    assert!(
+        d.message.contains("missing field `device`"),
+        "{}",
+        d.message
+    );
+    let d = one(
+        &replace("{ name = \"mail1\", ", "{ "),
+        "director.maildirect.servers[0]",
+        24,
+    );
+    assert!(d.message.contains("missing field `name`"), "{}", d.message);
+    let d = one("flows = \"x\"\n[dataplane\n", "", 2);
+    assert!(!d.message.contains('\n'), "{}", d.message);
+}

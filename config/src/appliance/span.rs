@@ -216,10 +216,9 @@ fn consider(
     let holds = span.contains(&offset) || (span.is_empty() && span.start == offset);
     if holds {
         let width = span.end - span.start;
-        // On a tie the outer path wins: a table whose span is the whole file is not more
-        // specific than the file.
+        // On a tie the inner path wins: an `[[port]]` element spans its header, as the array.
         let better = match best {
-            Some((w, _)) => width < *w,
+            Some((w, _)) => width <= *w,
             None => true,
         };
         if better {

@@ -109,7 +109,7 @@ pub(super) fn parse(file: &str, text: &str, cpus: usize) -> Result<Appliance, Co
                 line,
                 col,
                 path: path.to_string(),
-                message: e.message().trim().to_string(),
+                message: e.message().trim().lines().collect::<Vec<_>>().join(": "),
             }]));
         }
     };
