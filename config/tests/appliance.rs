@@ -601,3 +601,22 @@ fn missing_keys_and_syntax() {
     let d = one("flows = \"x\"\n[dataplane\n", "", 2);
     assert!(!d.message.contains('\n'), "{}", d.message);
 }
+
+/// The complete example in `docs/config.md` is the example file's config.
+#[test]
+fn docs_example_matches_the_example_file() {
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md"))
+            .expect("docs/config.md");
+    let tail = docs.split("## A complete example").nth(1).expect("section");
+    let block = tail
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("block");
+    let name = example_path().to_string_lossy().into_owned();
+    let from_docs = parse_with_cpus(&name, block, 2).expect("docs example");
+    let text = std::fs::read_to_string(example_path()).expect("example");
+    let from_file = parse_with_cpus(&name, &text, 2).expect("example");
+    assert_eq!(from_docs, from_file);
+}
