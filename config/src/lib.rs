@@ -3,4 +3,5 @@
 //! - [`flows`]: the flows language (syntax tree, parser, printer, reference interpreter).
 #![deny(unsafe_code)]
 
+pub mod appliance;
 pub mod flows;
