@@ -1,2 +1,5 @@
 //! flowgate-dataplane: the packet path.
 #![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+pub mod dpdk;
