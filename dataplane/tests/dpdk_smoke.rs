@@ -123,3 +123,133 @@ fn net_ring_loopback_roundtrip() {
     assert_eq!(stats.ipackets, 48);
     port.close().unwrap();
 }
+
+/// Hot-plugged vdevs (`rte_dev_probe`), RSS on a multi-queue `net_null`, and a std thread
+/// registered with the EAL (`rte_thread_register`) that owns an RX queue and uses the
+/// mempool's per-lcore cache.
+#[test]
+fn attach_vdev_rss_and_registered_worker_thread() {
+    let eal = Eal::init(&eal_args(&[])).unwrap();
+    let pool = Mempool::new("attach_pool", 2047, 64, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
+
+    // RSS: net_null offers IP/TCP/UDP hashing with several queues.
+    let null_id = attach_vdev("net_null0,no-rx=1").unwrap();
+    let null = Port::configure(null_id, 2, 2, true, pool).unwrap();
+    assert_ne!(null.rss_hf(), 0, "RSS enabled on a 2-queue net_null");
+    let single = port_by_name("net_null0").unwrap();
+    assert_eq!(single, null_id);
+    null.close().unwrap();
+
+    // A second loopback ring, attached at run time.
+    let ring_id = attach_vdev("net_ring1").unwrap();
+    assert_eq!(port_by_name("net_ring1").unwrap(), ring_id);
+    let mut port = Port::configure(ring_id, 1, 1, true, pool).unwrap();
+    assert_eq!(port.rss_hf(), 0, "no RSS with a single RX queue");
+    port.start().unwrap();
+
+    let frames: Vec<Vec<u8>> = (100..110u8).map(frame).collect();
+    let mut out = Burst::new();
+    fill(&pool, &mut out, &frames);
+    let mut txq = port.tx_queue(0).unwrap();
+    assert_eq!(out.tx(&mut txq), frames.len());
+
+    let received = std::thread::scope(|s| {
+        s.spawn(|| {
+            assert_eq!(lcore_id(), None, "a plain std thread has no lcore");
+            let lcore = eal.register_thread().unwrap();
+            assert_ne!(lcore, 0, "the main lcore is taken");
+            assert_eq!(lcore_id(), Some(lcore));
+            let mut rxq = port.rx_queue(0).unwrap();
+            let mut burst = Burst::new();
+            let mut spins = 0;
+            while burst.len() < 10 && spins < 1_000_000 {
+                burst.rx(&mut rxq);
+                spins += 1;
+            }
+            // Allocate through this lcore's cache too.
+            let extra = pool.alloc().unwrap();
+            drop(extra);
+            let got: Vec<Vec<u8>> = burst.iter().map(|p| p.to_vec()).collect();
+            drop(burst);
+            drop(rxq);
+            eal.unregister_thread();
+            assert_eq!(lcore_id(), None);
+            got
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(received, frames);
+    drop(txq);
+    port.close().unwrap();
+}
+
+/// `net_pcap` reads frames from one pcap file and writes what we send to another; the file
+/// written must hold exactly the bytes read.
+#[test]
+fn net_pcap_file_roundtrip() {
+    let dir = std::env::temp_dir().join(format!("fg-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.pcap");
+    let output = dir.join("out.pcap");
+    let frames: Vec<Vec<u8>> = (1..=5u8).map(frame).collect();
+    std::fs::write(&input, write_pcap(&frames)).unwrap();
+
+    let vdev = format!(
+        "--vdev=net_pcap0,rx_pcap={},tx_pcap={}",
+        input.display(),
+        output.display()
+    );
+    let _eal = Eal::init(&eal_args(&[&vdev])).unwrap();
+    let pool = Mempool::new("pcap_pool", 511, 32, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
+    let mut port = Port::configure(port_by_name("net_pcap0").unwrap(), 1, 1, false, pool).unwrap();
+    port.start().unwrap();
+    {
+        let mut rxq = port.rx_queue(0).unwrap();
+        let mut txq = port.tx_queue(0).unwrap();
+        let mut burst = Burst::new();
+        while burst.rx(&mut rxq) > 0 {}
+        assert_eq!(burst.iter().map(|p| p.to_vec()).collect::<Vec<_>>(), frames);
+        assert_eq!(burst.tx_or_free(&mut txq), frames.len());
+    }
+    let stats = port.stats().unwrap();
+    assert_eq!((stats.ipackets, stats.opackets), (5, 5));
+    port.close().unwrap();
+
+    assert_eq!(read_pcap(&std::fs::read(&output).unwrap()), frames);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A classic little-endian pcap file (Ethernet link type) holding `frames`.
+fn write_pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for word in [0xa1b2_c3d4u32] {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    for word in [0u32, 0, 65535, 1] {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    for (i, f) in frames.iter().enumerate() {
+        for word in [i as u32, 0, f.len() as u32, f.len() as u32] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+/// The frames of a little-endian pcap file (micro- or nanosecond magic).
+fn read_pcap(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
+    assert!(magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d, "pcap magic {magic:#x}");
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        frames.push(bytes[at + 16..at + 16 + caplen].to_vec());
+        at += 16 + caplen;
+    }
+    frames
+}
