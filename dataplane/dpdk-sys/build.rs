@@ -82,7 +82,12 @@ const TYPES: &[&str] = &[
 ];
 
 /// Types only ever handled through pointers: opaque blobs of the right size and alignment.
-const OPAQUE: &[&str] = &["rte_mbuf", "rte_mempool", "rte_device", "rte_eth_dev_portconf"];
+const OPAQUE: &[&str] = &[
+    "rte_mbuf",
+    "rte_mempool",
+    "rte_device",
+    "rte_eth_dev_portconf",
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/shim.h");
@@ -149,9 +154,9 @@ fn main() {
             None => format!("-D{key}"),
         });
     }
-    let bindings = builder
-        .generate()
-        .unwrap_or_else(|e| panic!("bindgen failed on csrc/shim.h (is libclang-dev installed?): {e}"));
+    let bindings = builder.generate().unwrap_or_else(|e| {
+        panic!("bindgen failed on csrc/shim.h (is libclang-dev installed?): {e}")
+    });
     let out = PathBuf::from(env::var("OUT_DIR").unwrap_or_else(|_| panic!("OUT_DIR not set")));
     bindings
         .write_to_file(out.join("bindings.rs"))

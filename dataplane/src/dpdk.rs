@@ -807,8 +807,12 @@ impl Port {
 
         let (mut rx_desc, mut tx_desc) = (cfg.rx_desc, cfg.tx_desc);
         // SAFETY: the port is valid and configured; both out pointers are valid u16s.
-        let ret = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &mut rx_desc, &mut tx_desc) };
-        check(&format!("rte_eth_dev_adjust_nb_rx_tx_desc(port {port_id})"), ret)?;
+        let ret =
+            unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &mut rx_desc, &mut tx_desc) };
+        check(
+            &format!("rte_eth_dev_adjust_nb_rx_tx_desc(port {port_id})"),
+            ret,
+        )?;
         // SAFETY: the port is valid.
         let socket = unsafe { sys::rte_eth_dev_socket_id(port_id) };
         let socket = u32::try_from(socket).unwrap_or(0);
@@ -816,15 +820,29 @@ impl Port {
             // SAFETY: the port is configured with rx_queues queues and q < rx_queues; a NULL
             // rxconf selects the driver default; the mempool lives for the whole process.
             let ret = unsafe {
-                sys::rte_eth_rx_queue_setup(port_id, q, rx_desc, socket, ptr::null(), mempool.as_ptr())
+                sys::rte_eth_rx_queue_setup(
+                    port_id,
+                    q,
+                    rx_desc,
+                    socket,
+                    ptr::null(),
+                    mempool.as_ptr(),
+                )
             };
-            check(&format!("rte_eth_rx_queue_setup(port {port_id}, queue {q})"), ret)?;
+            check(
+                &format!("rte_eth_rx_queue_setup(port {port_id}, queue {q})"),
+                ret,
+            )?;
         }
         for q in 0..cfg.tx_queues {
             // SAFETY: the port is configured with tx_queues queues and q < tx_queues; a NULL
             // txconf selects the driver default.
-            let ret = unsafe { sys::rte_eth_tx_queue_setup(port_id, q, tx_desc, socket, ptr::null()) };
-            check(&format!("rte_eth_tx_queue_setup(port {port_id}, queue {q})"), ret)?;
+            let ret =
+                unsafe { sys::rte_eth_tx_queue_setup(port_id, q, tx_desc, socket, ptr::null()) };
+            check(
+                &format!("rte_eth_tx_queue_setup(port {port_id}, queue {q})"),
+                ret,
+            )?;
         }
         Ok(Port {
             id: port_id,
@@ -864,7 +882,9 @@ impl Port {
             return Ok(String::new());
         }
         // SAFETY: driver_name is a static NUL-terminated string owned by the driver.
-        Ok(unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned())
+        Ok(unsafe { CStr::from_ptr(info.driver_name) }
+            .to_string_lossy()
+            .into_owned())
     }
 
     /// Starts the port.
@@ -999,7 +1019,9 @@ fn take_queue(port: &Port, taken: &[AtomicBool], dir: &'static str, queue: u16) 
     if !port.started {
         return Err(err("the port is not started"));
     }
-    let flag = taken.get(usize::from(queue)).ok_or_else(|| err("no such queue"))?;
+    let flag = taken
+        .get(usize::from(queue))
+        .ok_or_else(|| err("no such queue"))?;
     if flag.swap(true, Ordering::AcqRel) {
         return Err(err("already in use"));
     }

@@ -20,10 +20,18 @@ use flowgate_dataplane::dpdk::{
 /// EAL arguments for this machine: no hugepages, no PCI scan, no shared config file, and a
 /// per-process file prefix so parallel test processes do not collide.
 fn eal_args(extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["--no-huge", "-m", "256", "--no-pci", "--no-shconf", "-l", "0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> = [
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        "--no-shconf",
+        "-l",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     args.push(format!("--file-prefix=fgtest{}", std::process::id()));
     args.push("--log-level=lib.eal:notice".into());
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -116,7 +124,11 @@ fn net_ring_loopback_roundtrip() {
         assert_eq!(m.pkt_len(), frames[30].len());
         assert_eq!(m.refcnt(), 1);
     }
-    assert_eq!(pool.in_use(), in_use_before, "every mbuf went back to the pool");
+    assert_eq!(
+        pool.in_use(),
+        in_use_before,
+        "every mbuf went back to the pool"
+    );
 
     let stats = port.stats().unwrap();
     assert_eq!(stats.opackets, 48);
@@ -223,9 +235,7 @@ fn net_pcap_file_roundtrip() {
 /// A classic little-endian pcap file (Ethernet link type) holding `frames`.
 fn write_pcap(frames: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
-    for word in [0xa1b2_c3d4u32] {
-        out.extend_from_slice(&word.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     for word in [0u32, 0, 65535, 1] {
@@ -243,7 +253,10 @@ fn write_pcap(frames: &[Vec<u8>]) -> Vec<u8> {
 /// The frames of a little-endian pcap file (micro- or nanosecond magic).
 fn read_pcap(bytes: &[u8]) -> Vec<Vec<u8>> {
     let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
-    assert!(magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d, "pcap magic {magic:#x}");
+    assert!(
+        magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d,
+        "pcap magic {magic:#x}"
+    );
     let mut frames = Vec::new();
     let mut at = 24;
     while at + 16 <= bytes.len() {
