@@ -1073,3 +1073,50 @@ impl Drop for TxQueue<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! Checks that need no running EAL (this unit-test binary never starts one); the EAL tests
+    //! are in `tests/dpdk_smoke.rs`.
+    use super::*;
+
+    #[test]
+    fn calls_before_eal_init_are_refused() {
+        assert!(!Eal::is_initialised());
+        assert!(matches!(
+            Mempool::new("x", 63, 0, DEFAULT_DATA_ROOM, SOCKET_ANY),
+            Err(DpdkError::NotInitialised)
+        ));
+        assert!(matches!(
+            port_by_name("net_ring0"),
+            Err(DpdkError::NotInitialised)
+        ));
+        assert!(matches!(
+            attach_vdev("net_null0"),
+            Err(DpdkError::NotInitialised)
+        ));
+        assert!(matches!(port_count(), Err(DpdkError::NotInitialised)));
+    }
+
+    #[test]
+    fn non_eal_thread_has_no_lcore() {
+        assert_eq!(lcore_id(), None);
+    }
+
+    #[test]
+    fn empty_burst() {
+        let mut b = Burst::new();
+        assert!(b.is_empty() && !b.is_full());
+        assert!(b.pop().is_none());
+        assert!(b.packet(0).is_none());
+        assert_eq!(b.iter().count(), 0);
+        b.clear();
+    }
+
+    #[test]
+    fn nul_in_eal_argument_is_an_error_message() {
+        let err = cstring("EAL argument", "a\0b").unwrap_err();
+        assert!(err.to_string().contains("NUL"));
+    }
+}
