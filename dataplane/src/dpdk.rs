@@ -59,6 +59,9 @@ pub enum DpdkError {
     /// No ethdev port with that name.
     #[error("no DPDK port named {0:?}")]
     NoSuchPort(String),
+    /// Another live [`Port`] already manages this port id.
+    #[error("port {0} is already configured by another Port handle")]
+    PortInUse(u16),
     /// The queue is already handed out, or out of range.
     #[error("port {port} {dir} queue {queue} is not available: {why}")]
     Queue {
@@ -743,6 +746,7 @@ impl PortConfig {
 #[derive(Debug)]
 pub struct Port {
     id: u16,
+    _claim: PortClaim,
     rx_queues: u16,
     tx_queues: u16,
     rss_hf: u64,
@@ -772,6 +776,7 @@ impl Port {
         if unsafe { sys::rte_eth_dev_is_valid_port(port_id) } == 0 {
             return Err(DpdkError::NoSuchPort(format!("port id {port_id}")));
         }
+        let claim = PortClaim::take(port_id)?;
         let info = dev_info(port_id)?;
         if cfg.rx_queues == 0 || cfg.rx_queues > info.max_rx_queues {
             return Err(DpdkError::InvalidArgument {
@@ -846,6 +851,7 @@ impl Port {
         }
         Ok(Port {
             id: port_id,
+            _claim: claim,
             rx_queues: cfg.rx_queues,
             tx_queues: cfg.tx_queues,
             rss_hf,
@@ -998,6 +1004,44 @@ impl Port {
         // SAFETY: the port is valid.
         let ret = unsafe { sys::rte_eth_stats_reset(self.id) };
         check(&format!("rte_eth_stats_reset(port {})", self.id), ret)
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        if self.started {
+            // SAFETY: the port is valid and no queue token can be alive (they borrow self).
+            // Stopping leaves the port quiescent for the next Port that claims this id.
+            unsafe { sys::rte_eth_dev_stop(self.id) };
+        }
+    }
+}
+
+/// Ports managed by a live [`Port`]: one handle per port id, so queue tokens stay exclusive.
+static PORT_CLAIMED: [AtomicBool; sys::RTE_MAX_ETHPORTS as usize] =
+    [const { AtomicBool::new(false) }; sys::RTE_MAX_ETHPORTS as usize];
+
+/// Exclusive claim on a port id, released on drop.
+#[derive(Debug)]
+struct PortClaim(u16);
+
+impl PortClaim {
+    fn take(port_id: u16) -> Result<Self> {
+        let flag = PORT_CLAIMED
+            .get(usize::from(port_id))
+            .ok_or_else(|| DpdkError::NoSuchPort(format!("port id {port_id}")))?;
+        if flag.swap(true, Ordering::AcqRel) {
+            return Err(DpdkError::PortInUse(port_id));
+        }
+        Ok(PortClaim(port_id))
+    }
+}
+
+impl Drop for PortClaim {
+    fn drop(&mut self) {
+        if let Some(flag) = PORT_CLAIMED.get(usize::from(self.0)) {
+            flag.store(false, Ordering::Release);
+        }
     }
 }
 

@@ -83,6 +83,10 @@ fn net_ring_loopback_roundtrip() {
     let pool = Mempool::new("smoke_pool", 1023, 32, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
     let port_id = port_by_name("net_ring0").unwrap();
     let mut port = Port::configure(port_id, 1, 1, false, pool).unwrap();
+    assert!(matches!(
+        Port::configure(port_id, 1, 1, false, pool),
+        Err(flowgate_dataplane::dpdk::DpdkError::PortInUse(_))
+    ));
     assert_eq!(port.driver_name().unwrap(), "net_ring");
     port.start().unwrap();
     port.set_promiscuous(true).unwrap();
