@@ -2,7 +2,10 @@
 //!
 //! - [`wire`]: reading frames down to the classifier's facts (no panics, no allocation).
 //! - [`build`]: crafting real frames for tests, benchmark pcaps and fixtures.
+//! - [`dpdk`]: the thin safe wrapper over the DPDK binding (the only module with `unsafe`).
 #![deny(unsafe_code)]
 
 pub mod build;
+#[allow(unsafe_code)]
+pub mod dpdk;
 pub mod wire;

@@ -1,0 +1,163 @@
+//! A network-namespace lab for integration tests: namespaces, veth pairs and processes that
+//! are removed when the test ends, passed or failed.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short tag unique to this process and call, for namespace and interface names
+/// (interface names are limited to 15 characters).
+pub fn tag() -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{}", std::process::id() % 0xfffff, n)
+}
+
+/// Whether this process may create namespaces (root); lab tests need it.
+pub fn can_run_lab() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+        && Command::new("ip").arg("-V").output().is_ok()
+}
+
+pub fn run(cmd: &[&str]) -> Output {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect("spawn command");
+    out
+}
+
+pub fn must(cmd: &[&str]) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace, deleted on drop (with every process still running in it).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(role: &str) -> Netns {
+        let name = format!("fgt-{role}-{}", tag());
+        must(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.must(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn argv<'a>(&'a self, cmd: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["ip", "netns", "exec", self.name.as_str()];
+        v.extend_from_slice(cmd);
+        v
+    }
+
+    pub fn run(&self, cmd: &[&str]) -> Output {
+        run(&self.argv(cmd))
+    }
+
+    pub fn must(&self, cmd: &[&str]) -> Output {
+        must(&self.argv(cmd))
+    }
+
+    /// Start a long-running process in the namespace; killed when the returned guard drops.
+    pub fn spawn(&self, cmd: &[&str]) -> Proc {
+        let argv = self.argv(cmd);
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn in namespace");
+        Proc { child: Some(child) }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // kill what still runs inside, then delete the namespace (its veth ends go with it)
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Create a veth pair with one end in each namespace.
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    must(&["ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
+    a.must(&["ip", "link", "set", a_if, "up"]);
+    b.must(&["ip", "link", "set", b_if, "up"]);
+}
+
+/// A child process; SIGTERM then SIGKILL on drop.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Stop with SIGTERM and collect (status, stdout, stderr); SIGKILL after `grace`.
+    pub fn stop(mut self, grace: Duration) -> (Option<i32>, String, String) {
+        let mut child = self.child.take().expect("child present until stopped");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("collect child output");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Poll `f` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
