@@ -1,0 +1,592 @@
+//! The lookup engine: first match over a priority-ordered list of 8-lane boxes.
+//!
+//! A rule ("box") is an inclusive interval per lane; a key holds one value per lane; a box
+//! matches when every lane value lies in its interval. Rules are numbered by priority
+//! (0 = best) and the engine answers the lowest-numbered matching rule.
+//!
+//! Structure (built once, immutable afterwards):
+//! - rules are partitioned by address wildness into up to [`GROUPS`] groups (small source
+//!   prefix, small destination prefix, neither) so wildcards do not get replicated across cuts
+//!   of the other address (the EffiCuts/CutSplit observation);
+//! - each group is a multi-way decision tree (HyperSplit-style cuts on rule endpoints, up to
+//!   [`FANOUT`] children per node chosen to minimise the largest child), nodes in one flat
+//!   array of 64-byte records (for `u32` lanes) addressed by `u32`;
+//! - leaves are runs of rule numbers in priority order, ended by a sentinel, checked linearly
+//!   against the rule table (one 64-byte record per rule for `u32` lanes);
+//! - trees are searched in order of their best rule; a tree whose best rule cannot beat the
+//!   current answer is skipped, and a leaf scan stops at the first rule that cannot.
+//!
+//! `first_from(key, bound)` ignores rules numbered below `bound`: the classifier uses it to
+//! restart the search after an `ignore` rule (see `classify/mod.rs`).
+
+use std::fmt::Debug;
+
+/// Lanes per key and per rule (the last one or more may be padding).
+pub const LANES: usize = 8;
+/// Children per tree node at most.
+pub const FANOUT: usize = 8;
+/// A node with at most this many rules becomes a leaf.
+pub const LEAF_SIZE: usize = 8;
+/// Depth guard: deeper nodes become leaves whatever their size.
+const MAX_DEPTH: u32 = 24;
+/// Number of rule groups (separate trees).
+pub const GROUPS: usize = 3;
+/// No rule: the answer of a search that found nothing.
+pub const NONE: u32 = u32::MAX;
+/// Flag bit of a child reference that points into `leaf_rules` instead of `nodes`.
+const LEAF: u32 = 1 << 31;
+/// The lane of the source address and of the destination address (for partitioning).
+pub const LANE_SRC: usize = 3;
+pub const LANE_DST: usize = 4;
+
+/// A lane value: `u32` for the IPv4 engine, `u128` for the IPv6 one.
+pub trait Word: Copy + Ord + Default + Debug + Send + Sync + From<u32> + 'static {
+    const MAX: Self;
+    /// `MAX` as a `u128`.
+    const MAX_U128: u128;
+    const ZERO: Self;
+    /// Address ranges up to this size count as "small" when partitioning.
+    const SMALL_SPAN: Self;
+    fn wsub(self, other: Self) -> Self;
+    fn wadd1(self) -> Self;
+    /// The low bits of `v` (lowering computes in `u128`).
+    fn from_u128(v: u128) -> Self;
+}
+
+impl Word for u32 {
+    const MAX: Self = u32::MAX;
+    const MAX_U128: u128 = u32::MAX as u128;
+    const ZERO: Self = 0;
+    const SMALL_SPAN: Self = 1 << 16;
+    #[inline(always)]
+    fn wsub(self, other: Self) -> Self {
+        self.wrapping_sub(other)
+    }
+    #[inline(always)]
+    fn wadd1(self) -> Self {
+        self.wrapping_add(1)
+    }
+    #[inline(always)]
+    fn from_u128(v: u128) -> Self {
+        v as u32
+    }
+}
+
+impl Word for u128 {
+    const MAX: Self = u128::MAX;
+    const MAX_U128: u128 = u128::MAX;
+    const ZERO: Self = 0;
+    const SMALL_SPAN: Self = 1 << 64;
+    #[inline(always)]
+    fn wsub(self, other: Self) -> Self {
+        self.wrapping_sub(other)
+    }
+    #[inline(always)]
+    fn wadd1(self) -> Self {
+        self.wrapping_add(1)
+    }
+    #[inline(always)]
+    fn from_u128(v: u128) -> Self {
+        v
+    }
+}
+
+/// A rule as the builder takes it: inclusive `[lo, hi]` per lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds<W: Word> {
+    pub lo: [W; LANES],
+    pub hi: [W; LANES],
+}
+
+impl<W: Word> Bounds<W> {
+    /// The box that matches every key.
+    pub fn any() -> Self {
+        Bounds {
+            lo: [W::ZERO; LANES],
+            hi: [W::MAX; LANES],
+        }
+    }
+
+    pub fn matches(&self, key: &[W; LANES]) -> bool {
+        (0..LANES).all(|i| self.lo[i] <= key[i] && key[i] <= self.hi[i])
+    }
+}
+
+/// A rule as the lookup reads it: `key - lo <= span` (wrapping) per lane, 64 bytes for `u32`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct RuleBox<W: Word> {
+    lo: [W; LANES],
+    span: [W; LANES],
+}
+
+impl<W: Word> RuleBox<W> {
+    #[inline(always)]
+    fn matches(&self, key: &[W; LANES]) -> bool {
+        let mut ok = true;
+        for i in 0..LANES {
+            ok &= key[i].wsub(self.lo[i]) <= self.span[i];
+        }
+        ok
+    }
+}
+
+/// An inner tree node: the child is the number of thresholds the lane value exceeds.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Node<W: Word> {
+    /// Upper bounds of children 0..FANOUT-1, padded with `W::MAX`.
+    thr: [W; FANOUT - 1],
+    /// Child references: node index, or `LEAF | index into leaf_rules`.
+    child: [u32; FANOUT],
+    lane: u8,
+}
+
+impl<W: Word> Node<W> {
+    #[inline(always)]
+    fn next(&self, key: &[W; LANES]) -> u32 {
+        let v = key[usize::from(self.lane) & (LANES - 1)];
+        let mut c = 0usize;
+        for t in &self.thr {
+            c += usize::from(v > *t);
+        }
+        self.child[c & (FANOUT - 1)]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tree {
+    root: u32,
+    /// Best (lowest) and worst rule number in the tree.
+    min: u32,
+    max: u32,
+}
+
+/// The compiled engine: immutable, `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Engine<W: Word> {
+    rules: Vec<RuleBox<W>>,
+    nodes: Vec<Node<W>>,
+    leaf_rules: Vec<u32>,
+    trees: Vec<Tree>,
+}
+
+/// Shape figures of a built engine (for reports and tuning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub rules: usize,
+    pub trees: usize,
+    pub nodes: usize,
+    pub leaf_slots: usize,
+    pub max_depth: u32,
+}
+
+impl<W: Word> Engine<W> {
+    /// Build from rules in priority order (index = rule number). With `prune`, rules behind
+    /// a rule that covers a whole tree region are dropped from that region: `first` stays
+    /// exact but `first_from` does not; build without `prune` when restarts are needed.
+    pub fn build(rules: &[Bounds<W>], prune: bool) -> Self {
+        let mut b = Builder {
+            rules,
+            prune,
+            nodes: Vec::new(),
+            leaf_rules: vec![NONE],
+            max_depth: 0,
+        };
+        let mut groups: [Vec<u32>; GROUPS] = Default::default();
+        for (i, r) in rules.iter().enumerate() {
+            let small_src = r.hi[LANE_SRC].wsub(r.lo[LANE_SRC]) < W::SMALL_SPAN;
+            let small_dst = r.hi[LANE_DST].wsub(r.lo[LANE_DST]) < W::SMALL_SPAN;
+            let g = if small_src {
+                0
+            } else if small_dst {
+                1
+            } else {
+                2
+            };
+            groups[g].push(i as u32);
+        }
+        let mut trees = Vec::new();
+        for g in groups {
+            let (Some(&min), Some(&max)) = (g.first(), g.last()) else {
+                continue;
+            };
+            let region = Bounds::any();
+            let root = b.build(g, region, 0);
+            trees.push(Tree { root, min, max });
+        }
+        trees.sort_by_key(|t| t.min);
+        let Builder {
+            nodes, leaf_rules, ..
+        } = b;
+        let rules = rules
+            .iter()
+            .map(|r| {
+                let mut span = [W::ZERO; LANES];
+                for (i, s) in span.iter_mut().enumerate() {
+                    *s = r.hi[i].wsub(r.lo[i]);
+                }
+                RuleBox { lo: r.lo, span }
+            })
+            .collect();
+        Engine {
+            rules,
+            nodes,
+            leaf_rules,
+            trees,
+        }
+    }
+
+    /// The best rule matching `key`, or [`NONE`].
+    #[inline]
+    pub fn first(&self, key: &[W; LANES]) -> u32 {
+        let mut best = NONE;
+        for t in &self.trees {
+            if t.min >= best {
+                break;
+            }
+            let mut r = t.root;
+            while r & LEAF == 0 {
+                r = match self.nodes.get(r as usize) {
+                    Some(n) => n.next(key),
+                    None => return NONE,
+                };
+            }
+            let mut i = (r & !LEAF) as usize;
+            while let Some(&p) = self.leaf_rules.get(i) {
+                if p >= best {
+                    break;
+                }
+                if self.rules.get(p as usize).is_some_and(|b| b.matches(key)) {
+                    best = p;
+                    break;
+                }
+                i += 1;
+            }
+        }
+        best
+    }
+
+    /// The best rule numbered `bound` or more that matches `key`, or [`NONE`].
+    pub fn first_from(&self, key: &[W; LANES], bound: u32) -> u32 {
+        let mut best = NONE;
+        for t in &self.trees {
+            if t.min >= best {
+                break;
+            }
+            if t.max < bound {
+                continue;
+            }
+            let mut r = t.root;
+            while r & LEAF == 0 {
+                r = match self.nodes.get(r as usize) {
+                    Some(n) => n.next(key),
+                    None => return NONE,
+                };
+            }
+            let mut i = (r & !LEAF) as usize;
+            while let Some(&p) = self.leaf_rules.get(i) {
+                if p >= best {
+                    break;
+                }
+                if p >= bound && self.rules.get(p as usize).is_some_and(|b| b.matches(key)) {
+                    best = p;
+                    break;
+                }
+                i += 1;
+            }
+        }
+        best
+    }
+
+    /// Heap bytes held by the structure.
+    pub fn memory_bytes(&self) -> usize {
+        self.rules.capacity() * std::mem::size_of::<RuleBox<W>>()
+            + self.nodes.capacity() * std::mem::size_of::<Node<W>>()
+            + self.leaf_rules.capacity() * std::mem::size_of::<u32>()
+            + self.trees.capacity() * std::mem::size_of::<Tree>()
+    }
+
+    pub fn shape(&self) -> Shape {
+        let mut max_depth = 0;
+        for t in &self.trees {
+            let mut stack = vec![(t.root, 0u32)];
+            while let Some((r, d)) = stack.pop() {
+                max_depth = max_depth.max(d);
+                if r & LEAF == 0 {
+                    if let Some(n) = self.nodes.get(r as usize) {
+                        stack.extend(n.child.iter().map(|c| (*c, d + 1)));
+                    }
+                }
+            }
+        }
+        Shape {
+            rules: self.rules.len(),
+            trees: self.trees.len(),
+            nodes: self.nodes.len(),
+            leaf_slots: self.leaf_rules.len(),
+            max_depth,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+struct Builder<'a, W: Word> {
+    rules: &'a [Bounds<W>],
+    prune: bool,
+    nodes: Vec<Node<W>>,
+    leaf_rules: Vec<u32>,
+    max_depth: u32,
+}
+
+/// A chosen cut: the lane and the inclusive upper bound of every child but the last.
+struct Cut<W> {
+    lane: usize,
+    uppers: Vec<W>,
+    max_child: usize,
+    sum: usize,
+}
+
+impl<W: Word> Builder<'_, W> {
+    fn covers(&self, r: u32, region: &Bounds<W>) -> bool {
+        let b = &self.rules[r as usize];
+        (0..LANES).all(|i| b.lo[i] <= region.lo[i] && b.hi[i] >= region.hi[i])
+    }
+
+    fn leaf(&mut self, rules: &[u32]) -> u32 {
+        if rules.is_empty() {
+            return LEAF;
+        }
+        let at = self.leaf_rules.len() as u32;
+        self.leaf_rules.extend_from_slice(rules);
+        self.leaf_rules.push(NONE);
+        LEAF | at
+    }
+
+    fn build(&mut self, mut rules: Vec<u32>, region: Bounds<W>, depth: u32) -> u32 {
+        self.max_depth = self.max_depth.max(depth);
+        if self.prune {
+            if let Some(p) = rules.iter().position(|&r| self.covers(r, &region)) {
+                rules.truncate(p + 1);
+            }
+        }
+        if rules.len() <= LEAF_SIZE || depth >= MAX_DEPTH {
+            return self.leaf(&rules);
+        }
+        let Some(cut) = self.choose(&rules, &region) else {
+            return self.leaf(&rules);
+        };
+        // Child intervals on the cut lane, then merge neighbours that hold the same rules.
+        let lane = cut.lane;
+        let mut children: Vec<(W, W, Vec<u32>)> = Vec::new();
+        let mut lo = region.lo[lane];
+        let last = region.hi[lane];
+        for hi in cut.uppers.iter().copied().chain(std::iter::once(last)) {
+            let sub: Vec<u32> = rules
+                .iter()
+                .copied()
+                .filter(|&r| {
+                    let b = &self.rules[r as usize];
+                    b.lo[lane] <= hi && b.hi[lane] >= lo
+                })
+                .collect();
+            match children.last_mut() {
+                Some(prev) if prev.2 == sub => prev.1 = hi,
+                _ => children.push((lo, hi, sub)),
+            }
+            lo = hi.wadd1();
+        }
+        if children.len() < 2 {
+            return self.leaf(&rules);
+        }
+        drop(rules);
+        let at = self.nodes.len();
+        self.nodes.push(Node {
+            thr: [W::MAX; FANOUT - 1],
+            child: [LEAF; FANOUT],
+            lane: lane as u8,
+        });
+        let mut thr = [W::MAX; FANOUT - 1];
+        let mut child = [LEAF; FANOUT];
+        let n = children.len();
+        for (j, (clo, chi, sub)) in children.into_iter().enumerate() {
+            if j + 1 < n {
+                thr[j] = chi;
+            }
+            let mut r = region;
+            r.lo[lane] = clo;
+            r.hi[lane] = chi;
+            child[j] = self.build(sub, r, depth + 1);
+        }
+        self.nodes[at] = Node {
+            thr,
+            child,
+            lane: lane as u8,
+        };
+        at as u32
+    }
+
+    /// The best cut over all lanes: smallest largest child, then least replication.
+    fn choose(&self, rules: &[u32], region: &Bounds<W>) -> Option<Cut<W>> {
+        let n = rules.len();
+        let mut best: Option<Cut<W>> = None;
+        for lane in 0..LANES {
+            let (rlo, rhi) = (region.lo[lane], region.hi[lane]);
+            if rlo == rhi {
+                continue;
+            }
+            let mut los: Vec<W> = Vec::with_capacity(n);
+            let mut his: Vec<W> = Vec::with_capacity(n);
+            for &r in rules {
+                let b = &self.rules[r as usize];
+                los.push(b.lo[lane].max(rlo));
+                his.push(b.hi[lane].min(rhi));
+            }
+            // Segment starts: region start, rule starts, one past rule ends.
+            let mut starts: Vec<W> = Vec::with_capacity(2 * n + 1);
+            starts.push(rlo);
+            starts.extend(los.iter().copied());
+            starts.extend(his.iter().copied().filter(|h| *h < rhi).map(|h| h.wadd1()));
+            starts.sort_unstable();
+            starts.dedup();
+            if starts.len() < 2 {
+                continue;
+            }
+            los.sort_unstable();
+            his.sort_unstable();
+            let seg_end = |j: usize| -> W {
+                match starts.get(j + 1) {
+                    Some(s) => s.wsub(W::from(1)),
+                    None => rhi,
+                }
+            };
+            // Rules meeting [a, b]: #(hi >= a) - #(lo > b).
+            let count = |a: W, b: W| -> usize {
+                let hi_ge = n - his.partition_point(|h| *h < a);
+                let lo_gt = n - los.partition_point(|l| *l <= b);
+                hi_ge - lo_gt
+            };
+            let m = starts.len();
+            let greedy = |t: usize, out: Option<&mut Vec<(usize, usize)>>| -> usize {
+                let mut s = 0;
+                let mut k = 0;
+                let mut out = out;
+                while s < m {
+                    // Largest e >= s with count(starts[s], seg_end(e)) <= t (at least s).
+                    let (mut a, mut b) = (s, m - 1);
+                    while a < b {
+                        let mid = (a + b).div_ceil(2);
+                        if count(starts[s], seg_end(mid)) <= t {
+                            a = mid;
+                        } else {
+                            b = mid - 1;
+                        }
+                    }
+                    if let Some(o) = out.as_deref_mut() {
+                        o.push((s, a));
+                    }
+                    k += 1;
+                    if out.is_none() && k > FANOUT {
+                        return k;
+                    }
+                    s = a + 1;
+                }
+                k
+            };
+            let (mut tlo, mut thi) = (1usize, n);
+            while tlo < thi {
+                let mid = (tlo + thi) / 2;
+                if greedy(mid, None) <= FANOUT {
+                    thi = mid;
+                } else {
+                    tlo = mid + 1;
+                }
+            }
+            let mut segs = Vec::new();
+            greedy(tlo, Some(&mut segs));
+            if segs.len() < 2 {
+                continue;
+            }
+            let mut max_child = 0;
+            let mut sum = 0;
+            for &(s, e) in &segs {
+                let c = count(starts[s], seg_end(e));
+                max_child = max_child.max(c);
+                sum += c;
+            }
+            if max_child >= n {
+                continue;
+            }
+            let better = match &best {
+                None => true,
+                Some(b) => (max_child, sum) < (b.max_child, b.sum),
+            };
+            if better {
+                let uppers = segs[..segs.len() - 1]
+                    .iter()
+                    .map(|&(_, e)| seg_end(e))
+                    .collect();
+                best = Some(Cut {
+                    lane,
+                    uppers,
+                    max_child,
+                    sum,
+                });
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lin(rules: &[Bounds<u32>], key: &[u32; LANES], bound: u32) -> u32 {
+        rules
+            .iter()
+            .enumerate()
+            .skip(bound as usize)
+            .find(|(_, r)| r.matches(key))
+            .map_or(NONE, |(i, _)| i as u32)
+    }
+
+    #[test]
+    fn engine_equals_linear_scan() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut rules = Vec::new();
+        for _ in 0..400 {
+            let mut b = Bounds::<u32>::any();
+            for lane in [1, 3, 4, 5, 6] {
+                if rnd() % 3 != 0 {
+                    let a = (rnd() % 64) as u32;
+                    let w = (rnd() % 16) as u32;
+                    b.lo[lane] = a;
+                    b.hi[lane] = a + w;
+                }
+            }
+            rules.push(b);
+        }
+        let e = Engine::build(&rules, true);
+        let r = Engine::build(&rules, false);
+        for _ in 0..20000 {
+            let mut k = [0u32; LANES];
+            for lane in [1, 3, 4, 5, 6] {
+                k[lane] = (rnd() % 84) as u32;
+            }
+            assert_eq!(e.first(&k), lin(&rules, &k, 0));
+            let bound = (rnd() % 400) as u32;
+            assert_eq!(r.first(&k), lin(&rules, &k, 0));
+            assert_eq!(r.first_from(&k, bound), lin(&rules, &k, bound));
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The classifier's input: a compact, copyable packet key, and its engine lanes.
+
+use super::engine::LANES;
+
+/// Engine lane numbers: which key field each lane holds.
+pub mod lane {
+    /// Interface id (see `Classifier::iface_id`).
+    pub const IFACE: usize = 0;
+    /// IP protocol number.
+    pub const PROTO: usize = 1;
+    /// [`super::L4Kind`] as a number.
+    pub const KIND: usize = 2;
+    pub const SRC: usize = 3;
+    pub const DST: usize = 4;
+    /// Source port (0 unless the packet carries ports).
+    pub const SPORT: usize = 5;
+    /// Destination port when the packet carries ports, ICMP type when it is ICMP.
+    pub const DPORT: usize = 6;
+}
+
+/// What the L4 header gives the classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum L4Kind {
+    /// TCP or UDP with its ports (not a non-first fragment).
+    Ports = 0,
+    /// ICMP of the packet's family (ICMPv6 in IPv6) with its type, not a non-first fragment.
+    Icmp = 1,
+    /// Anything else: non-first fragments, other protocols.
+    #[default]
+    None = 2,
+}
+
+/// The facts of one packet, as the compiled classifier reads them.
+///
+/// Addresses are stored in `u128`; an IPv4 address is its `u32` value (most significant byte
+/// = first octet), zero-extended. `sport`/`dport` matter only when `l4` is `Ports`, `icmptype`
+/// only when it is `Icmp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Key {
+    pub src: u128,
+    pub dst: u128,
+    /// Interface id from the classifier's table (`Classifier::iface_id`).
+    pub iface: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub icmptype: u8,
+    /// IPv6 packet (else IPv4).
+    pub v6: bool,
+    pub l4: L4Kind,
+}
+
+impl Key {
+    /// An IPv4 key.
+    #[allow(clippy::too_many_arguments)]
+    pub fn v4(
+        iface: u16,
+        proto: u8,
+        l4: L4Kind,
+        src: u32,
+        dst: u32,
+        sport: u16,
+        dport: u16,
+        icmptype: u8,
+    ) -> Key {
+        Key {
+            src: u128::from(src),
+            dst: u128::from(dst),
+            iface,
+            sport,
+            dport,
+            proto,
+            icmptype,
+            v6: false,
+            l4,
+        }
+    }
+
+    /// A TCP/UDP-style IPv4 key with ports, as ClassBench traces give them (any protocol).
+    pub fn v4_ports(proto: u8, src: u32, dst: u32, sport: u16, dport: u16) -> Key {
+        Key::v4(0, proto, L4Kind::Ports, src, dst, sport, dport, 0)
+    }
+
+    /// The value of the destination-port lane: dport for ports, type for ICMP.
+    #[inline(always)]
+    fn l4_lane(&self) -> u16 {
+        if self.l4 == L4Kind::Icmp {
+            u16::from(self.icmptype)
+        } else {
+            self.dport
+        }
+    }
+
+    /// The lanes of the IPv4 engine.
+    #[inline(always)]
+    pub(crate) fn lanes_v4(&self) -> [u32; LANES] {
+        [
+            u32::from(self.iface),
+            u32::from(self.proto),
+            self.l4 as u32,
+            self.src as u32,
+            self.dst as u32,
+            u32::from(self.sport),
+            u32::from(self.l4_lane()),
+            0,
+        ]
+    }
+
+    /// The lanes of the IPv6 engine.
+    #[inline]
+    pub(crate) fn lanes_v6(&self) -> [u128; LANES] {
+        [
+            u128::from(self.iface),
+            u128::from(self.proto),
+            self.l4 as u128,
+            self.src,
+            self.dst,
+            u128::from(self.sport),
+            u128::from(self.l4_lane()),
+            0,
+        ]
+    }
+}
