@@ -620,3 +620,27 @@ fn docs_example_matches_the_example_file() {
     let from_file = parse_with_cpus(&name, &text, 2).expect("example");
     assert_eq!(from_docs, from_file);
 }
+
+#[test]
+fn port_peer_names_another_port() {
+    let text = replace(
+        "addresses = [\"192.168.0.1/24\"]\n",
+        "addresses = [\"192.168.0.1/24\"]\npeer = \"eth1\"\n",
+    );
+    let a = parse_with_cpus(FILE, &text, 4).expect("peer eth1");
+    assert_eq!(a.ports[0].peer, Some(1));
+    assert_eq!(a.ports[1].peer, None);
+
+    let text = replace(
+        "addresses = [\"192.168.0.1/24\"]\n",
+        "addresses = [\"192.168.0.1/24\"]\npeer = \"eth9\"\n",
+    );
+    let d = one(&text, "port[0].peer", 10);
+    assert!(d.message.contains("unknown port `eth9`"), "{}", d.message);
+
+    let text = replace(
+        "addresses = [\"192.168.0.1/24\"]\n",
+        "addresses = [\"192.168.0.1/24\"]\npeer = \"eth0\"\n",
+    );
+    one(&text, "port[0].peer", 10);
+}

@@ -136,6 +136,9 @@ pub struct Port {
     pub kernel: bool,
     /// A MAC address to set on the port; `None` keeps the device's.
     pub mac: Option<MacAddr>,
+    /// Inline (bump-in-the-wire) mode: permitted packets from this port leave through the
+    /// peer port (after the outflows) instead of going to the kernel. Index into `ports`.
+    pub peer: Option<usize>,
 }
 
 /// What a port is in DPDK: a PCI device or a virtual device.

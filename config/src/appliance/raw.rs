@@ -98,6 +98,8 @@ pub(crate) struct RawPort {
     pub kernel: bool,
     #[serde(default)]
     pub mac: Option<String>,
+    #[serde(default)]
+    pub peer: Option<String>,
 }
 
 fn one_u16() -> u16 {

@@ -333,7 +333,22 @@ fn ports(cx: &mut Cx<'_>, raw: &[RawPort]) -> Vec<Port> {
             addresses,
             kernel: p.kernel,
             mac,
+            peer: None,
         });
+    }
+    // Peers name other ports: resolve once every name is known.
+    for (i, p) in raw.iter().enumerate() {
+        let Some(peer) = &p.peer else { continue };
+        let path = KeyPath::root().key("port").index(i).key("peer");
+        match ports.iter().position(|q| &q.name == peer) {
+            Some(j) if j == i => cx.err(&path, "a port cannot be its own peer"),
+            Some(j) => {
+                if let Some(port) = ports.get_mut(i) {
+                    port.peer = Some(j);
+                }
+            }
+            None => cx.err(&path, format!("unknown port `{peer}` (expected a [[port]] name)")),
+        }
     }
     ports
 }
