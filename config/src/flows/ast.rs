@@ -213,11 +213,17 @@ impl Prefix {
         match addr {
             std::net::IpAddr::V4(a) => {
                 let len = len.min(32);
-                Prefix::V4 { addr: Ipv4Addr::from(u32::from(a) & mask32(len)), len }
+                Prefix::V4 {
+                    addr: Ipv4Addr::from(u32::from(a) & mask32(len)),
+                    len,
+                }
             }
             std::net::IpAddr::V6(a) => {
                 let len = len.min(128);
-                Prefix::V6 { addr: Ipv6Addr::from(u128::from(a) & mask128(len)), len }
+                Prefix::V6 {
+                    addr: Ipv6Addr::from(u128::from(a) & mask128(len)),
+                    len,
+                }
             }
         }
     }

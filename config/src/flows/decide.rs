@@ -76,14 +76,20 @@ pub fn decide<'a>(
             if rule.conds.iter().all(|c| holds(c, pkt)) {
                 match rule.kind {
                     RuleKind::Match => {
-                        return Decision { action, by: Some((flow.name.clone(), i)) };
+                        return Decision {
+                            action,
+                            by: Some((flow.name.clone(), i)),
+                        };
                     }
                     RuleKind::Ignore => break,
                 }
             }
         }
     }
-    Decision { action: default_policy.clone(), by: None }
+    Decision {
+        action: default_policy.clone(),
+        by: None,
+    }
 }
 
 /// flows.md `holds(c, pkt)`, the table row by row.

@@ -2,11 +2,16 @@
 
 pub mod ast;
 pub mod decide;
+pub mod diag;
+pub mod lexer;
 pub mod packet;
+pub mod parser;
 
 pub use ast::*;
 pub use decide::{decide, holds, Action, Decision};
+pub use diag::{render, Diagnostic, Severity, Span};
 pub use packet::{Packet, L4};
+pub use parser::{parse, parse_with, Parsed, Spans};
 
 /// What an appliance config defines, for checking the references of a flows file
 /// (`iface`, `director`, `table`). Without a config, nothing is checked.
