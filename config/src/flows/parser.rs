@@ -217,8 +217,7 @@ impl<'s> Parser<'s, '_> {
         }
         let mut rules = Vec::new();
         let mut rule_spans = Vec::new();
-        loop {
-            let Some(t) = self.peek() else { break };
+        while let Some(t) = self.peek() {
             let rule_kind = match t.text {
                 "match" => RuleKind::Match,
                 "ignore" => RuleKind::Ignore,
@@ -517,7 +516,7 @@ impl<'s> Parser<'s, '_> {
                 let d = Diagnostic::error(
                     *span,
                     format!("condition `{key}` given twice in one rule"),
-                    format!("expected each condition key at most once per rule"),
+                    "expected each condition key at most once per rule".to_string(),
                 )
                 .with_secondary(*first, format!("first `{key}` here"));
                 self.diags.push(d);
