@@ -302,7 +302,7 @@ impl<'s> Parser<'s, '_> {
                         "expected `permit`, `deny`, `skip` or `table`",
                     );
                 }
-                let Some(arg) = self.value("a director name", false) else {
+                let Some(arg) = self.value("a director name", true) else {
                     return (Policy::Skip, t.span);
                 };
                 if self.check_name(arg, "director name") {
