@@ -225,8 +225,10 @@ impl<'s> Parser<'s, '_> {
                 other => {
                     let expected = if policy_span.is_none() && rules.is_empty() {
                         "expected a policy (`permit`, `deny`, `skip`, `director`, `table`), `match`, `ignore`, `flow` or `outflow`"
-                    } else {
+                    } else if rules.is_empty() {
                         "expected `match`, `ignore`, `flow` or `outflow`"
+                    } else {
+                        "expected a condition, `match`, `ignore`, `flow` or `outflow`"
                     };
                     let what = if COND_KEYS.contains(&other) || other == "not" {
                         format!("condition `{other}` outside a rule: {expected}")
