@@ -171,3 +171,42 @@ proptest! {
         prop_assert_eq!(parsed.file, file);
     }
 }
+
+/// Words a flows file is made of, valid or not, to shake the parser and its recovery.
+fn word() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => proptest::sample::select(KEYWORDS.to_vec()).prop_map(String::from),
+        2 => proptest::sample::select(vec![
+            "tcp", "udp", "icmp", "6", "1", "256", "10.0.0.0/8", "10.1.2.3/8", "::1", "fe80::/10",
+            "1.2.3.4/255.0.255.0", "22", "1:1024", "9:1", "echo-reply", "packet-too-big", "200",
+            "254", "eth0", "#", "#x\n", "\n", "a#b",
+        ])
+        .prop_map(String::from),
+        1 => "[ -~]{0,12}",
+        1 => any::<String>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    /// Any input: no panic; errors point inside the source; what loads prints back to itself.
+    #[test]
+    fn arbitrary_words(words in proptest::collection::vec(word(), 0..30)) {
+        let src = words.join(" ");
+        match parse(&src) {
+            Ok(p) => {
+                let again = parse(&print(&p.file)).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                prop_assert_eq!(again.file, p.file);
+            }
+            Err(diags) => {
+                prop_assert!(diags.iter().any(|d| d.is_error()));
+                for d in &diags {
+                    prop_assert!(d.span.start <= d.span.end && d.span.end <= src.len());
+                    let _ = flowgate_config::flows::render("f", &src, std::slice::from_ref(d), false);
+                }
+            }
+        }
+        let _ = flowgate_config::flows::load("f", &src, None);
+    }
+}

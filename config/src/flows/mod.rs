@@ -1,8 +1,8 @@
 //! The flows language: syntax tree, reference interpreter, packets.
 //!
 //! Front end: [`lexer`] (words and comments) -> [`parser`] (tree + [`Spans`], errors with
-//! recovery) -> [`lint`] (warnings); [`load`] ties them together for the CLIs, [`diag`]
-//! renders diagnostics, [`print`] writes the canonical form back.
+//! recovery) -> [`lint`] (warnings); [`load()`] ties them together for the CLIs, [`diag`]
+//! renders diagnostics, [`print()`] writes the canonical form back.
 
 pub mod ast;
 pub mod decide;
