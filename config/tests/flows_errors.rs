@@ -76,7 +76,12 @@ fn unknown_keywords_and_tokens() {
     );
     one_error("flow a director", "1:16", "missing a director name");
     one_error("flow a table", "1:13", "missing a routing table id");
-    one_error("flow a Permit match", "1:8", "unknown keyword `Permit`");
+    one_error("flow a Permit match", "1:8", "unexpected `Permit`");
+    one_error(
+        "flow a permit match proto tcp 22",
+        "1:31",
+        "unexpected `22`: expected a condition",
+    );
     one_error(
         "flow a permit match proto TCP",
         "1:27",

@@ -54,6 +54,9 @@ fn keyword_as_name() {
     );
     assert_eq!(f.items[1].name, "permit");
     assert_eq!(f.items[1].rules[0].conds, [cond(Test::Iface("not".into()))]);
+    let f = file("flow d director match match");
+    assert_eq!(f.items[0].policy, Policy::Director("match".into()));
+    assert_eq!(f.items[0].rules.len(), 1);
     // Without a policy word, the next flow starts right after the name.
     let f = file("flow a flow b deny");
     assert_eq!(f.items.len(), 2);

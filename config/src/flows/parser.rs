@@ -232,8 +232,10 @@ impl<'s> Parser<'s, '_> {
                     };
                     let what = if COND_KEYS.contains(&other) || other == "not" {
                         format!("condition `{other}` outside a rule: {expected}")
-                    } else {
+                    } else if other.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
                         format!("unknown keyword `{other}`: {expected}")
+                    } else {
+                        format!("unexpected `{other}`: {expected}")
                     };
                     self.error(t.span, what, expected);
                     self.pos += 1;
