@@ -216,3 +216,54 @@ fn prefix_within(inner: &Prefix, outer: &Prefix) -> bool {
 fn range_within(inner: &PortRange, outer: &PortRange) -> bool {
     outer.lo <= inner.lo && inner.hi <= outer.hi
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::parse;
+
+    fn rule(conds: &str) -> Rule {
+        match parse(&format!("flow t permit match {conds}")) {
+            Ok(mut p) => p.file.items.remove(0).rules.remove(0),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn implication_between_rules() {
+        let yes = [
+            ("proto tcp dstport 22", ""),
+            ("proto tcp dstport 22", "proto tcp"),
+            ("src 10.1.0.0/16 iface a", "src 10.0.0.0/8"),
+            ("not src 10.0.0.0/8", "not src 10.1.0.0/16"),
+            ("proto udp srcport 5:6", "proto 17 srcport 0:10"),
+            ("proto tcp not dstport 0:100", "proto tcp not dstport 10:20"),
+            ("dst ::1", "dst ::/0"),
+        ];
+        for (a, b) in yes {
+            assert!(rule_implies(&rule(a), &rule(b)), "{a} => {b}");
+        }
+        let no = [
+            ("", "proto tcp"),
+            ("src 10.0.0.0/8", "src 10.1.0.0/16"),
+            ("src 10.0.0.0/8", "src ::/0"),
+            ("not src 10.1.0.0/16", "not src 10.0.0.0/8"),
+            ("proto 1", "proto icmp"),
+            ("proto tcp dstport 0:100", "proto tcp dstport 10:20"),
+        ];
+        for (a, b) in no {
+            assert!(!rule_implies(&rule(a), &rule(b)), "{a} =/=> {b}");
+        }
+    }
+
+    #[test]
+    fn conditions_that_never_hold() {
+        let never = |c: &str| rule(c).conds.iter().any(never_holds);
+        assert!(never("not src 0.0.0.0/0"));
+        assert!(never("not dst ::/0"));
+        assert!(never("proto udp not srcport 0:65535"));
+        assert!(!never("src 0.0.0.0/0"));
+        assert!(!never("proto udp not srcport 1:65535"));
+        assert!(!never("not proto tcp"));
+    }
+}

@@ -791,3 +791,107 @@ pub(crate) fn ports(text: &str) -> Result<PortRange, ValueError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_numbers() {
+        assert_eq!(dec("0"), Some(0));
+        assert_eq!(dec("007"), Some(7));
+        assert_eq!(dec("99999999999999999999999"), Some(u64::MAX));
+        for bad in ["", "+1", "-1", "0x10", "1 ", "١"] {
+            assert_eq!(dec(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn table_ids() {
+        assert_eq!(table_id("1"), Ok(1));
+        assert_eq!(table_id("252"), Ok(252));
+        assert_eq!(table_id("256"), Ok(256));
+        assert_eq!(table_id("4294967295"), Ok(u32::MAX));
+        for bad in ["0", "253", "254", "255", "4294967296", "x", "-5"] {
+            assert!(table_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        let v4 = |s: &str| prefix(s).map(|(p, c)| (p.to_string(), c));
+        assert_eq!(v4("1.2.3.4"), Ok(("1.2.3.4".into(), false)));
+        assert_eq!(v4("1.2.3.4/32"), Ok(("1.2.3.4".into(), false)));
+        assert_eq!(v4("1.2.3.4/0"), Ok(("0.0.0.0/0".into(), true)));
+        assert_eq!(
+            v4("1.2.3.0/255.255.255.128"),
+            Ok(("1.2.3.0/25".into(), false))
+        );
+        assert_eq!(v4("1.2.3.0/0.0.0.0"), Ok(("0.0.0.0/0".into(), true)));
+        assert_eq!(v4("2001:db8::1/64"), Ok(("2001:db8::/64".into(), true)));
+        assert_eq!(v4("::/0"), Ok(("::/0".into(), false)));
+        assert_eq!(v4("::1"), Ok(("::1".into(), false)));
+        for bad in [
+            "1.2.3",
+            "1.2.3.4/",
+            "1.2.3.4/33",
+            "1.2.3.4/0.255.0.0",
+            "1.2.3.4/255.255.255.1",
+            "01.2.3.4",
+            "1.2.3.4/8/8",
+            "::/129",
+            "::/64/1",
+            "1::2::3",
+            "",
+            "/8",
+            "fe80::1%eth0",
+        ] {
+            assert!(prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(ports("0"), Ok(PortRange { lo: 0, hi: 0 }));
+        assert_eq!(
+            ports("65535"),
+            Ok(PortRange {
+                lo: 65535,
+                hi: 65535
+            })
+        );
+        assert_eq!(ports("5:5"), Ok(PortRange { lo: 5, hi: 5 }));
+        assert_eq!(ports("0:65535"), Ok(PortRange { lo: 0, hi: 65535 }));
+        for bad in [
+            "", ":", "1:", ":2", "2:1", "65536", "1:65536", "1:2:3", "a", "-1",
+        ] {
+            assert!(ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn protocols() {
+        assert_eq!(proto("tcp"), Ok(Proto::TCP));
+        assert_eq!(proto("6"), Ok(Proto::TCP));
+        assert_eq!(proto("17"), Ok(Proto::UDP));
+        assert_eq!(proto("icmp"), Ok(Proto::Icmp));
+        assert_eq!(proto("1"), Ok(Proto::Number(1)));
+        assert_eq!(proto("255"), Ok(Proto::Number(255)));
+        for bad in ["256", "TCP", "icmpv6", ""] {
+            assert!(proto(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn icmp_names() {
+        assert_eq!(icmp_type_name("echo-request", Family::V4), Some(8));
+        assert_eq!(icmp_type_name("echo-request", Family::V6), Some(128));
+        assert_eq!(
+            icmp_type_name("destination-unreachable", Family::V6),
+            Some(1)
+        );
+        assert_eq!(icmp_type_name("redirect", Family::V6), None);
+        assert_eq!(icmp_type_name("packet-too-big", Family::V4), None);
+        assert_eq!(icmp_type_name("timestamp-reply", Family::V4), Some(14));
+    }
+}
