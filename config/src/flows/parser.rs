@@ -128,8 +128,10 @@ impl<'s> Parser<'s, '_> {
         t
     }
 
+    /// Where "end of file" is shown: just after the last word (not on a trailing empty line).
     fn eof(&self) -> Span {
-        Span::new(self.src.len(), self.src.len())
+        let end = self.toks.last().map_or(0, |t| t.span.end);
+        Span::new(end, end)
     }
 
     fn error(&mut self, span: Span, message: impl Into<String>, label: impl Into<String>) {
