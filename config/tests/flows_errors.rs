@@ -68,7 +68,11 @@ fn unknown_keywords_and_tokens() {
         "expected a condition after `not`",
     );
     one_error("flow", "1:5", "missing name after `flow`");
-    one_error("flow a permit\n  match proto\n\n# end\n", "2:14", "missing a protocol after `proto` at end of file");
+    one_error(
+        "flow a permit\n  match proto\n\n# end\n",
+        "2:14",
+        "missing a protocol after `proto` at end of file",
+    );
     one_error("flow a permit match proto", "1:26", "missing a protocol");
     one_error(
         "flow a permit match proto match",
