@@ -202,6 +202,8 @@ impl Prefix {
         }
     }
 
+    /// The prefix length (a prefix is never "empty": /0 holds every address of its family).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         match self {
             Prefix::V4 { len, .. } | Prefix::V6 { len, .. } => *len,
