@@ -62,15 +62,18 @@ impl DropReason {
     }
 
     pub fn all() -> impl Iterator<Item = DropReason> {
-        Malformed::ALL.into_iter().map(DropReason::Malformed).chain([
-            DropReason::FlowDeny,
-            DropReason::OutflowDeny,
-            DropReason::DirectorUnavailable,
-            DropReason::TableUnavailable,
-            DropReason::NoKernel,
-            DropReason::TxFull,
-            DropReason::KernelMalformed,
-        ])
+        Malformed::ALL
+            .into_iter()
+            .map(DropReason::Malformed)
+            .chain([
+                DropReason::FlowDeny,
+                DropReason::OutflowDeny,
+                DropReason::DirectorUnavailable,
+                DropReason::TableUnavailable,
+                DropReason::NoKernel,
+                DropReason::TxFull,
+                DropReason::KernelMalformed,
+            ])
     }
 
     pub fn name(self) -> &'static str {

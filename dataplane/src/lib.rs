@@ -11,9 +11,9 @@
 pub mod build;
 pub mod classify;
 pub mod counters;
-pub mod plant;
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod plant;
 pub mod ruleset;
 pub mod wire;
 pub mod worker;

@@ -22,7 +22,11 @@ pub enum PlantError {
     #[error("DPDK: {0}")]
     Dpdk(#[from] DpdkError),
     #[error("port {port}: `{cmd}` failed: {why}")]
-    Kernel { port: String, cmd: String, why: String },
+    Kernel {
+        port: String,
+        cmd: String,
+        why: String,
+    },
     #[error("too many {what}: {n}")]
     TooMany { what: &'static str, n: usize },
 }
@@ -35,9 +39,11 @@ const DESC: u16 = 512;
 pub fn eal_args(app: &Appliance) -> Vec<String> {
     let given = app.dataplane.eal.clone();
     let has = |flags: &[&str]| {
-        given
-            .iter()
-            .any(|a| flags.iter().any(|f| a == f || a.starts_with(&format!("{f}="))))
+        given.iter().any(|a| {
+            flags
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
+        })
     };
     let mut args = given.clone();
     if !has(&["-l", "-c", "--lcores"]) {
@@ -83,7 +89,10 @@ impl Plant {
     /// Start the EAL and bring every port and TAP of `app` up, for `workers` workers.
     pub fn bring_up(app: &Appliance) -> Result<Plant, PlantError> {
         let workers = app.dataplane.workers.len().max(1);
-        let nw = u16::try_from(workers).map_err(|_| PlantError::TooMany { what: "workers", n: workers })?;
+        let nw = u16::try_from(workers).map_err(|_| PlantError::TooMany {
+            what: "workers",
+            n: workers,
+        })?;
         let eal = Eal::init(&eal_args(app))?;
         let kernel_ports = app.ports.iter().filter(|p| p.kernel).count();
         let rxq: usize = app.ports.iter().map(|p| usize::from(p.rx_queues)).sum();
@@ -92,13 +101,19 @@ impl Plant {
             + (app.ports.len() + kernel_ports) * workers * usize::from(DESC)
             + workers * (2 * app.ports.len() + 1) * dpdk::BURST_SIZE
             + 4096;
-        let mbufs = u32::try_from(mbufs.next_power_of_two() - 1)
-            .map_err(|_| PlantError::TooMany { what: "mbufs", n: mbufs })?;
+        let mbufs =
+            u32::try_from(mbufs.next_power_of_two() - 1).map_err(|_| PlantError::TooMany {
+                what: "mbufs",
+                n: mbufs,
+            })?;
         let pool = Mempool::new("flowgate_pool", mbufs, 256, 2048 + 128, -1)?;
 
         let mut ports = Vec::new();
         for p in &app.ports {
-            let err = |source| PlantError::Port { port: p.name.clone(), source };
+            let err = |source| PlantError::Port {
+                port: p.name.clone(),
+                source,
+            };
             let id = dpdk::port_by_name(device_name(&p.device)).map_err(err)?;
             let cfg = dpdk::PortConfig {
                 rx_desc: DESC,
@@ -117,12 +132,19 @@ impl Plant {
                 taps.push(None);
                 continue;
             }
-            let err = |source| PlantError::Port { port: p.name.clone(), source };
+            let err = |source| PlantError::Port {
+                port: p.name.clone(),
+                source,
+            };
             let mac = match p.mac {
                 Some(m) => m.0,
                 None => ports[i].mac_address().map_err(err)?,
             };
-            let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            let mac = mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
             let id = dpdk::attach_vdev(&format!("net_tap{i},iface={},mac={mac}", p.name))
                 .map_err(err)?;
             let cfg = dpdk::PortConfig {
@@ -132,13 +154,22 @@ impl Plant {
             };
             let mut tap = Port::configure_with(id, cfg, pool).map_err(err)?;
             tap.start().map_err(err)?;
-            kernel_setup(&p.name, &p.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>())?;
+            kernel_setup(
+                &p.name,
+                &p.addresses
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>(),
+            )?;
             taps.push(Some(tap));
         }
         let roles = app
             .ports
             .iter()
-            .map(|p| PortRole { kernel: p.kernel, peer: p.peer.map(|q| q as u16) })
+            .map(|p| PortRole {
+                kernel: p.kernel,
+                peer: p.peer.map(|q| q as u16),
+            })
             .collect();
         Ok(Plant {
             eal,
@@ -182,13 +213,25 @@ impl Plant {
                 None => tap_tx.push(None),
             }
         }
-        let port_tx = self.ports.iter().map(|p| p.tx_queue(wq)).collect::<Result<_, _>>()?;
-        Ok(Queues { port_rx, tap_rx, port_tx, tap_tx })
+        let port_tx = self
+            .ports
+            .iter()
+            .map(|p| p.tx_queue(wq))
+            .collect::<Result<_, _>>()?;
+        Ok(Queues {
+            port_rx,
+            tap_rx,
+            port_tx,
+            tap_tx,
+        })
     }
 
     /// The NIC's own counters of every port (zeros where the driver has none).
     pub fn nic_stats(&self) -> Vec<PortStats> {
-        self.ports.iter().map(|p| p.stats().unwrap_or_default()).collect()
+        self.ports
+            .iter()
+            .map(|p| p.stats().unwrap_or_default())
+            .collect()
     }
 
     /// Stop and close every port; the TAP netdevs disappear from the kernel.
@@ -218,11 +261,16 @@ fn kernel_setup(name: &str, addresses: &[String]) -> Result<(), PlantError> {
             cmd: format!("ip {}", args.join(" ")),
             why,
         };
-        let out = Command::new("ip").args(args).output().map_err(|e| fail(e.to_string()))?;
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| fail(e.to_string()))?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+            Err(fail(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
         }
     };
     for a in addresses {

@@ -242,7 +242,12 @@ impl<'p> Worker<'p> {
             .classify_batch(&self.keys[..n], &mut self.verdicts[..n]);
         let rc = &rules.counters[self.index.min(rules.counters.len() - 1)];
         for j in 0..n {
-            let kind = count(list, self.verdicts[j], &rc.outflow_rules, &rc.outflow_verdicts);
+            let kind = count(
+                list,
+                self.verdicts[j],
+                &rc.outflow_rules,
+                &rc.outflow_verdicts,
+            );
             let p = usize::from(self.key_pkt[j]);
             match kind {
                 Some(VerdictKind::Permit) => {}
@@ -273,10 +278,18 @@ impl<'p> Worker<'p> {
     #[inline]
     fn send(&mut self, tap: bool, p: u16, m: Mbuf) {
         let i = usize::from(p);
-        let out = if tap { &mut self.tap_out[i] } else { &mut self.port_out[i] };
+        let out = if tap {
+            &mut self.tap_out[i]
+        } else {
+            &mut self.port_out[i]
+        };
         if let Err(m) = out.push(m) {
             self.flush(tap, i);
-            let out = if tap { &mut self.tap_out[i] } else { &mut self.port_out[i] };
+            let out = if tap {
+                &mut self.tap_out[i]
+            } else {
+                &mut self.port_out[i]
+            };
             if let Err(m) = out.push(m) {
                 self.counters.dropped(DropReason::TxFull);
                 drop(m);
@@ -361,7 +374,17 @@ pub fn key_of(f: &IpFacts, iface: u16) -> Key {
         }
         (s, d) => (ip128(s), ip128(d), true),
     };
-    Key { src, dst, iface, sport, dport, proto: f.proto, icmptype, v6, l4 }
+    Key {
+        src,
+        dst,
+        iface,
+        sport,
+        dport,
+        proto: f.proto,
+        icmptype,
+        v6,
+        l4,
+    }
 }
 
 fn ip128(a: std::net::IpAddr) -> u128 {
@@ -381,17 +404,67 @@ mod tests {
     /// equivalent packet line: the dataplane and `flowgate classify` decide alike.
     #[test]
     fn key_from_frame_equals_key_from_packet_line() {
-        let file = parse("flow a permit match iface eth0 proto tcp dstport 22").expect("ok").file;
+        let file = parse("flow a permit match iface eth0 proto tcp dstport 22")
+            .expect("ok")
+            .file;
         let c = crate::classify::Classifier::new(file.flows(), &Action::Deny).expect("compiles");
         let cases = [
-            ("10.0.0.1", "10.0.0.2", 6, 1234, 22, "proto=tcp sport=1234 dport=22", false),
-            ("10.0.0.1", "10.0.0.2", 17, 53, 53, "proto=udp sport=53 dport=53", false),
-            ("10.0.0.1", "10.0.0.2", 1, 8, 0, "proto=icmp icmptype=8", false),
+            (
+                "10.0.0.1",
+                "10.0.0.2",
+                6,
+                1234,
+                22,
+                "proto=tcp sport=1234 dport=22",
+                false,
+            ),
+            (
+                "10.0.0.1",
+                "10.0.0.2",
+                17,
+                53,
+                53,
+                "proto=udp sport=53 dport=53",
+                false,
+            ),
+            (
+                "10.0.0.1",
+                "10.0.0.2",
+                1,
+                8,
+                0,
+                "proto=icmp icmptype=8",
+                false,
+            ),
             ("10.0.0.1", "10.0.0.2", 47, 0, 0, "proto=47", false),
             ("10.0.0.1", "10.0.0.2", 6, 1, 2, "proto=tcp frag=1", true),
-            ("2001:db8::1", "2001:db8::2", 58, 128, 0, "proto=icmp icmptype=128", false),
-            ("2001:db8::1", "2001:db8::2", 6, 9, 22, "proto=tcp sport=9 dport=22", false),
-            ("2001:db8::1", "2001:db8::2", 17, 9, 22, "proto=udp frag=1", true),
+            (
+                "2001:db8::1",
+                "2001:db8::2",
+                58,
+                128,
+                0,
+                "proto=icmp icmptype=128",
+                false,
+            ),
+            (
+                "2001:db8::1",
+                "2001:db8::2",
+                6,
+                9,
+                22,
+                "proto=tcp sport=9 dport=22",
+                false,
+            ),
+            (
+                "2001:db8::1",
+                "2001:db8::2",
+                17,
+                9,
+                22,
+                "proto=udp frag=1",
+                true,
+            ),
         ];
         for (s, d, proto, sp, dp, line, frag) in cases {
             let mut spec = FrameSpec::new(
