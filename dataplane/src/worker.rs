@@ -119,7 +119,7 @@ impl<'p> Worker<'p> {
                 let port = self.queues.tap_rx[i].0;
                 if burst.rx(&mut self.queues.tap_rx[i].1) > 0 {
                     work += burst.len();
-                    self.from_kernel(port, &mut burst);
+                    self.kernel_egress(port, &mut burst);
                 }
             }
             self.flush_all();
@@ -183,7 +183,7 @@ impl<'p> Worker<'p> {
     }
 
     /// Frames the kernel sent out of port `port`'s TAP: outflows, then out the port.
-    fn from_kernel(&mut self, port: u16, burst: &mut Burst) {
+    fn kernel_egress(&mut self, port: u16, burst: &mut Burst) {
         let pc = &self.counters.ports[usize::from(port)];
         pc.from_kernel.add(burst.len() as u64);
         let rules = self.rules.load();
