@@ -100,6 +100,7 @@ pub fn forward(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::build::{checksum, frame, FrameSpec};
@@ -128,8 +129,16 @@ mod tests {
     /// recomputed from scratch is valid.
     #[test]
     fn table_driven_rewrites() {
-        // (src, dst, proto, vlan, ttl in, expected)
-        let cases: &[(&str, &str, u8, Option<u16>, u8, Result<u8, NotForwarded>)] = &[
+        // (src, dst, proto, vlan, ttl in, expected TTL out)
+        type Case = (
+            &'static str,
+            &'static str,
+            u8,
+            Option<u16>,
+            u8,
+            Result<u8, NotForwarded>,
+        );
+        let cases: &[Case] = &[
             ("10.0.0.1", "192.168.1.1", 6, None, 64, Ok(63)),
             ("10.0.0.1", "192.168.1.1", 17, Some(7), 2, Ok(1)),
             ("10.0.0.1", "8.8.8.8", 1, None, 255, Ok(254)),

@@ -118,7 +118,7 @@ impl Trie {
                     return Err(LpmError::TooManyGroups);
                 }
                 // The new group inherits what the shorter prefix painted here.
-                self.groups.extend(std::iter::repeat(cur).take(256));
+                self.groups.extend_from_slice(&[cur; 256]);
                 let link = VALID | GROUP | g as u32;
                 match slot {
                     None => self.root[at] = link,
@@ -326,6 +326,7 @@ impl Lpm6 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -334,7 +335,7 @@ mod tests {
         let mut best: Option<(u8, NextHopId)> = None;
         for &(p, len, nh) in routes {
             let m = mask32(len);
-            if u32::from(a) & m == u32::from(p) & m && best.map_or(true, |(l, _)| len >= l) {
+            if u32::from(a) & m == u32::from(p) & m && !matches!(best, Some((l, _)) if len < l) {
                 best = Some((len, nh));
             }
         }
@@ -345,7 +346,7 @@ mod tests {
         let mut best: Option<(u8, NextHopId)> = None;
         for &(p, len, nh) in routes {
             let m = mask128(len);
-            if u128::from(a) & m == u128::from(p) & m && best.map_or(true, |(l, _)| len >= l) {
+            if u128::from(a) & m == u128::from(p) & m && !matches!(best, Some((l, _)) if len < l) {
                 best = Some((len, nh));
             }
         }
