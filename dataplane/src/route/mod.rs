@@ -7,10 +7,12 @@
 //!   policy-routing fallback to the main table.
 //! - [`forward`]: the rewrite of a routed frame (TTL / hop limit, checksum, MACs).
 //! - [`neigh`]: the neighbour table (ARP / ND resolution, hold queue) and ARP/ND frames.
+//! - [`synth`]: synthetic BGP-shaped tables and lookup addresses for benchmarks.
 
 pub mod forward;
 pub mod lpm;
 pub mod neigh;
+pub mod synth;
 pub mod table;
 
 pub use forward::{forward, NotForwarded};
