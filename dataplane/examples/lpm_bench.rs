@@ -97,8 +97,9 @@ fn main() -> Result<(), String> {
         for _ in 0..a.rounds {
             let t = Instant::now();
             let mut s = 0u64;
-            for &x in &addrs {
-                s += sum(lpm.lookup_u32(black_box(x)));
+            let addrs: &[u32] = black_box(&addrs);
+            for &x in addrs {
+                s += sum(lpm.lookup_u32(x));
             }
             let el = t.elapsed().as_secs_f64();
             check_single = black_box(s);
@@ -111,9 +112,10 @@ fn main() -> Result<(), String> {
         for _ in 0..a.rounds {
             let t = Instant::now();
             let mut s = 0u64;
+            let addrs: &[u32] = black_box(&addrs);
             for chunk in addrs.chunks_exact(BATCH) {
                 if let Ok(c) = <&[u32; BATCH]>::try_from(chunk) {
-                    lpm.lookup_batch(black_box(c), &mut out);
+                    lpm.lookup_batch(c, &mut out);
                     s += out.iter().map(|o| sum(*o)).sum::<u64>();
                 }
             }

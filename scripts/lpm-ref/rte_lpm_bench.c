@@ -118,9 +118,16 @@ int main(int argc, char **argv)
 	struct rte_lpm *lpm = rte_lpm_create("bench", SOCKET_ID_ANY, &cfg);
 	if (!lpm)
 		die("rte_lpm_create failed");
-	for (size_t i = 0; i < nr; i++)
-		if (rte_lpm_add(lpm, r[i].ip, r[i].depth, r[i].nh) < 0)
-			die("rte_lpm_add failed");
+	for (size_t i = 0; i < nr; i++) {
+		/* rte_lpm takes depths 1..=32: no default route (the Rust side's synthetic tables
+		 * have none). */
+		int rc = rte_lpm_add(lpm, r[i].ip, r[i].depth, r[i].nh);
+		if (rc < 0) {
+			fprintf(stderr, "rte_lpm_add line %zu depth %u: %s\n", i + 1, r[i].depth,
+				strerror(-rc));
+			exit(1);
+		}
+	}
 	double build_ms = (double)(rte_rdtsc() - t0) / (double)hz * 1e3;
 	/* tbl24 + tbl8 groups + rules table, as rte_lpm_create sizes them. */
 	double mem = (double)RTE_LPM_TBL24_NUM_ENTRIES * sizeof(struct rte_lpm_tbl_entry) +

@@ -200,13 +200,22 @@ impl Lpm4 {
     /// [`Lpm4::lookup`] on an address as a host-order `u32`.
     #[inline]
     pub fn lookup_u32(&self, addr: u32) -> Option<NextHopId> {
-        let rb = self.trie.root_bits;
-        let e = *self.trie.root.get((addr >> (32 - rb)) as usize)?;
-        self.resolve(addr, e, 32 - rb)
+        let shift = 32 - self.trie.root_bits;
+        let e = self
+            .trie
+            .root
+            .get((addr >> shift) as usize)
+            .copied()
+            .unwrap_or(0);
+        if e & GROUP == 0 {
+            return (e & VALID != 0).then_some(NextHopId(e & VALUE));
+        }
+        self.resolve(addr, e, shift)
     }
 
     /// Follows groups from entry `e`, whose children are indexed by the 8 bits below `shift`.
-    #[inline(always)]
+    /// Out of line: the first-table hit stays a short straight path.
+    #[inline(never)]
     fn resolve(&self, addr: u32, mut e: u32, mut shift: u32) -> Option<NextHopId> {
         while e & GROUP != 0 {
             shift = shift.checked_sub(8)?;
