@@ -20,10 +20,15 @@ cc -O3 -Wall -Wextra $(pkg-config --cflags libdpdk) "$ROOT/scripts/lpm-ref/rte_l
     $(pkg-config --libs libdpdk) -o "$WORK/rte_lpm_bench"
 (cd "$ROOT" && cargo build --quiet --release -p flowgate-dataplane --example lpm_bench)
 
-"$ROOT/target/release/examples/lpm_bench" --prefixes "$PREFIXES" --lookups "$LOOKUPS" \
-    --rounds "$ROUNDS" --seed "$SEED" --out "$WORK" | tee "$WORK/rust.txt" >&2
+# flowgate runs before and right after rte_lpm (whose build takes minutes), so a shared
+# machine's changing load shows in the two flowgate rows instead of skewing one ratio.
+BENCH="$ROOT/target/release/examples/lpm_bench"
+"$BENCH" --prefixes "$PREFIXES" --lookups "$LOOKUPS" --rounds "$ROUNDS" --seed "$SEED" \
+    --out "$WORK" | sed 's/impl="\([^"]*\)"/impl="\1 (before)"/' | tee "$WORK/rust.txt" >&2
 "$WORK/rte_lpm_bench" "$WORK/prefixes.txt" "$WORK/addrs.txt" "$ROUNDS" \
     --no-huge -m 2048 --no-pci --no-shconf -l 0 --log-level=lib.eal:error | tee "$WORK/dpdk.txt" >&2
+"$BENCH" --prefixes "$PREFIXES" --lookups "$LOOKUPS" --rounds "$ROUNDS" --seed "$SEED" |
+    sed 's/impl="\([^"]*\)"/impl="\1 (after)"/' | tee -a "$WORK/rust.txt" >&2
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 name() { sed -n 's/^RESULT impl="\([^"]*\)".*/\1/p' <<<"$1"; }
