@@ -5,7 +5,7 @@
 //!   for IPv6), immutable after build.
 //! - [`table`]: [`Routes`], every routing table of an appliance config compiled, with the
 //!   policy-routing fallback to the main table.
-//! - [`forward`]: the rewrite of a routed frame (TTL / hop limit, checksum, MACs).
+//! - [`forward`](mod@forward): the rewrite of a routed frame (TTL / hop limit, checksum, MACs).
 //! - [`neigh`]: the neighbour table (ARP / ND resolution, hold queue) and ARP/ND frames.
 //! - [`synth`]: synthetic BGP-shaped tables and lookup addresses for benchmarks.
 
