@@ -148,18 +148,43 @@ pub struct Conn {
 
 impl Conn {
     fn forward_hash(&self, seed: Seed) -> u64 {
-        tuple_hash(seed, self.proto, &self.client, self.cport, &self.vip, self.vport)
+        tuple_hash(
+            seed,
+            self.proto,
+            &self.client,
+            self.cport,
+            &self.vip,
+            self.vport,
+        )
     }
 
     fn reply_hash(&self, seed: Seed) -> u64 {
-        tuple_hash(seed, self.proto, &self.real, self.rport, &self.client, self.cport)
+        tuple_hash(
+            seed,
+            self.proto,
+            &self.real,
+            self.rport,
+            &self.client,
+            self.cport,
+        )
     }
 
-    fn matches(&self, dir: Dir, proto: u8, src: &[u8; 16], sport: u16, dst: &[u8; 16], dport: u16) -> bool {
+    fn matches(
+        &self,
+        dir: Dir,
+        proto: u8,
+        src: &[u8; 16],
+        sport: u16,
+        dst: &[u8; 16],
+        dport: u16,
+    ) -> bool {
         self.proto == proto
             && match dir {
                 Dir::Forward => {
-                    self.cport == sport && self.vport == dport && self.client == *src && self.vip == *dst
+                    self.cport == sport
+                        && self.vport == dport
+                        && self.client == *src
+                        && self.vip == *dst
                 }
                 Dir::Reply => {
                     self.nat
@@ -174,7 +199,14 @@ impl Conn {
 
 /// The hash of a (proto, src, sport, dst, dport) tuple.
 #[inline]
-pub fn tuple_hash(seed: Seed, proto: u8, src: &[u8; 16], sport: u16, dst: &[u8; 16], dport: u16) -> u64 {
+pub fn tuple_hash(
+    seed: Seed,
+    proto: u8,
+    src: &[u8; 16],
+    sport: u16,
+    dst: &[u8; 16],
+    dport: u16,
+) -> u64 {
     let (s0, s1) = split(src);
     let (d0, d1) = split(dst);
     let ports = (u64::from(proto) << 32) | (u64::from(sport) << 16) | u64::from(dport);
@@ -462,11 +494,26 @@ mod tests {
     fn insert_lookup_both_ways_remove() {
         let mut t = ConnTable::new(16, 2, 7);
         let id = t.insert(conn(1, 1000, 1), 0).expect("room");
-        assert_eq!(t.lookup(Dir::Forward, 6, &a(1), 1000, &a(200), 80, 0), Some(id));
-        assert_eq!(t.lookup(Dir::Reply, 6, &a(101), 8080, &a(1), 1000, 0), Some(id));
-        assert_eq!(t.lookup(Dir::Forward, 17, &a(1), 1000, &a(200), 80, 0), None);
+        assert_eq!(
+            t.lookup(Dir::Forward, 6, &a(1), 1000, &a(200), 80, 0),
+            Some(id)
+        );
+        assert_eq!(
+            t.lookup(Dir::Reply, 6, &a(101), 8080, &a(1), 1000, 0),
+            Some(id)
+        );
+        assert_eq!(
+            t.lookup(Dir::Forward, 17, &a(1), 1000, &a(200), 80, 0),
+            None
+        );
         assert_eq!(t.lookup(Dir::Reply, 6, &a(1), 1000, &a(200), 80, 0), None);
-        assert_eq!(t.loads()[1], ServerLoad { active: 0, inactive: 1 });
+        assert_eq!(
+            t.loads()[1],
+            ServerLoad {
+                active: 0,
+                inactive: 1
+            }
+        );
         t.remove(id);
         assert_eq!(t.lookup(Dir::Forward, 6, &a(1), 1000, &a(200), 80, 0), None);
         assert_eq!(t.lookup(Dir::Reply, 6, &a(101), 8080, &a(1), 1000, 0), None);
@@ -482,16 +529,25 @@ mod tests {
         }
         assert_eq!(t.insert(conn(1, 99, 0), 10), Err(Full));
         // at 1000 they have all expired: the insert sweeps and succeeds
-        let id = t.insert(conn(1, 99, 0), 1000).expect("reclaimed");
-        assert_eq!(t.lookup(Dir::Forward, 6, &a(1), 99, &a(200), 80, 1000), Some(id));
+        let mut c = conn(1, 99, 0);
+        c.expires = 5000;
+        let id = t.insert(c, 1000).expect("reclaimed");
+        assert_eq!(
+            t.lookup(Dir::Forward, 6, &a(1), 99, &a(200), 80, 1000),
+            Some(id)
+        );
     }
 
     #[test]
     fn expired_entries_are_not_found() {
         let mut t = ConnTable::new(4, 1, 7);
         t.insert(conn(1, 5, 0), 0).expect("room");
-        assert!(t.lookup(Dir::Forward, 6, &a(1), 5, &a(200), 80, 999).is_some());
-        assert!(t.lookup(Dir::Forward, 6, &a(1), 5, &a(200), 80, 1000).is_none());
+        assert!(t
+            .lookup(Dir::Forward, 6, &a(1), 5, &a(200), 80, 999)
+            .is_some());
+        assert!(t
+            .lookup(Dir::Forward, 6, &a(1), 5, &a(200), 80, 1000)
+            .is_none());
         assert!(t.is_empty());
     }
 
@@ -502,8 +558,14 @@ mod tests {
         let mut x: u64 = 1;
         for round in 0..20u16 {
             for k in 0..400u16 {
-                let c = conn((k % 200) as u8, k.wrapping_mul(7).wrapping_add(round), k % 4);
-                if t.lookup(Dir::Forward, 6, &c.client, c.cport, &c.vip, c.vport, 0).is_none() {
+                let c = conn(
+                    (k % 200) as u8,
+                    k.wrapping_mul(7).wrapping_add(round),
+                    k % 4,
+                );
+                if t.lookup(Dir::Forward, 6, &c.client, c.cport, &c.vip, c.vport, 0)
+                    .is_none()
+                {
                     if let Ok(id) = t.insert(c, 0) {
                         ids.push((id, c));
                     }
@@ -523,8 +585,14 @@ mod tests {
             }
             ids = keep;
             for &(id, c) in &ids {
-                assert_eq!(t.lookup(Dir::Forward, 6, &c.client, c.cport, &c.vip, c.vport, 0), Some(id));
-                assert_eq!(t.lookup(Dir::Reply, 6, &c.real, c.rport, &c.client, c.cport, 0), Some(id));
+                assert_eq!(
+                    t.lookup(Dir::Forward, 6, &c.client, c.cport, &c.vip, c.vport, 0),
+                    Some(id)
+                );
+                assert_eq!(
+                    t.lookup(Dir::Reply, 6, &c.real, c.rport, &c.client, c.cport, 0),
+                    Some(id)
+                );
             }
             assert_eq!(t.len(), ids.len());
         }
@@ -546,6 +614,9 @@ mod tests {
         assert_eq!(s, TimeWait);
         let mut f = 0;
         assert_eq!(Established.next_tcp(Dir::Reply, TCP_RST, &mut f), Close);
-        assert_eq!(SynRecv.next_tcp(Dir::Forward, TCP_RST | TCP_ACK, &mut f), Close);
+        assert_eq!(
+            SynRecv.next_tcp(Dir::Forward, TCP_RST | TCP_ACK, &mut f),
+            Close
+        );
     }
 }

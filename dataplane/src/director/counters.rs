@@ -114,7 +114,8 @@ impl DirectorCounters {
             *a += b;
         }
         if self.servers.len() < o.servers.len() {
-            self.servers.resize(o.servers.len(), ServerCounters::default());
+            self.servers
+                .resize(o.servers.len(), ServerCounters::default());
         }
         for (a, b) in self.servers.iter_mut().zip(o.servers.iter()) {
             a.add(b);

@@ -41,7 +41,7 @@ pub fn is_prime(m: u32) -> bool {
     }
     let mut d = 2u32;
     while u64::from(d) * u64::from(d) <= u64::from(m) {
-        if m % d == 0 {
+        if m.checked_rem(d) == Some(0) {
             return false;
         }
         d += 1;

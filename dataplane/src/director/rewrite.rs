@@ -103,7 +103,11 @@ pub fn rewrite_endpoint(
     };
     let mut old = [0u8; 16];
     let old = &mut old[..new.len()];
-    old.copy_from_slice(frame.get(at..at + new.len()).ok_or(RewriteError::Truncated)?);
+    old.copy_from_slice(
+        frame
+            .get(at..at + new.len())
+            .ok_or(RewriteError::Truncated)?,
+    );
 
     // L4 checksum: the pseudo-header's address, and the port.
     let csum_at = match facts.proto {

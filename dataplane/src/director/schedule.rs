@@ -34,13 +34,24 @@ impl ServerLoad {
 
 /// A worker's round-robin position in one director (IPVS `rr`/`wrr` mark), reset when the
 /// snapshot's generation changes, as IPVS resets it when a destination is updated.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Cursor {
     generation: u64,
     /// `rr`: the next position; `wrr`: the last position, -1 before the first pick.
     index: isize,
     /// `wrr`: the current weight.
     cw: i64,
+}
+
+impl Default for Cursor {
+    /// A cursor that takes the first server of any snapshot.
+    fn default() -> Self {
+        Cursor {
+            generation: u64::MAX,
+            index: -1,
+            cw: 0,
+        }
+    }
 }
 
 impl Cursor {
@@ -120,7 +131,8 @@ fn least(avail: &[u16], cost: impl Fn(u16) -> (u64, u64)) -> Option<u16> {
     for &i in avail {
         let (c, w) = cost(i);
         match best {
-            Some((_, bc, bw)) if u128::from(c) * u128::from(bw) >= u128::from(bc) * u128::from(w) => {}
+            Some((_, bc, bw))
+                if u128::from(c) * u128::from(bw) >= u128::from(bc) * u128::from(w) => {}
             _ => best = Some((i, c, w)),
         }
     }

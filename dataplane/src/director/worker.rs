@@ -243,7 +243,11 @@ impl DirectorWorker {
                     .lookup(Dir::Forward, PROTO_TEMPLATE, &key, 0, vip, 0, now);
                 let kept = tpl.and_then(|t| {
                     let s = self.conns.get(t).server;
-                    if st.servers.get(usize::from(s)).is_some_and(|x| x.available()) {
+                    if st
+                        .servers
+                        .get(usize::from(s))
+                        .is_some_and(|x| x.available())
+                    {
                         self.conns.set_expiry(t, now.saturating_add(ttl));
                         Some(s)
                     } else {
