@@ -11,9 +11,11 @@
 //! - [`rewrite`]: NAT, gateway (direct routing) and tunnel (IP-in-IP) on frames in place.
 //! - [`counters`]: per-worker, per-director and per-server counters.
 //! - [`worker`]: [`DirectorWorker`], what a worker owns per director and calls per packet.
+//! - [`steer`]: which worker owns a connection (client-endpoint RSS), so NAT replies find it.
 //!
 //! Each worker owns its tables outright (no locks). NAT replies reach the worker that owns
-//! their connection through RSS steering; `docs/director.md` explains how and what it needs.
+//! their connection because ownership follows the client endpoint ([`steer`]);
+//! `docs/director.md` explains how and what it needs from the NIC.
 
 pub mod conntrack;
 pub mod counters;
@@ -22,6 +24,7 @@ pub mod maglev;
 pub mod rewrite;
 pub mod schedule;
 pub mod state;
+pub mod steer;
 pub mod worker;
 
 pub use counters::{DirectorCounters, DropReason, ServerCounters};
