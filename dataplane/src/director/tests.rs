@@ -862,3 +862,27 @@ fn counters_add_up_over_workers() {
     assert_eq!(total.servers[0].active, 2);
     assert_eq!(total.bytes_in, 4 * 60);
 }
+
+#[test]
+fn unsupported_and_cross_family_packets_are_dropped() {
+    let st = state(director(
+        Scheduler::Rr,
+        Mode::Nat,
+        &[("10.0.0.11", 1, false)],
+    ));
+    let mut w = worker(&st, 8);
+    let mut icmp = frame(&FrameSpec::new(ip("1.1.1.1"), ip("192.168.0.100"), 1, 8, 0));
+    assert_eq!(
+        send(&mut w, &st, &mut icmp, 0),
+        Verdict::Drop(DropReason::Unsupported)
+    );
+    let mut v6 = packet(6, "2001:db8::1", 1000, "2001:db8::100", 80, TCP_SYN);
+    assert_eq!(
+        send(&mut w, &st, &mut v6, 0),
+        Verdict::Drop(DropReason::BadPacket)
+    );
+    assert!(w.table().is_empty());
+    let c = w.counters();
+    assert_eq!(c.drops[DropReason::Unsupported.index()], 1);
+    assert_eq!(c.drops[DropReason::BadPacket.index()], 1);
+}

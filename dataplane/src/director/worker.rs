@@ -148,6 +148,15 @@ impl DirectorWorker {
             }
             _ => return self.drop(DropReason::Unsupported),
         };
+        // NAT cannot cross families: servers are all of one family (config rule).
+        if st.mode == Mode::Nat
+            && st
+                .servers
+                .first()
+                .is_some_and(|s| s.address.is_ipv4() != (facts.family == Family::V4))
+        {
+            return self.drop(DropReason::BadPacket);
+        }
         let tcp = proto == PROTO_TCP;
         let flags = if tcp {
             match frame.get(facts.l4_offset + TCP_FLAGS) {
