@@ -3,6 +3,8 @@
 //! - [`wire`]: reading frames down to the classifier's facts (no panics, no allocation).
 //! - [`classify`]: the compiled flows classifier (and the ClassBench benchmark of it).
 //! - [`ruleset`]: the compiled flows and outflows the workers run, published as a whole.
+//! - [`director`]: the L4 load balancer (IPVS-like schedulers, connection tracking, NAT,
+//!   direct routing and IP-in-IP).
 //! - [`route`]: routing tables (LPM), forwarding rewrite, neighbour resolution.
 //! - [`worker`]: the poll-mode worker (rx, parse, classify, dispatch, tx).
 //! - [`plant`]: bringing ports and TAPs up and down.
@@ -14,6 +16,7 @@
 pub mod build;
 pub mod classify;
 pub mod counters;
+pub mod director;
 #[allow(unsafe_code)]
 pub mod dpdk;
 pub mod plant;
