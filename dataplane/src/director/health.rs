@@ -22,11 +22,10 @@
 //!   with 0. `ping` must be allowed to send echoes (setuid, `cap_net_raw`, or
 //!   `net.ipv4.ping_group_range`); [`HealthOptions::ping`] names the program.
 //!
-//! Servers start up ([`HealthOptions::start_up`], as [`DirectorSet::build`]
-//! (super::DirectorSet::build) makes them), go down after `fall` failures in a row and come
-//! back after `rise` successes in a row. Starting down is possible: the checker then sends a
-//! down [`Event`] for every checked server before the first check, so the control side's set
-//! agrees with it.
+//! Servers start up ([`HealthOptions::start_up`], as `DirectorSet::build` makes them), go down
+//! after `fall` failures in a row and come back after `rise` successes in a row. Starting down
+//! is possible: the checker then sends a down [`Event`] for every checked server before the
+//! first check, so the control side's set agrees with it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -314,11 +313,7 @@ fn http(addr: SocketAddr, uri: &str, expect: u16, timeout: Duration) -> Result<S
     let what = format!("http {addr}");
     let mut s = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| io_reason(&format!("connect {addr}"), &e, timeout))?;
-    let host = match addr.ip() {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    };
-    let request = format!("GET {uri} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    let request = http_request(uri, addr.ip());
     s.set_write_timeout(Some(left(deadline, timeout, &what)?))
         .map_err(|e| io_reason(&what, &e, timeout))?;
     s.write_all(request.as_bytes())
@@ -352,6 +347,15 @@ fn http(addr: SocketAddr, uri: &str, expect: u16, timeout: Duration) -> Result<S
     } else {
         Err(format!("{what}: status {status}, expected {expect}"))
     }
+}
+
+/// The request of an `http` check of `uri` on `ip` (an IPv6 host is bracketed).
+pub fn http_request(uri: &str, ip: IpAddr) -> String {
+    let host = match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    format!("GET {uri} HTTP/1.0\r\nHost: {host}\r\n\r\n")
 }
 
 /// The status code of an HTTP status line (`HTTP/1.1 200 OK`, with or without `\r`).

@@ -64,6 +64,18 @@ fn status_lines() {
     assert!(status_code(b"").is_err());
 }
 
+#[test]
+fn http_requests() {
+    assert_eq!(
+        http_request("/health", LOCAL),
+        "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    );
+    assert_eq!(
+        http_request("/", "2001:db8::1".parse().unwrap()),
+        "GET / HTTP/1.0\r\nHost: [2001:db8::1]\r\n\r\n"
+    );
+}
+
 // ---- targets from the config ----
 
 fn server(name: &str, port: Option<u16>) -> Server {
