@@ -20,6 +20,7 @@
 pub mod conntrack;
 pub mod counters;
 pub mod hash;
+pub mod health;
 pub mod maglev;
 pub mod rewrite;
 pub mod schedule;
