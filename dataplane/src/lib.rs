@@ -2,12 +2,18 @@
 //!
 //! - [`wire`]: reading frames down to the classifier's facts (no panics, no allocation).
 //! - [`classify`]: the compiled flows classifier (and the ClassBench benchmark of it).
+//! - [`ruleset`]: the compiled flows and outflows the workers run, published as a whole.
+//! - [`counters`]: per-worker counters (single writer) and their sums.
 //! - [`build`]: crafting real frames for tests, benchmark pcaps and fixtures.
 //! - [`dpdk`]: the thin safe wrapper over the DPDK binding (the only module with `unsafe`).
 #![deny(unsafe_code)]
 
 pub mod build;
 pub mod classify;
+pub mod counters;
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod plant;
+pub mod ruleset;
 pub mod wire;
+pub mod worker;

@@ -347,7 +347,10 @@ fn ports(cx: &mut Cx<'_>, raw: &[RawPort]) -> Vec<Port> {
                     port.peer = Some(j);
                 }
             }
-            None => cx.err(&path, format!("unknown port `{peer}` (expected a [[port]] name)")),
+            None => cx.err(
+                &path,
+                format!("unknown port `{peer}` (expected a [[port]] name)"),
+            ),
         }
     }
     ports

@@ -202,7 +202,7 @@ impl Prefix {
         }
     }
 
-    /// The prefix length in bits.
+    /// The prefix length (a prefix is never "empty": /0 holds every address of its family).
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         match self {

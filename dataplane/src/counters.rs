@@ -1,0 +1,306 @@
+//! Per-worker counters: plain `u64`s owned by one worker (single writer, relaxed atomics so
+//! the control thread can read them without locks or contention), summed on demand.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::wire::Malformed;
+
+/// A counter with one writer. `add` is a load and a store, not a locked read-modify-write.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline(always)]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    Malformed(Malformed),
+    /// A flow denied it.
+    FlowDeny,
+    /// An outflow denied it.
+    OutflowDeny,
+    /// `director` verdict: the L4 director is not in the dataplane yet (counted and dropped).
+    DirectorUnavailable,
+    /// `table` verdict: table routing is not in the dataplane yet (counted and dropped).
+    TableUnavailable,
+    /// Permitted, but the port has no TAP (`kernel = false`) and no peer.
+    NoKernel,
+    /// The TX queue was full.
+    TxFull,
+    /// From the kernel, but not a frame we can read.
+    KernelMalformed,
+}
+
+impl DropReason {
+    pub const COUNT: usize = Malformed::ALL.len() + 7;
+
+    pub fn index(self) -> usize {
+        let m = Malformed::ALL.len();
+        match self {
+            DropReason::Malformed(r) => r.index(),
+            DropReason::FlowDeny => m,
+            DropReason::OutflowDeny => m + 1,
+            DropReason::DirectorUnavailable => m + 2,
+            DropReason::TableUnavailable => m + 3,
+            DropReason::NoKernel => m + 4,
+            DropReason::TxFull => m + 5,
+            DropReason::KernelMalformed => m + 6,
+        }
+    }
+
+    pub fn all() -> impl Iterator<Item = DropReason> {
+        Malformed::ALL
+            .into_iter()
+            .map(DropReason::Malformed)
+            .chain([
+                DropReason::FlowDeny,
+                DropReason::OutflowDeny,
+                DropReason::DirectorUnavailable,
+                DropReason::TableUnavailable,
+                DropReason::NoKernel,
+                DropReason::TxFull,
+                DropReason::KernelMalformed,
+            ])
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed(r) => r.name(),
+            DropReason::FlowDeny => "flow-deny",
+            DropReason::OutflowDeny => "outflow-deny",
+            DropReason::DirectorUnavailable => "director-not-implemented",
+            DropReason::TableUnavailable => "table-not-implemented",
+            DropReason::NoKernel => "no-kernel-port",
+            DropReason::TxFull => "tx-full",
+            DropReason::KernelMalformed => "kernel-malformed",
+        }
+    }
+}
+
+/// The verdicts counted per list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerdictKind {
+    Permit,
+    Deny,
+    Director,
+    Table,
+}
+
+impl VerdictKind {
+    pub const ALL: [VerdictKind; 4] = [
+        VerdictKind::Permit,
+        VerdictKind::Deny,
+        VerdictKind::Director,
+        VerdictKind::Table,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VerdictKind::Permit => "permit",
+            VerdictKind::Deny => "deny",
+            VerdictKind::Director => "director",
+            VerdictKind::Table => "table",
+        }
+    }
+}
+
+/// Per-port traffic seen by one worker.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Frames received from the port.
+    pub rx: Counter,
+    pub rx_bytes: Counter,
+    /// Frames sent out the port.
+    pub tx: Counter,
+    pub tx_bytes: Counter,
+    /// Frames handed to the kernel through the port's TAP.
+    pub to_kernel: Counter,
+    /// Frames the kernel sent out through the port's TAP.
+    pub from_kernel: Counter,
+    /// Non-IP frames passed between the port and its TAP (both ways).
+    pub non_ip: Counter,
+}
+
+/// What one worker counts for the whole run (ports, drops).
+#[derive(Debug)]
+pub struct WorkerCounters {
+    pub ports: Vec<PortCounters>,
+    pub drops: Vec<Counter>,
+    /// Bursts polled that carried at least one frame.
+    pub busy_polls: Counter,
+}
+
+impl WorkerCounters {
+    pub fn new(ports: usize) -> WorkerCounters {
+        WorkerCounters {
+            ports: (0..ports).map(|_| PortCounters::default()).collect(),
+            drops: (0..DropReason::COUNT).map(|_| Counter::default()).collect(),
+            busy_polls: Counter::default(),
+        }
+    }
+
+    #[inline(always)]
+    pub fn dropped(&self, why: DropReason) {
+        if let Some(c) = self.drops.get(why.index()) {
+            c.add(1);
+        }
+    }
+}
+
+/// What one worker counts for one rule set (one generation): verdicts and per-rule hits.
+/// It lives in the rule set, so every packet is counted by the generation that decided it.
+#[derive(Debug)]
+pub struct RuleCounters {
+    /// Verdicts of the flows (ingress) and outflows (egress), by [`VerdictKind`].
+    pub flow_verdicts: [Counter; 4],
+    pub outflow_verdicts: [Counter; 4],
+    /// Per-rule hits (layout: `CompiledList::slot`, the default last).
+    pub flow_rules: Vec<Counter>,
+    pub outflow_rules: Vec<Counter>,
+}
+
+impl RuleCounters {
+    pub fn new(flow_slots: usize, outflow_slots: usize) -> RuleCounters {
+        RuleCounters {
+            flow_verdicts: Default::default(),
+            outflow_verdicts: Default::default(),
+            flow_rules: (0..flow_slots).map(|_| Counter::default()).collect(),
+            outflow_rules: (0..outflow_slots).map(|_| Counter::default()).collect(),
+        }
+    }
+}
+
+/// A sum of several workers' counters, plain numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub ports: Vec<[u64; 7]>,
+    pub drops: Vec<u64>,
+}
+
+/// A sum of several workers' rule counters of one generation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleTotals {
+    pub flow_verdicts: [u64; 4],
+    pub outflow_verdicts: [u64; 4],
+    pub flow_rules: Vec<u64>,
+    pub outflow_rules: Vec<u64>,
+}
+
+impl RuleTotals {
+    pub fn sum<'a>(workers: impl IntoIterator<Item = &'a RuleCounters>) -> RuleTotals {
+        let mut t = RuleTotals::default();
+        for w in workers {
+            add_all(&mut t.flow_verdicts, &w.flow_verdicts);
+            add_all(&mut t.outflow_verdicts, &w.outflow_verdicts);
+            add_vec(&mut t.flow_rules, &w.flow_rules);
+            add_vec(&mut t.outflow_rules, &w.outflow_rules);
+        }
+        t
+    }
+}
+
+impl Totals {
+    pub fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerCounters>) -> Totals {
+        let mut t = Totals::default();
+        for w in workers {
+            if t.ports.len() < w.ports.len() {
+                t.ports.resize(w.ports.len(), [0; 7]);
+            }
+            for (acc, p) in t.ports.iter_mut().zip(&w.ports) {
+                let v = [
+                    p.rx.get(),
+                    p.rx_bytes.get(),
+                    p.tx.get(),
+                    p.tx_bytes.get(),
+                    p.to_kernel.get(),
+                    p.from_kernel.get(),
+                    p.non_ip.get(),
+                ];
+                for (a, x) in acc.iter_mut().zip(v) {
+                    *a += x;
+                }
+            }
+            add_vec(&mut t.drops, &w.drops);
+        }
+        t
+    }
+
+    pub fn drop_count(&self, why: DropReason) -> u64 {
+        self.drops.get(why.index()).copied().unwrap_or(0)
+    }
+}
+
+fn add_all(acc: &mut [u64], cs: &[Counter]) {
+    for (a, c) in acc.iter_mut().zip(cs) {
+        *a += c.get();
+    }
+}
+
+fn add_vec(acc: &mut Vec<u64>, cs: &[Counter]) {
+    if acc.len() < cs.len() {
+        acc.resize(cs.len(), 0);
+    }
+    add_all(acc, cs);
+}
+
+/// Names of the [`Totals::ports`] columns.
+pub const PORT_COLUMNS: [&str; 7] = [
+    "rx",
+    "rx_bytes",
+    "tx",
+    "tx_bytes",
+    "to_kernel",
+    "from_kernel",
+    "non_ip",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_indexes_are_distinct_and_dense() {
+        let mut seen = [false; DropReason::COUNT];
+        for d in DropReason::all() {
+            assert!(!seen[d.index()], "{d:?}");
+            seen[d.index()] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn totals_sum_workers() {
+        let a = WorkerCounters::new(2);
+        let b = WorkerCounters::new(2);
+        a.ports[1].rx.add(5);
+        b.ports[1].rx.add(7);
+        b.dropped(DropReason::FlowDeny);
+        b.dropped(DropReason::FlowDeny);
+        let t = Totals::sum([&a, &b]);
+        assert_eq!(t.ports[1][0], 12);
+        assert_eq!(t.ports[0][0], 0);
+        let ra = RuleCounters::new(3, 1);
+        let rb = RuleCounters::new(3, 1);
+        ra.flow_rules[2].add(1);
+        rb.flow_rules[2].add(2);
+        rb.outflow_verdicts[1].add(4);
+        let r = RuleTotals::sum([&ra, &rb]);
+        assert_eq!(r.flow_rules, vec![0, 0, 3]);
+        assert_eq!(r.outflow_verdicts, [0, 4, 0, 0]);
+        assert_eq!(t.drop_count(DropReason::FlowDeny), 2);
+        assert_eq!(t.drop_count(DropReason::TxFull), 0);
+    }
+}

@@ -1,0 +1,189 @@
+//! The rule set the workers run: flows and outflows compiled, with the port-to-interface map
+//! and the layout of the per-rule counters. Immutable once built; the control thread publishes
+//! a new one as a whole (RCU), and each burst is decided by exactly one.
+
+use flowgate_config::appliance::{Appliance, DefaultPolicy};
+use flowgate_config::flows::{Action, FlowsFile, ListKind};
+
+use crate::classify::{Classifier, CompileError, Verdict};
+use crate::counters::{RuleCounters, RuleTotals};
+
+/// One compiled list (flows or outflows) and where its per-rule counters live.
+#[derive(Debug)]
+pub struct CompiledList {
+    pub classifier: Classifier,
+    /// Interface id of each port (by port index) in this list's classifier.
+    pub port_iface: Vec<u16>,
+    /// Counter slot of rule 1 of each flow; a flow's rule `r` is slot `base[flow] + r - 1`.
+    rule_base: Vec<u32>,
+    /// Number of per-rule counter slots, plus one for the default at the end.
+    slots: usize,
+}
+
+impl CompiledList {
+    fn new(
+        file: &FlowsFile,
+        kind: ListKind,
+        ports: &[String],
+        default: &Action,
+    ) -> Result<CompiledList, CompileError> {
+        let classifier = Classifier::new(file.list(kind), default)?;
+        let port_iface = ports.iter().map(|p| classifier.iface_id(p)).collect();
+        let mut rule_base = Vec::new();
+        let mut next = 0u32;
+        for flow in file.list(kind) {
+            rule_base.push(next);
+            next += flow.rules.len() as u32;
+        }
+        Ok(CompiledList {
+            classifier,
+            port_iface,
+            rule_base,
+            slots: next as usize + 1,
+        })
+    }
+
+    /// The counter slot of a verdict: its rule's, or the default's (the last slot).
+    #[inline]
+    pub fn slot(&self, v: Verdict) -> usize {
+        if v.is_default() {
+            return self.slots - 1;
+        }
+        match self.rule_base.get(usize::from(v.flow)) {
+            Some(base) => (*base + v.rule - 1) as usize,
+            None => self.slots - 1,
+        }
+    }
+
+    /// How many counter slots a worker keeps for this list.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// (flow name, rule number) of every slot but the default, in slot order.
+    pub fn slot_names<'a>(&self, file: &'a FlowsFile, kind: ListKind) -> Vec<(&'a str, usize)> {
+        file.list(kind)
+            .flat_map(|f| (1..=f.rules.len()).map(move |r| (f.name.as_str(), r)))
+            .collect()
+    }
+}
+
+/// Everything a worker needs to decide packets, built off the data path.
+#[derive(Debug)]
+pub struct RuleSet {
+    /// Publication number: 1 for the rule set loaded at start, +1 per applied change.
+    pub generation: u64,
+    /// The flows file it was compiled from (for counters' names, `show flows`, `diff`).
+    pub source: FlowsFile,
+    pub flows: CompiledList,
+    pub outflows: CompiledList,
+    /// One set of verdict and per-rule counters per worker, for this generation.
+    pub counters: Vec<RuleCounters>,
+}
+
+/// The action of a default policy.
+pub fn default_action(p: DefaultPolicy) -> Action {
+    match p {
+        DefaultPolicy::Permit => Action::Permit,
+        DefaultPolicy::Deny => Action::Deny,
+    }
+}
+
+impl RuleSet {
+    /// Compile `file` for the ports and defaults of `appliance`.
+    pub fn compile(
+        file: FlowsFile,
+        appliance: &Appliance,
+        generation: u64,
+    ) -> Result<RuleSet, CompileError> {
+        let workers = appliance.dataplane.workers.len().max(1);
+        let ports: Vec<String> = appliance.ports.iter().map(|p| p.name.clone()).collect();
+        let dp = &appliance.dataplane;
+        Self::compile_for(
+            file,
+            &ports,
+            &default_action(dp.default_flow),
+            &default_action(dp.default_outflow),
+            generation,
+            workers,
+        )
+    }
+
+    /// Compile `file` for explicit port names and default actions.
+    pub fn compile_for(
+        file: FlowsFile,
+        ports: &[String],
+        default_flow: &Action,
+        default_outflow: &Action,
+        generation: u64,
+        workers: usize,
+    ) -> Result<RuleSet, CompileError> {
+        let flows = CompiledList::new(&file, ListKind::Flow, ports, default_flow)?;
+        let outflows = CompiledList::new(&file, ListKind::Outflow, ports, default_outflow)?;
+        let counters = (0..workers.max(1))
+            .map(|_| RuleCounters::new(flows.slots(), outflows.slots()))
+            .collect();
+        Ok(RuleSet {
+            generation,
+            source: file,
+            flows,
+            outflows,
+            counters,
+        })
+    }
+
+    /// The counters of this generation, summed over workers.
+    pub fn totals(&self) -> RuleTotals {
+        RuleTotals::sum(&self.counters)
+    }
+
+    /// The list of one kind.
+    pub fn list(&self, kind: ListKind) -> &CompiledList {
+        match kind {
+            ListKind::Flow => &self.flows,
+            ListKind::Outflow => &self.outflows,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgate_config::flows::{parse, parse_packet_line};
+
+    #[test]
+    fn slots_follow_rules_and_default_is_last() {
+        let src = "flow a permit match proto tcp ignore src 10.0.0.0/8 match \
+                   flow b skip match \
+                   outflow o deny match iface eth1 \
+                   flow c deny match proto udp";
+        let file = parse(src).expect("parses").file;
+        let ports = vec!["eth0".to_string(), "eth1".to_string()];
+        let rs = RuleSet::compile_for(file, &ports, &Action::Permit, &Action::Permit, 1, 2)
+            .expect("compiles");
+        // flows a (3 rules), b (1), c (1) + default
+        assert_eq!(rs.flows.slots(), 6);
+        assert_eq!(rs.outflows.slots(), 2);
+        let names = rs.flows.slot_names(&rs.source, ListKind::Flow);
+        assert_eq!(
+            names,
+            vec![("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1)]
+        );
+
+        let udp =
+            parse_packet_line("iface=eth0 proto=udp src=10.1.1.1 dst=2.2.2.2 sport=1 dport=2")
+                .expect("packet");
+        let c = &rs.flows.classifier;
+        let v = c.classify(&c.key(&udp));
+        assert_eq!(rs.flows.slot(v), 4, "flow c rule 1");
+        let icmp = parse_packet_line("iface=eth0 proto=icmp src=10.1.1.1 dst=2.2.2.2 icmptype=8")
+            .expect("packet");
+        let v = c.classify(&c.key(&icmp));
+        assert!(v.is_default());
+        assert_eq!(rs.flows.slot(v), 5);
+        // port ids map to the outflows' interface ids
+        let o = &rs.outflows.classifier;
+        assert_eq!(rs.outflows.port_iface[1], o.iface_id("eth1"));
+        assert_ne!(rs.outflows.port_iface[0], rs.outflows.port_iface[1]);
+    }
+}
