@@ -233,6 +233,7 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # the commit of the tree the flowgate binary was built in (target/release/flowgate)
 FG_TREE=$(dirname "$(dirname "$(dirname "$FLOWGATE")")")
 FG_COMMIT=$(git -C "$FG_TREE" rev-parse --short HEAD 2>/dev/null || echo unknown)
+FG_BUILT=$(date -u -r "$FLOWGATE" '+%Y-%m-%d %H:%M UTC')
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 rows=()
 notes=()
@@ -337,7 +338,7 @@ cat <<EOF
 ### Dataplane throughput (scripts/bench-dataplane.sh)
 
 - Machine: $MODEL, $(nproc) CPUs (shared; load average $LOAD_BEFORE before, $LOAD_AFTER after); forwarding lcore $WORKER; measured processes under \`nice -n $NICE\`
-- Date: $NOW; script at commit $COMMIT; flowgate binary $FLOWGATE (tree at $FG_COMMIT); $(dpkg-query -W -f='DPDK ${Version}' dpdk 2>/dev/null || echo 'DPDK ?')
+- Date: $NOW; script at commit $COMMIT; flowgate binary $FLOWGATE (built $FG_BUILT; its tree is now at $FG_COMMIT); $(dpkg-query -W -f='DPDK ${Version}' dpdk 2>/dev/null || echo 'DPDK ?')
 - Data: ClassBench sets, first $LIMIT trace lines each as pcap frames (64 bytes min), rules as one \`cb permit\` flow
 - testpmd: \`$TESTPMD ${EAL_COMMON[*]} -l 0,$WORKER --vdev=net_pcap0,rx_pcap=F.pcap,infinite_rx=1 --vdev=net_null0,no-rx=1 -- --forward-mode=io --total-num-mbufs=8192 --nb-cores=1 --stats-period 1\`, ${DURATION} s of forwarding then SIGINT
 - classifier: \`flowgate bench classbench --rules R --trace T --iters $ITERS\` (batched ns/pkt, wall clock, the same $LIMIT trace lines) and \`classbench_cpu --rules R --trace T --iters $ITERS\` (the same batched loop, thread CPU time)
