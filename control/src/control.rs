@@ -166,7 +166,7 @@ impl Controller {
     /// Execute one action.
     pub fn handle(&mut self, req: Request, arrived: Instant) -> Reply {
         match req {
-            Request::Status => Ok(Body::Status(self.status())),
+            Request::Status {} => Ok(Body::Status(self.status())),
             Request::Check { flows, name } => {
                 let loaded = self.load(&flows, name.as_deref())?;
                 let (f, o, r) = sizes(&loaded.file);
@@ -190,15 +190,15 @@ impl Controller {
                 let text = read_bounded(Path::new(&path))?;
                 self.apply(text, Some(&path), arrived)
             }
-            Request::Rollback => self.rollback(arrived),
-            Request::ShowFlows => {
+            Request::Rollback {} => self.rollback(arrived),
+            Request::ShowFlows {} => {
                 let set = self.shared.rules.load();
                 Ok(Body::Flows(FlowsReply {
                     generation: set.generation,
                     text: flows::print(&set.source),
                 }))
             }
-            Request::Stats => Ok(Body::Stats(Box::new(self.stats()))),
+            Request::Stats {} => Ok(Body::Stats(Box::new(self.stats()))),
             Request::Trace { packet, outflows } => {
                 let pkt = flows::parse_packet_line(&packet)
                     .map_err(|e| ErrorReply::new(format!("bad packet line: {e}")))?;
@@ -211,7 +211,7 @@ impl Controller {
                 let default = list_default(self.appliance(), kind);
                 Ok(Body::Trace(trace(&set, kind, &pkt, &default)))
             }
-            Request::DirectorList => Ok(Body::Directors(DirectorsReply {
+            Request::DirectorList {} => Ok(Body::Directors(DirectorsReply {
                 directors: self.director()?.list(),
             })),
             Request::DirectorEnable { director, server } => {

@@ -14,7 +14,7 @@ pub const MAX_REQUEST: usize = 4 << 20;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Generation, uptime, workers, ports, flow counts.
-    Status,
+    Status {},
     /// Load and compile a flows text against the config; change nothing.
     Check {
         flows: String,
@@ -39,11 +39,11 @@ pub enum Request {
         path: String,
     },
     /// Publish the previously applied set again.
-    Rollback,
+    Rollback {},
     /// The canonical text of the applied set.
-    ShowFlows,
+    ShowFlows {},
     /// Counters: per flow and rule, per port, drops, per director server.
-    Stats,
+    Stats {},
     /// Which flow and rule decide a packet line, and why earlier flows did not.
     Trace {
         packet: String,
@@ -51,7 +51,7 @@ pub enum Request {
         #[serde(default)]
         outflows: bool,
     },
-    DirectorList,
+    DirectorList {},
     DirectorEnable {
         director: String,
         server: String,
@@ -71,16 +71,16 @@ impl Request {
     /// The op name, for logs and metrics.
     pub fn op(&self) -> &'static str {
         match self {
-            Request::Status => "status",
+            Request::Status {} => "status",
             Request::Check { .. } => "check",
             Request::Diff { .. } => "diff",
             Request::Apply { .. } => "apply",
             Request::ApplyPath { .. } => "apply_path",
-            Request::Rollback => "rollback",
-            Request::ShowFlows => "show_flows",
-            Request::Stats => "stats",
+            Request::Rollback {} => "rollback",
+            Request::ShowFlows {} => "show_flows",
+            Request::Stats {} => "stats",
             Request::Trace { .. } => "trace",
-            Request::DirectorList => "director_list",
+            Request::DirectorList {} => "director_list",
             Request::DirectorEnable { .. } => "director_enable",
             Request::DirectorDisable { .. } => "director_disable",
             Request::DirectorWeight { .. } => "director_weight",
@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn requests_parse_and_refuse() {
         let r: Request = serde_json::from_str(r#"{"op":"status"}"#).expect("status");
-        assert_eq!(r, Request::Status);
+        assert_eq!(r, Request::Status {});
         let r: Request =
             serde_json::from_str(r#"{"op":"apply","flows":"flow a permit"}"#).expect("apply");
         assert_eq!(
