@@ -28,6 +28,10 @@ use crate::server::{self, Server};
 use crate::state::{per_rule, sizes, DirectorControl, Generations, Shared};
 use crate::trace::{list_default, trace};
 
+/// Files with more rules than this are not linted by the daemon (the lint is quadratic in the
+/// number of rules); `flowgate check` still lints them. Errors are always checked.
+pub const LINT_MAX_RULES: usize = 2_000;
+
 /// How many earlier applied sets `rollback` can go back through.
 pub const ROLLBACK_DEPTH: usize = 32;
 
@@ -246,12 +250,33 @@ impl Controller {
     }
 
     fn load(&self, text: &str, name: Option<&str>) -> Result<Loaded, ErrorReply> {
-        flows::load(name.unwrap_or("<pushed>"), text, Some(self.appliance())).map_err(|report| {
+        let name = name.unwrap_or("<pushed>");
+        let refused = |report: flows::Report| {
             let n = report.errors().count();
             ErrorReply {
                 error: format!("flows file refused: {n} error(s); nothing changed"),
                 diagnostics: Some(report.render(false)),
             }
+        };
+        let parsed = flows::parse_with(text, Some(self.appliance())).map_err(|diagnostics| {
+            refused(flows::Report {
+                path: name.to_string(),
+                source: text.to_string(),
+                diagnostics,
+            })
+        })?;
+        let rules: usize = parsed.file.items.iter().map(|f| f.rules.len()).sum();
+        if rules <= LINT_MAX_RULES {
+            // the full load: the same errors, plus the lint's warnings
+            return flows::load(name, text, Some(self.appliance())).map_err(refused);
+        }
+        // the lint compares rule pairs (quadratic): past the limit, errors and parse warnings only
+        Ok(Loaded {
+            path: name.to_string(),
+            source: text.to_string(),
+            file: parsed.file,
+            spans: parsed.spans,
+            warnings: parsed.warnings,
         })
     }
 

@@ -6,8 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The longest request line the server reads (a flows file travels inside `apply`).
-pub const MAX_REQUEST: usize = 4 << 20;
+/// The longest request line the server reads (a flows file travels inside `apply`: a
+/// 100K-rule file is about 9 MB).
+pub const MAX_REQUEST: usize = 16 << 20;
 
 /// An action for the control thread, parsed from one request line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
