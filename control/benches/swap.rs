@@ -4,7 +4,7 @@
 //!
 //! Rules come from the ClassBench sets at `$FLOWGATE_CLASSBENCH` (default
 //! `/work/shared/classbench`, `acl1_{1K,10K,100K}.rules`), converted to flows text at run
-//! time (one flow per rule); without them, random rules of the same shape.
+//! time (16 rules per flow); without them, random rules of the same shape.
 //! Run: `cargo bench -p flowgate-control --bench swap [-- SIZES...]`, e.g. `-- 1K 10K`.
 
 use std::fmt::Write as _;
@@ -19,20 +19,24 @@ use flowgate_control::{start, ControlOptions, Controller, Shared};
 use flowgate_dataplane::classify::classbench::{load_rules, CbRule};
 use flowgate_dataplane::ruleset::RuleSet;
 
+/// Rules per flow: a list holds at most 65534 flows, so 100K rules need several per flow.
+const RULES_PER_FLOW: usize = 16;
+
 fn flows_text(rules: &[CbRule]) -> String {
     let mut s = String::new();
     for (i, r) in rules.iter().enumerate() {
-        let _ = write!(
-            s,
-            "flow r{i} {}\n    match",
-            if i % 2 == 0 { "permit" } else { "deny" }
-        );
+        if i % RULES_PER_FLOW == 0 {
+            let policy = if (i / RULES_PER_FLOW) % 2 == 0 {
+                "permit"
+            } else {
+                "deny"
+            };
+            let _ = writeln!(s, "flow f{} {policy}", i / RULES_PER_FLOW);
+        }
+        s.push_str("    match");
         let full = |p: (u16, u16)| p == (0, 65535);
         let ports = !full(r.sport) || !full(r.dport);
         match r.proto {
-            (p, 0xff) if p == 6 || p == 17 => {
-                let _ = write!(s, " proto {p}");
-            }
             (p, 0xff) => {
                 let _ = write!(s, " proto {p}");
             }

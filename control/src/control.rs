@@ -266,17 +266,19 @@ impl Controller {
             })
         })?;
         let rules: usize = parsed.file.items.iter().map(|f| f.rules.len()).sum();
+        let mut warnings = parsed.warnings;
+        // as `flows::load`; but the lint compares rule pairs (quadratic): past the limit,
+        // errors and parse warnings only
         if rules <= LINT_MAX_RULES {
-            // the full load: the same errors, plus the lint's warnings
-            return flows::load(name, text, Some(self.appliance())).map_err(refused);
+            warnings.extend(flows::lint::lint(&parsed.file, &parsed.spans, text));
+            warnings.sort_by_key(|d| (d.span.start, d.span.end));
         }
-        // the lint compares rule pairs (quadratic): past the limit, errors and parse warnings only
         Ok(Loaded {
             path: name.to_string(),
             source: text.to_string(),
             file: parsed.file,
             spans: parsed.spans,
-            warnings: parsed.warnings,
+            warnings,
         })
     }
 
