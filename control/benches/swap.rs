@@ -26,10 +26,10 @@ fn flows_text(rules: &[CbRule]) -> String {
     let mut s = String::new();
     for (i, r) in rules.iter().enumerate() {
         if i % RULES_PER_FLOW == 0 {
-            let policy = if (i / RULES_PER_FLOW) % 2 == 0 {
-                "permit"
-            } else {
+            let policy = if (i / RULES_PER_FLOW) % 2 == 1 {
                 "deny"
+            } else {
+                "permit"
             };
             let _ = writeln!(s, "flow f{} {policy}", i / RULES_PER_FLOW);
         }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use flowgate_config::appliance::Appliance;
 use flowgate_config::flows::{self, print::print_flow, Flow, FlowsFile, ListKind, Loaded};
-use flowgate_dataplane::counters::{Drop, Totals, VerdictKind, PORT_COLUMNS};
+use flowgate_dataplane::counters::{DropReason, Totals, VerdictKind, PORT_COLUMNS};
 use flowgate_dataplane::ruleset::RuleSet;
 
 use crate::metrics;
@@ -410,7 +410,7 @@ impl Controller {
                 nic: nic.get(i).cloned(),
             })
             .collect();
-        let drops = Drop::all()
+        let drops = DropReason::all()
             .map(|d| (d.name().to_string(), totals.drop_count(d)))
             .collect();
         StatsReply {

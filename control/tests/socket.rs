@@ -247,7 +247,7 @@ fn concurrent_clients() {
                     let line = match (i + j) % 4 {
                         0 => json!({"op":"status"}).to_string(),
                         1 => json!({"op":"trace","packet":"iface=eth0 proto=udp src=1.1.1.1 dst=192.168.0.1 sport=5 dport=53"}).to_string(),
-                        2 if i < 2 => json!({"op":"apply","flows": if j % 2 == 0 { NEW } else { SEED }}).to_string(),
+                        2 if i < 2 => json!({"op":"apply","flows": if j % 2 == 1 { SEED } else { NEW }}).to_string(),
                         _ => "not json".to_string(),
                     };
                     c.send(&line);

@@ -70,7 +70,7 @@ fn each_packet_is_counted_in_exactly_one_generation() {
     let started = Instant::now();
     let mut applied = 0;
     while applied < 300 || started.elapsed() < Duration::from_millis(300) {
-        let text = if applied % 2 == 0 { B } else { A };
+        let text = if applied % 2 == 1 { A } else { B };
         let r = handle.request(Request::Apply {
             flows: text.into(),
             name: None,

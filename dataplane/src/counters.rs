@@ -26,7 +26,7 @@ impl Counter {
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Drop {
+pub enum DropReason {
     Malformed(Malformed),
     /// A flow denied it.
     FlowDeny,
@@ -44,45 +44,48 @@ pub enum Drop {
     KernelMalformed,
 }
 
-impl Drop {
+impl DropReason {
     pub const COUNT: usize = Malformed::ALL.len() + 7;
 
     pub fn index(self) -> usize {
         let m = Malformed::ALL.len();
         match self {
-            Drop::Malformed(r) => r.index(),
-            Drop::FlowDeny => m,
-            Drop::OutflowDeny => m + 1,
-            Drop::DirectorUnavailable => m + 2,
-            Drop::TableUnavailable => m + 3,
-            Drop::NoKernel => m + 4,
-            Drop::TxFull => m + 5,
-            Drop::KernelMalformed => m + 6,
+            DropReason::Malformed(r) => r.index(),
+            DropReason::FlowDeny => m,
+            DropReason::OutflowDeny => m + 1,
+            DropReason::DirectorUnavailable => m + 2,
+            DropReason::TableUnavailable => m + 3,
+            DropReason::NoKernel => m + 4,
+            DropReason::TxFull => m + 5,
+            DropReason::KernelMalformed => m + 6,
         }
     }
 
-    pub fn all() -> impl Iterator<Item = Drop> {
-        Malformed::ALL.into_iter().map(Drop::Malformed).chain([
-            Drop::FlowDeny,
-            Drop::OutflowDeny,
-            Drop::DirectorUnavailable,
-            Drop::TableUnavailable,
-            Drop::NoKernel,
-            Drop::TxFull,
-            Drop::KernelMalformed,
-        ])
+    pub fn all() -> impl Iterator<Item = DropReason> {
+        Malformed::ALL
+            .into_iter()
+            .map(DropReason::Malformed)
+            .chain([
+                DropReason::FlowDeny,
+                DropReason::OutflowDeny,
+                DropReason::DirectorUnavailable,
+                DropReason::TableUnavailable,
+                DropReason::NoKernel,
+                DropReason::TxFull,
+                DropReason::KernelMalformed,
+            ])
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Drop::Malformed(r) => r.name(),
-            Drop::FlowDeny => "flow-deny",
-            Drop::OutflowDeny => "outflow-deny",
-            Drop::DirectorUnavailable => "director-not-implemented",
-            Drop::TableUnavailable => "table-not-implemented",
-            Drop::NoKernel => "no-kernel-port",
-            Drop::TxFull => "tx-full",
-            Drop::KernelMalformed => "kernel-malformed",
+            DropReason::Malformed(r) => r.name(),
+            DropReason::FlowDeny => "flow-deny",
+            DropReason::OutflowDeny => "outflow-deny",
+            DropReason::DirectorUnavailable => "director-not-implemented",
+            DropReason::TableUnavailable => "table-not-implemented",
+            DropReason::NoKernel => "no-kernel-port",
+            DropReason::TxFull => "tx-full",
+            DropReason::KernelMalformed => "kernel-malformed",
         }
     }
 }
@@ -144,13 +147,13 @@ impl WorkerCounters {
     pub fn new(ports: usize) -> WorkerCounters {
         WorkerCounters {
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
-            drops: (0..Drop::COUNT).map(|_| Counter::default()).collect(),
+            drops: (0..DropReason::COUNT).map(|_| Counter::default()).collect(),
             busy_polls: Counter::default(),
         }
     }
 
     #[inline(always)]
-    pub fn drop(&self, why: Drop) {
+    pub fn dropped(&self, why: DropReason) {
         if let Some(c) = self.drops.get(why.index()) {
             c.add(1);
         }
@@ -235,7 +238,7 @@ impl Totals {
         t
     }
 
-    pub fn drop_count(&self, why: Drop) -> u64 {
+    pub fn drop_count(&self, why: DropReason) -> u64 {
         self.drops.get(why.index()).copied().unwrap_or(0)
     }
 }
@@ -270,8 +273,8 @@ mod tests {
 
     #[test]
     fn drop_indexes_are_distinct_and_dense() {
-        let mut seen = [false; Drop::COUNT];
-        for d in Drop::all() {
+        let mut seen = [false; DropReason::COUNT];
+        for d in DropReason::all() {
             assert!(!seen[d.index()], "{d:?}");
             seen[d.index()] = true;
         }
@@ -284,8 +287,8 @@ mod tests {
         let b = WorkerCounters::new(2);
         a.ports[1].rx.add(5);
         b.ports[1].rx.add(7);
-        b.drop(Drop::FlowDeny);
-        b.drop(Drop::FlowDeny);
+        b.dropped(DropReason::FlowDeny);
+        b.dropped(DropReason::FlowDeny);
         let t = Totals::sum([&a, &b]);
         assert_eq!(t.ports[1][0], 12);
         assert_eq!(t.ports[0][0], 0);
@@ -297,7 +300,7 @@ mod tests {
         let r = RuleTotals::sum([&ra, &rb]);
         assert_eq!(r.flow_rules, vec![0, 0, 3]);
         assert_eq!(r.outflow_verdicts, [0, 4, 0, 0]);
-        assert_eq!(t.drop_count(Drop::FlowDeny), 2);
-        assert_eq!(t.drop_count(Drop::TxFull), 0);
+        assert_eq!(t.drop_count(DropReason::FlowDeny), 2);
+        assert_eq!(t.drop_count(DropReason::TxFull), 0);
     }
 }

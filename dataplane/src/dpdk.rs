@@ -588,6 +588,31 @@ impl Burst {
         Ok(())
     }
 
+    /// Empties the burst in order, handing each mbuf (with its index) to `f`, which takes
+    /// ownership: it may push it into another burst or drop it (freeing it).
+    #[inline]
+    pub fn drain_each(&mut self, mut f: impl FnMut(usize, Mbuf)) {
+        let len = self.len;
+        // The burst forgets its mbufs first, so a panic in `f` cannot free one twice.
+        self.len = 0;
+        for i in 0..len {
+            if let Some(raw) = NonNull::new(self.pkts[i]) {
+                // SAFETY: pkts[..len] were owned valid mbufs of this burst; len is already 0,
+                // so each leaves the burst exactly once, into the Mbuf handed to `f`.
+                f(i, unsafe { Mbuf::from_raw(raw) });
+            }
+        }
+    }
+
+    /// Bytes of packet data (all segments) held by the burst.
+    pub fn bytes(&self) -> u64 {
+        self.pkts[..self.len]
+            .iter()
+            // SAFETY: pkts[..len] are owned valid mbufs.
+            .map(|&m| u64::from(unsafe { sys::fg_pktmbuf_pkt_len(m) }))
+            .sum()
+    }
+
     /// Removes the last mbuf.
     pub fn pop(&mut self) -> Option<Mbuf> {
         let last = self.len.checked_sub(1)?;

@@ -3,6 +3,11 @@
 //! - [`wire`]: reading frames down to the classifier's facts (no panics, no allocation).
 //! - [`classify`]: the compiled flows classifier (and the ClassBench benchmark of it).
 //! - [`ruleset`]: the compiled flows and outflows the workers run, published as a whole.
+//! - [`director`]: the L4 load balancer (IPVS-like schedulers, connection tracking, NAT,
+//!   direct routing and IP-in-IP).
+//! - [`route`]: routing tables (LPM), forwarding rewrite, neighbour resolution.
+//! - [`worker`]: the poll-mode worker (rx, parse, classify, dispatch, tx).
+//! - [`plant`]: bringing ports and TAPs up and down.
 //! - [`counters`]: per-worker counters (single writer) and their sums.
 //! - [`build`]: crafting real frames for tests, benchmark pcaps and fixtures.
 //! - [`dpdk`]: the thin safe wrapper over the DPDK binding (the only module with `unsafe`).
@@ -11,7 +16,11 @@
 pub mod build;
 pub mod classify;
 pub mod counters;
+pub mod director;
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod plant;
+pub mod route;
 pub mod ruleset;
 pub mod wire;
+pub mod worker;

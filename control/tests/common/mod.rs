@@ -26,7 +26,10 @@ pub fn can_run_lab() -> bool {
 }
 
 pub fn run(cmd: &[&str]) -> Output {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect("spawn command");
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .expect("spawn command");
     out
 }
 
@@ -87,18 +90,26 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // kill what still runs inside, then delete the namespace (its veth ends go with it)
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-9", pid]).status();
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 /// Create a veth pair with one end in each namespace.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
-    must(&["ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
+    must(&[
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
     a.must(&["ip", "link", "set", a_if, "up"]);
     b.must(&["ip", "link", "set", b_if, "up"]);
 }
@@ -112,7 +123,9 @@ impl Proc {
     /// Stop with SIGTERM and collect (status, stdout, stderr); SIGKILL after `grace`.
     pub fn stop(mut self, grace: Duration) -> (Option<i32>, String, String) {
         let mut child = self.child.take().expect("child present until stopped");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + grace;
         loop {
             if let Ok(Some(_)) = child.try_wait() {

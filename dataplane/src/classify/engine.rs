@@ -124,8 +124,8 @@ impl<W: Word> RuleBox<W> {
     #[inline(always)]
     fn matches(&self, key: &[W; LANES]) -> bool {
         let mut ok = true;
-        for i in 0..LANES {
-            ok &= key[i].wsub(self.lo[i]) <= self.span[i];
+        for ((k, lo), span) in key.iter().zip(&self.lo).zip(&self.span) {
+            ok &= k.wsub(*lo) <= *span;
         }
         ok
     }

@@ -1,0 +1,320 @@
+//! `flowgate run --config FILE`: the daemon. Loads the config and flows (refusing either
+//! whole on any error), compiles the rule set, brings the ports and TAPs up, starts one pinned
+//! poll-mode worker per configured lcore, and serves signals: SIGUSR1 prints the counters,
+//! SIGINT/SIGTERM stop cleanly (workers joined, ports stopped, TAPs gone, counters printed).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use arc_swap::ArcSwap;
+use flowgate_config::appliance::Appliance;
+use flowgate_config::flows::ListKind;
+use flowgate_dataplane::counters::{DropReason, Totals, VerdictKind, WorkerCounters, PORT_COLUMNS};
+use flowgate_dataplane::dpdk::PortStats;
+use flowgate_dataplane::plant::Plant;
+use flowgate_dataplane::ruleset::RuleSet;
+use flowgate_dataplane::worker::Worker;
+
+use crate::classify_cmd::{self, Refused};
+
+/// Options of `flowgate run`.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Stop after this long (benchmarks, tests); `None` runs until a signal.
+    pub duration: Option<Duration>,
+    /// Write the final counters here as JSON.
+    pub stats_json: Option<PathBuf>,
+}
+
+/// Load config + flows and compile; every refusal is rendered for a person.
+pub fn prepare(config: &Path) -> Result<(Appliance, RuleSet), Refused> {
+    let app =
+        classify_cmd::load_config(Some(config))?.ok_or_else(|| Refused("no config".into()))?;
+    let loaded = classify_cmd::load_flows(&app.flows, Some(&app))?;
+    eprint!("{}", loaded.render_warnings(false));
+    let rules = RuleSet::compile(loaded.file, &app, 1)
+        .map_err(|e| Refused(format!("{}: {e}", app.flows.display())))?;
+    Ok((app, rules))
+}
+
+pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
+    let (app, rules) = match prepare(&opts.config) {
+        Ok(x) => x,
+        Err(Refused(msg)) => {
+            eprint!("{msg}");
+            if !msg.ends_with('\n') {
+                eprintln!();
+            }
+            std::process::exit(1);
+        }
+    };
+    let term = Arc::new(AtomicBool::new(false));
+    let usr1 = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&term)).context("signal handler")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))
+        .context("signal handler")?;
+
+    let plant = Plant::bring_up(&app).map_err(|e| anyhow!("bringing ports up: {e}"))?;
+    let published = ArcSwap::from_pointee(rules);
+    let counters: Vec<Arc<WorkerCounters>> = app
+        .dataplane
+        .workers
+        .iter()
+        .map(|_| Arc::new(WorkerCounters::new(app.ports.len())))
+        .collect();
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    eprintln!(
+        "flowgate: running: {} ports, {} workers on lcores {:?}, generation {}",
+        app.ports.len(),
+        app.dataplane.workers.len(),
+        app.dataplane.workers,
+        published.load().generation
+    );
+
+    let result = std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for (w, &lcore) in app.dataplane.workers.iter().enumerate() {
+            let queues = plant
+                .queues(w)
+                .map_err(|e| anyhow!("worker {w} queues: {e}"))?;
+            let worker = Worker::new(
+                w,
+                queues,
+                plant.roles(),
+                Arc::clone(&counters[w]),
+                &published,
+                &stop,
+            );
+            let eal = &plant.eal;
+            let h = std::thread::Builder::new()
+                .name(format!("fg-worker-{w}"))
+                .spawn_scoped(s, move || {
+                    let pinned = core_affinity::set_for_current(core_affinity::CoreId {
+                        id: lcore as usize,
+                    });
+                    if !pinned {
+                        eprintln!("flowgate: worker {w}: could not pin to cpu {lcore}");
+                    }
+                    if let Err(e) = eal.register_thread() {
+                        eprintln!("flowgate: worker {w}: rte_thread_register: {e}");
+                    }
+                    worker.run();
+                    eal.unregister_thread();
+                })
+                .context("spawning a worker")?;
+            handles.push(h);
+        }
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            if usr1.swap(false, Ordering::Relaxed) {
+                let r = published.load();
+                eprint!(
+                    "{}",
+                    report(&app, &r, &counters, &plant.nic_stats(), started.elapsed())
+                );
+            }
+            let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
+            if term.load(Ordering::Relaxed) || timed_out {
+                break;
+            }
+            if handles.iter().any(|h| h.is_finished()) {
+                stop.store(true, Ordering::Relaxed);
+                return Err(anyhow!("a worker stopped unexpectedly"));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        Ok(())
+    });
+    let elapsed = started.elapsed();
+    let nic = plant.nic_stats();
+    let rules = published.load_full();
+    eprint!("{}", report(&app, &rules, &counters, &nic, elapsed));
+    if let Some(path) = &opts.stats_json {
+        let json = stats_json(&app, &rules, &counters, &nic, elapsed);
+        std::fs::write(path, format!("{json:#}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    drop(rules);
+    drop(published);
+    for e in plant.shut_down() {
+        eprintln!("flowgate: shutdown: {e}");
+    }
+    eprintln!("flowgate: stopped");
+    result
+}
+
+/// The counters as a person reads them (SIGUSR1 and exit).
+pub fn report(
+    app: &Appliance,
+    rules: &RuleSet,
+    workers: &[Arc<WorkerCounters>],
+    nic: &[PortStats],
+    elapsed: Duration,
+) -> String {
+    let t = Totals::sum(workers.iter().map(|w| w.as_ref()));
+    let r = rules.totals();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "== flowgate counters after {:.1} s (generation {}, {} workers)",
+        elapsed.as_secs_f64(),
+        rules.generation,
+        workers.len()
+    );
+    let _ = writeln!(
+        s,
+        "{:<12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>11} {:>8} | {:>10} {:>10} {:>8}",
+        "port",
+        "rx",
+        "rx_bytes",
+        "tx",
+        "tx_bytes",
+        "to_kernel",
+        "from_kernel",
+        "non_ip",
+        "nic_ipkts",
+        "nic_opkts",
+        "imissed"
+    );
+    for (i, p) in app.ports.iter().enumerate() {
+        let c = t.ports.get(i).copied().unwrap_or_default();
+        let n = nic.get(i).copied().unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{:<12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>11} {:>8} | {:>10} {:>10} {:>8}",
+            p.name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], n.ipackets, n.opackets, n.imissed
+        );
+    }
+    for (kind, list, verdicts, hits) in [
+        (ListKind::Flow, &rules.flows, r.flow_verdicts, &r.flow_rules),
+        (
+            ListKind::Outflow,
+            &rules.outflows,
+            r.outflow_verdicts,
+            &r.outflow_rules,
+        ),
+    ] {
+        let v: Vec<String> = VerdictKind::ALL
+            .iter()
+            .map(|k| format!("{} {}", k.name(), verdicts[*k as usize]))
+            .collect();
+        let _ = writeln!(s, "{}s: {}", kind.keyword(), v.join(", "));
+        for (slot, (flow, rule)) in list.slot_names(&rules.source, kind).iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  {flow:<28} rule {rule:<3} {:>12}",
+                hits.get(slot).copied().unwrap_or(0)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  {:<28} {:<8} {:>12}",
+            "(default)",
+            "",
+            hits.last().copied().unwrap_or(0)
+        );
+    }
+    let drops: Vec<String> = DropReason::all()
+        .filter(|d| t.drop_count(*d) > 0)
+        .map(|d| format!("{} {}", d.name(), t.drop_count(d)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "drops: {}",
+        if drops.is_empty() {
+            "none".into()
+        } else {
+            drops.join(", ")
+        }
+    );
+    if r.flow_verdicts[VerdictKind::Director as usize]
+        + r.flow_verdicts[VerdictKind::Table as usize]
+        > 0
+    {
+        let _ = writeln!(
+            s,
+            "note: director and table verdicts are counted and dropped in this build \
+             (the director and routing stages are not in the dataplane yet)"
+        );
+    }
+    s
+}
+
+/// The counters as JSON (`--stats-json`), for scripts and benchmarks.
+pub fn stats_json(
+    app: &Appliance,
+    rules: &RuleSet,
+    workers: &[Arc<WorkerCounters>],
+    nic: &[PortStats],
+    elapsed: Duration,
+) -> serde_json::Value {
+    let t = Totals::sum(workers.iter().map(|w| w.as_ref()));
+    let r = rules.totals();
+    let ports: Vec<serde_json::Value> = app
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let c = t.ports.get(i).copied().unwrap_or_default();
+            let n = nic.get(i).copied().unwrap_or_default();
+            let mut o = serde_json::Map::new();
+            o.insert("name".into(), p.name.clone().into());
+            for (k, v) in PORT_COLUMNS.iter().zip(c) {
+                o.insert(
+                    format!("{k}_packets").replace("_bytes_packets", "_bytes"),
+                    v.into(),
+                );
+            }
+            o.insert("nic_ipackets".into(), n.ipackets.into());
+            o.insert("nic_opackets".into(), n.opackets.into());
+            o.insert("nic_imissed".into(), n.imissed.into());
+            o.insert("nic_ierrors".into(), n.ierrors.into());
+            o.insert("nic_oerrors".into(), n.oerrors.into());
+            o.insert("nic_rx_nombuf".into(), n.rx_nombuf.into());
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    let verdicts = |v: [u64; 4]| {
+        let mut o = serde_json::Map::new();
+        for k in VerdictKind::ALL {
+            o.insert(k.name().into(), v[k as usize].into());
+        }
+        serde_json::Value::Object(o)
+    };
+    let mut drops = serde_json::Map::new();
+    for d in DropReason::all() {
+        drops.insert(d.name().into(), t.drop_count(d).into());
+    }
+    let rules_json = |kind: ListKind, hits: &Vec<u64>| -> serde_json::Value {
+        let list = rules.list(kind);
+        let mut v: Vec<serde_json::Value> = list
+            .slot_names(&rules.source, kind)
+            .iter()
+            .enumerate()
+            .map(|(slot, (flow, rule))| {
+                serde_json::json!({"flow": flow, "rule": rule, "packets": hits.get(slot).copied().unwrap_or(0)})
+            })
+            .collect();
+        v.push(serde_json::json!({"flow": null, "rule": null, "packets": hits.last().copied().unwrap_or(0)}));
+        serde_json::Value::Array(v)
+    };
+    serde_json::json!({
+        "elapsed_s": elapsed.as_secs_f64(),
+        "workers": workers.len(),
+        "generation": rules.generation,
+        "ports": ports,
+        "verdicts": verdicts(r.flow_verdicts),
+        "outflow_verdicts": verdicts(r.outflow_verdicts),
+        "drops": serde_json::Value::Object(drops),
+        "flow_rules": rules_json(ListKind::Flow, &r.flow_rules),
+        "outflow_rules": rules_json(ListKind::Outflow, &r.outflow_rules),
+    })
+}

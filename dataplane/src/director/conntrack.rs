@@ -1,0 +1,622 @@
+//! A worker's bounded connection table for one director: a preallocated slab of connections
+//! and an open-addressing index (linear probing, backward-shift deletion, at most 50% full), so
+//! nothing is allocated per packet and lookups touch one or two cache lines of index.
+//!
+//! Each connection is indexed by its forward key (proto, client addr/port, VIP addr/port) and,
+//! in NAT mode, by its reply key (proto, server addr/port, client addr/port) pointing at the
+//! same entry, so a reply finds it. Persistence templates live in the same table under
+//! proto 0 with the client address masked and ports 0.
+//!
+//! Expiry is lazy: a lookup that finds an expired entry removes it, [`ConnTable::expire`]
+//! sweeps a bounded number of entries per call (the worker calls it once per burst), and an
+//! insert into a full table first sweeps a bounded window for expired entries. If the table is
+//! still full the new connection is refused ([`Full`]) and the worker counts a
+//! `conntrack_full` drop: established connections are never evicted for new ones.
+//!
+//! TCP states follow IPVS's simplification: SYN_RECV on the client's SYN, ESTABLISHED on the
+//! first ACK, FIN_WAIT on a FIN, TIME_WAIT once both sides sent one, CLOSE on a RST, each with
+//! its own idle timeout ([`ConnTimeouts`]); UDP has one idle timeout.
+
+use flowgate_config::appliance::Timeouts;
+
+use super::hash::{hash2, split, Seed};
+use super::schedule::ServerLoad;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Proto value of persistence templates (no real connection uses IP protocol 0 here).
+pub const PROTO_TEMPLATE: u8 = 0;
+
+/// Idle timeouts per state, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnTimeouts {
+    pub syn_recv: u64,
+    pub established: u64,
+    pub fin_wait: u64,
+    pub time_wait: u64,
+    pub close: u64,
+    pub udp: u64,
+}
+
+impl ConnTimeouts {
+    /// The config's `tcp`, `tcp_fin` and `udp` (as `ipvsadm --set`), IPVS's defaults for the
+    /// rest: SYN_RECV 60 s, CLOSE 10 s.
+    pub fn from_config(t: &Timeouts) -> Self {
+        let ms = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        ConnTimeouts {
+            syn_recv: 60_000,
+            established: ms(t.tcp),
+            fin_wait: ms(t.tcp_fin),
+            time_wait: ms(t.tcp_fin),
+            close: 10_000,
+            udp: ms(t.udp),
+        }
+    }
+
+    fn of(&self, s: ConnState) -> u64 {
+        match s {
+            ConnState::SynRecv => self.syn_recv,
+            ConnState::Established => self.established,
+            ConnState::FinWait => self.fin_wait,
+            ConnState::TimeWait => self.time_wait,
+            ConnState::Close => self.close,
+            ConnState::Udp => self.udp,
+            // templates carry their own timeout
+            ConnState::Template => 0,
+        }
+    }
+}
+
+/// The state of a tracked connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    SynRecv,
+    Established,
+    FinWait,
+    TimeWait,
+    Close,
+    Udp,
+    /// A persistence template, not a connection.
+    Template,
+}
+
+/// Which way a packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Client to VIP.
+    Forward,
+    /// Server to client (NAT replies).
+    Reply,
+}
+
+impl ConnState {
+    /// The next TCP state after a packet with `flags` going `dir`; `fins` remembers which
+    /// sides sent a FIN (bit 0 forward, bit 1 reply).
+    pub fn next_tcp(self, dir: Dir, flags: u8, fins: &mut u8) -> ConnState {
+        if flags & TCP_RST != 0 {
+            return ConnState::Close;
+        }
+        if flags & TCP_FIN != 0 {
+            *fins |= match dir {
+                Dir::Forward => 1,
+                Dir::Reply => 2,
+            };
+            return if *fins == 3 {
+                ConnState::TimeWait
+            } else {
+                ConnState::FinWait
+            };
+        }
+        match self {
+            ConnState::SynRecv if flags & TCP_ACK != 0 && flags & TCP_SYN == 0 => {
+                ConnState::Established
+            }
+            s => s,
+        }
+    }
+
+    /// Counted as active by the least-connection schedulers.
+    pub fn is_active(self) -> bool {
+        self == ConnState::Established
+    }
+}
+
+/// One tracked connection (or persistence template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conn {
+    pub proto: u8,
+    pub client: [u8; 16],
+    pub cport: u16,
+    pub vip: [u8; 16],
+    pub vport: u16,
+    /// The server's address and port (the reply key's source).
+    pub real: [u8; 16],
+    pub rport: u16,
+    /// The server's index in its director (config order).
+    pub server: u16,
+    pub state: ConnState,
+    /// FIN seen: bit 0 from the client, bit 1 from the server.
+    pub fins: u8,
+    /// Indexed by its reply key too (NAT).
+    pub nat: bool,
+    /// When it expires (ms, the caller's clock).
+    pub expires: u64,
+}
+
+impl Conn {
+    fn forward_hash(&self, seed: Seed) -> u64 {
+        tuple_hash(
+            seed,
+            self.proto,
+            &self.client,
+            self.cport,
+            &self.vip,
+            self.vport,
+        )
+    }
+
+    fn reply_hash(&self, seed: Seed) -> u64 {
+        tuple_hash(
+            seed,
+            self.proto,
+            &self.real,
+            self.rport,
+            &self.client,
+            self.cport,
+        )
+    }
+
+    fn matches(
+        &self,
+        dir: Dir,
+        proto: u8,
+        src: &[u8; 16],
+        sport: u16,
+        dst: &[u8; 16],
+        dport: u16,
+    ) -> bool {
+        self.proto == proto
+            && match dir {
+                Dir::Forward => {
+                    self.cport == sport
+                        && self.vport == dport
+                        && self.client == *src
+                        && self.vip == *dst
+                }
+                Dir::Reply => {
+                    self.nat
+                        && self.rport == sport
+                        && self.cport == dport
+                        && self.real == *src
+                        && self.client == *dst
+                }
+            }
+    }
+}
+
+/// The hash of a (proto, src, sport, dst, dport) tuple.
+#[inline]
+pub fn tuple_hash(
+    seed: Seed,
+    proto: u8,
+    src: &[u8; 16],
+    sport: u16,
+    dst: &[u8; 16],
+    dport: u16,
+) -> u64 {
+    let (s0, s1) = split(src);
+    let (d0, d1) = split(dst);
+    let ports = (u64::from(proto) << 32) | (u64::from(sport) << 16) | u64::from(dport);
+    hash2(hash2(hash2(seed, s0, s1), d0, d1), ports, 0)
+}
+
+/// The table is full and nothing in the swept window had expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// A handle on a live connection, valid until the next mutating table call.
+pub type ConnId = u32;
+
+const EMPTY: u64 = u64::MAX;
+/// Entries looked at for expired ones when an insert finds the table full.
+pub const FULL_SWEEP: usize = 64;
+
+/// Index slot: hash low 32 bits | entry index (31 bits) | reply bit.
+fn slot(hash: u64, entry: u32, dir: Dir) -> u64 {
+    (hash & 0xffff_ffff) << 32 | u64::from(entry) << 1 | u64::from(dir == Dir::Reply)
+}
+
+fn slot_entry(s: u64) -> u32 {
+    ((s >> 1) & 0x7fff_ffff) as u32
+}
+
+/// A bounded connection table, owned by one worker.
+#[derive(Debug)]
+pub struct ConnTable {
+    entries: Vec<Conn>,
+    live: Vec<bool>,
+    free: Vec<u32>,
+    index: Vec<u64>,
+    mask: usize,
+    seed: Seed,
+    sweep: usize,
+    /// Per-server counts for the least-connection schedulers (templates not counted).
+    loads: Vec<ServerLoad>,
+}
+
+const BLANK: Conn = Conn {
+    proto: 0,
+    client: [0; 16],
+    cport: 0,
+    vip: [0; 16],
+    vport: 0,
+    real: [0; 16],
+    rport: 0,
+    server: 0,
+    state: ConnState::Close,
+    fins: 0,
+    nat: false,
+    expires: 0,
+};
+
+impl ConnTable {
+    /// A table for `capacity` connections (and templates) of a director with `servers` servers.
+    /// All memory is allocated here.
+    pub fn new(capacity: usize, servers: usize, seed: Seed) -> ConnTable {
+        let capacity = capacity.clamp(1, 1 << 30);
+        let slots = (capacity * 4).next_power_of_two();
+        ConnTable {
+            entries: vec![BLANK; capacity],
+            live: vec![false; capacity],
+            free: (0..capacity as u32).rev().collect(),
+            index: vec![EMPTY; slots],
+            mask: slots - 1,
+            seed,
+            sweep: 0,
+            loads: vec![ServerLoad::default(); servers],
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Live entries (connections and templates, expired or not yet swept).
+    pub fn len(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The per-server active/inactive counts.
+    pub fn loads(&self) -> &[ServerLoad] {
+        &self.loads
+    }
+
+    pub fn get(&self, id: ConnId) -> &Conn {
+        &self.entries[id as usize]
+    }
+
+    /// Look a packet up going `dir`. An expired entry found on the way is removed.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn lookup(
+        &mut self,
+        dir: Dir,
+        proto: u8,
+        src: &[u8; 16],
+        sport: u16,
+        dst: &[u8; 16],
+        dport: u16,
+        now: u64,
+    ) -> Option<ConnId> {
+        let h = tuple_hash(self.seed, proto, src, sport, dst, dport);
+        let tag = (h & 0xffff_ffff) << 32;
+        let want_reply = u64::from(dir == Dir::Reply);
+        let mut i = (h as usize) & self.mask;
+        loop {
+            let s = self.index[i];
+            if s == EMPTY {
+                return None;
+            }
+            if s & 0xffff_ffff_0000_0000 == tag && s & 1 == want_reply {
+                let e = slot_entry(s);
+                if self.entries[e as usize].matches(dir, proto, src, sport, dst, dport) {
+                    if self.entries[e as usize].expires <= now {
+                        self.remove(e);
+                        return None;
+                    }
+                    return Some(e);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Track a new connection (or template). When the table is full, a bounded window is swept
+    /// for expired entries first; `Err(Full)` if none.
+    pub fn insert(&mut self, conn: Conn, now: u64) -> Result<ConnId, Full> {
+        if self.free.is_empty() {
+            self.expire(now, FULL_SWEEP);
+        }
+        let e = self.free.pop().ok_or(Full)?;
+        self.entries[e as usize] = conn;
+        self.live[e as usize] = true;
+        self.place(conn.forward_hash(self.seed), e, Dir::Forward);
+        if conn.nat {
+            self.place(conn.reply_hash(self.seed), e, Dir::Reply);
+        }
+        self.count(conn.server, conn.state, 1);
+        Ok(e)
+    }
+
+    fn place(&mut self, h: u64, e: u32, dir: Dir) {
+        let mut i = (h as usize) & self.mask;
+        while self.index[i] != EMPTY {
+            i = (i + 1) & self.mask;
+        }
+        self.index[i] = slot(h, e, dir);
+    }
+
+    fn count(&mut self, server: u16, state: ConnState, delta: i32) {
+        if state == ConnState::Template {
+            return;
+        }
+        if let Some(l) = self.loads.get_mut(usize::from(server)) {
+            let c = if state.is_active() {
+                &mut l.active
+            } else {
+                &mut l.inactive
+            };
+            *c = c.saturating_add_signed(delta);
+        }
+    }
+
+    /// Move connection `id` to `state` and push its expiry to `now` + the state's timeout.
+    pub fn touch(&mut self, id: ConnId, state: ConnState, fins: u8, now: u64, t: &ConnTimeouts) {
+        let c = self.entries[id as usize];
+        if c.state != state {
+            self.count(c.server, c.state, -1);
+            self.count(c.server, state, 1);
+        }
+        let e = &mut self.entries[id as usize];
+        e.state = state;
+        e.fins = fins;
+        e.expires = now.saturating_add(t.of(state));
+    }
+
+    /// Set an entry's expiry directly (templates).
+    pub fn set_expiry(&mut self, id: ConnId, expires: u64) {
+        self.entries[id as usize].expires = expires;
+    }
+
+    /// Forget connection `id`.
+    pub fn remove(&mut self, id: ConnId) {
+        let c = self.entries[id as usize];
+        if !self.live[id as usize] {
+            return;
+        }
+        self.unplace(c.forward_hash(self.seed), id, Dir::Forward);
+        if c.nat {
+            self.unplace(c.reply_hash(self.seed), id, Dir::Reply);
+        }
+        self.count(c.server, c.state, -1);
+        self.live[id as usize] = false;
+        self.free.push(id);
+    }
+
+    fn unplace(&mut self, h: u64, e: u32, dir: Dir) {
+        let want = slot(h, e, dir);
+        let mut i = (h as usize) & self.mask;
+        loop {
+            match self.index[i] {
+                EMPTY => return,
+                s if s == want => break,
+                _ => i = (i + 1) & self.mask,
+            }
+        }
+        // Backward-shift deletion: pull later members of the run into the hole when their
+        // home position allows it.
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            let s = self.index[j];
+            if s == EMPTY {
+                break;
+            }
+            let home = ((s >> 32) as usize) & self.mask;
+            // `s` may move to `i` unless its home lies cyclically in (i, j].
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
+            if !stays {
+                self.index[i] = s;
+                i = j;
+            }
+        }
+        self.index[i] = EMPTY;
+    }
+
+    /// Remove up to `budget` entries' worth of expired ones, continuing where the last sweep
+    /// stopped. Returns how many were removed.
+    pub fn expire(&mut self, now: u64, budget: usize) -> usize {
+        let n = self.entries.len();
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            let e = self.sweep;
+            self.sweep = (self.sweep + 1) % n;
+            if self.live[e] && self.entries[e].expires <= now {
+                self.remove(e as u32);
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(n: u8) -> [u8; 16] {
+        let mut x = [0u8; 16];
+        x[10] = 0xff;
+        x[11] = 0xff;
+        x[12..].copy_from_slice(&[10, 0, 0, n]);
+        x
+    }
+
+    fn conn(client: u8, cport: u16, server: u16) -> Conn {
+        Conn {
+            proto: 6,
+            client: a(client),
+            cport,
+            vip: a(200),
+            vport: 80,
+            real: a(100 + server as u8),
+            rport: 8080,
+            server,
+            state: ConnState::SynRecv,
+            fins: 0,
+            nat: true,
+            expires: 1000,
+        }
+    }
+
+    #[test]
+    fn insert_lookup_both_ways_remove() {
+        let mut t = ConnTable::new(16, 2, 7);
+        let id = t.insert(conn(1, 1000, 1), 0).expect("room");
+        assert_eq!(
+            t.lookup(Dir::Forward, 6, &a(1), 1000, &a(200), 80, 0),
+            Some(id)
+        );
+        assert_eq!(
+            t.lookup(Dir::Reply, 6, &a(101), 8080, &a(1), 1000, 0),
+            Some(id)
+        );
+        assert_eq!(
+            t.lookup(Dir::Forward, 17, &a(1), 1000, &a(200), 80, 0),
+            None
+        );
+        assert_eq!(t.lookup(Dir::Reply, 6, &a(1), 1000, &a(200), 80, 0), None);
+        assert_eq!(
+            t.loads()[1],
+            ServerLoad {
+                active: 0,
+                inactive: 1
+            }
+        );
+        t.remove(id);
+        assert_eq!(t.lookup(Dir::Forward, 6, &a(1), 1000, &a(200), 80, 0), None);
+        assert_eq!(t.lookup(Dir::Reply, 6, &a(101), 8080, &a(1), 1000, 0), None);
+        assert_eq!(t.loads()[1], ServerLoad::default());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn full_table_refuses_then_reuses_expired() {
+        let mut t = ConnTable::new(4, 1, 7);
+        for p in 0..4 {
+            t.insert(conn(1, p, 0), 0).expect("room");
+        }
+        assert_eq!(t.insert(conn(1, 99, 0), 10), Err(Full));
+        // at 1000 they have all expired: the insert sweeps and succeeds
+        let mut c = conn(1, 99, 0);
+        c.expires = 5000;
+        let id = t.insert(c, 1000).expect("reclaimed");
+        assert_eq!(
+            t.lookup(Dir::Forward, 6, &a(1), 99, &a(200), 80, 1000),
+            Some(id)
+        );
+    }
+
+    #[test]
+    fn expired_entries_are_not_found() {
+        let mut t = ConnTable::new(4, 1, 7);
+        t.insert(conn(1, 5, 0), 0).expect("room");
+        assert!(t
+            .lookup(Dir::Forward, 6, &a(1), 5, &a(200), 80, 999)
+            .is_some());
+        assert!(t
+            .lookup(Dir::Forward, 6, &a(1), 5, &a(200), 80, 1000)
+            .is_none());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn many_inserts_and_removes_keep_the_index_consistent() {
+        let mut t = ConnTable::new(512, 4, 3);
+        let mut ids = Vec::new();
+        let mut x: u64 = 1;
+        for round in 0..20u16 {
+            for k in 0..400u16 {
+                let c = conn(
+                    (k % 200) as u8,
+                    k.wrapping_mul(7).wrapping_add(round),
+                    k % 4,
+                );
+                if t.lookup(Dir::Forward, 6, &c.client, c.cport, &c.vip, c.vport, 0)
+                    .is_none()
+                {
+                    if let Ok(id) = t.insert(c, 0) {
+                        ids.push((id, c));
+                    }
+                }
+            }
+            // remove a pseudo-random half
+            let mut keep = Vec::new();
+            for (id, c) in ids.drain(..) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x & 1 == 0 {
+                    t.remove(id);
+                } else {
+                    keep.push((id, c));
+                }
+            }
+            ids = keep;
+            for &(id, c) in &ids {
+                assert_eq!(
+                    t.lookup(Dir::Forward, 6, &c.client, c.cport, &c.vip, c.vport, 0),
+                    Some(id)
+                );
+                assert_eq!(
+                    t.lookup(Dir::Reply, 6, &c.real, c.rport, &c.client, c.cport, 0),
+                    Some(id)
+                );
+            }
+            assert_eq!(t.len(), ids.len());
+        }
+    }
+
+    #[test]
+    fn tcp_states() {
+        use ConnState::*;
+        let mut f = 0;
+        let s = SynRecv.next_tcp(Dir::Reply, TCP_SYN | TCP_ACK, &mut f);
+        assert_eq!(s, SynRecv);
+        let s = s.next_tcp(Dir::Forward, TCP_ACK, &mut f);
+        assert_eq!(s, Established);
+        let s = s.next_tcp(Dir::Forward, TCP_FIN | TCP_ACK, &mut f);
+        assert_eq!(s, FinWait);
+        let s = s.next_tcp(Dir::Forward, TCP_ACK, &mut f);
+        assert_eq!(s, FinWait);
+        let s = s.next_tcp(Dir::Reply, TCP_FIN | TCP_ACK, &mut f);
+        assert_eq!(s, TimeWait);
+        let mut f = 0;
+        assert_eq!(Established.next_tcp(Dir::Reply, TCP_RST, &mut f), Close);
+        assert_eq!(
+            SynRecv.next_tcp(Dir::Forward, TCP_RST | TCP_ACK, &mut f),
+            Close
+        );
+    }
+}

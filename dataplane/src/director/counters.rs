@@ -1,0 +1,124 @@
+//! Per-worker director counters: plain `u64`s in worker-owned memory (no atomics), summed by
+//! the control side with [`DirectorCounters::add`].
+
+/// Why the director dropped a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// No server up (and no sorry server) for a new connection.
+    NoServer,
+    /// The connection table is full of live connections.
+    ConntrackFull,
+    /// A TCP packet other than a SYN for an unknown connection.
+    NotSyn,
+    /// The connection's server is down; the connection was expired.
+    ServerDown,
+    /// Not TCP/UDP, or a non-first fragment.
+    Unsupported,
+    /// The packet's family is not the servers', or its headers could not be rewritten.
+    BadPacket,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::NoServer,
+        DropReason::ConntrackFull,
+        DropReason::NotSyn,
+        DropReason::ServerDown,
+        DropReason::Unsupported,
+        DropReason::BadPacket,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NoServer => "no_server",
+            DropReason::ConntrackFull => "conntrack_full",
+            DropReason::NotSyn => "not_syn",
+            DropReason::ServerDown => "server_down",
+            DropReason::Unsupported => "unsupported",
+            DropReason::BadPacket => "bad_packet",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One server's counters (as `ipvsadm -L --stats`), plus its active/inactive gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerCounters {
+    /// Connections scheduled to it.
+    pub conns: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// Replies (NAT).
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// Gauges, filled in by [`super::DirectorWorker::counters`].
+    pub active: u64,
+    pub inactive: u64,
+}
+
+impl ServerCounters {
+    pub fn add(&mut self, o: &ServerCounters) {
+        self.conns += o.conns;
+        self.packets_in += o.packets_in;
+        self.bytes_in += o.bytes_in;
+        self.packets_out += o.packets_out;
+        self.bytes_out += o.bytes_out;
+        self.active += o.active;
+        self.inactive += o.inactive;
+    }
+}
+
+/// A director's counters in one worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirectorCounters {
+    pub conns: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// Connections given to the sorry server.
+    pub sorry_conns: u64,
+    /// Connections expired because their server went down.
+    pub nodest_expired: u64,
+    /// Drops by [`DropReason::index`].
+    pub drops: [u64; DropReason::ALL.len()],
+    /// By server index.
+    pub servers: Vec<ServerCounters>,
+}
+
+impl DirectorCounters {
+    pub fn new(servers: usize) -> Self {
+        DirectorCounters {
+            servers: vec![ServerCounters::default(); servers],
+            ..Default::default()
+        }
+    }
+
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r.index()] += 1;
+    }
+
+    /// Add another worker's counters to these.
+    pub fn add(&mut self, o: &DirectorCounters) {
+        self.conns += o.conns;
+        self.packets_in += o.packets_in;
+        self.bytes_in += o.bytes_in;
+        self.packets_out += o.packets_out;
+        self.bytes_out += o.bytes_out;
+        self.sorry_conns += o.sorry_conns;
+        self.nodest_expired += o.nodest_expired;
+        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
+            *a += b;
+        }
+        if self.servers.len() < o.servers.len() {
+            self.servers
+                .resize(o.servers.len(), ServerCounters::default());
+        }
+        for (a, b) in self.servers.iter_mut().zip(o.servers.iter()) {
+            a.add(b);
+        }
+    }
+}

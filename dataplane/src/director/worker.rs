@@ -1,0 +1,386 @@
+//! The worker's side of one director: its connection table, its `rr`/`wrr` cursor and its
+//! counters, all owned by the worker (no locks, no atomics), and the two calls the packet path
+//! makes: [`DirectorWorker::forward`] for client-to-VIP packets and [`DirectorWorker::reply`]
+//! for server-to-client packets in NAT mode. Both take the director's current snapshot
+//! ([`DirectorState`], loaded once per burst), the frame and its parsed facts, and the time in
+//! milliseconds of the caller's monotonic clock.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use flowgate_config::appliance::Mode;
+use flowgate_config::flows::{Family, L4};
+
+use super::conntrack::{
+    Conn, ConnId, ConnState, ConnTable, Dir, PROTO_TEMPLATE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+};
+use super::counters::{DirectorCounters, DropReason};
+use super::hash::Seed;
+use super::rewrite;
+use super::schedule::{pick, Cursor, SchedKey};
+use super::state::{addr16, DirectorState};
+use crate::wire::IpFacts;
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS: usize = 13;
+
+/// How a worker's table for a director is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// Connections (and persistence templates) the table holds.
+    pub capacity: usize,
+    /// Seed of the table's hash (a random per-boot one against hostile clients).
+    pub seed: Seed,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            capacity: 1 << 16,
+            seed: 0x636f_6e6e_7472_6b31,
+        }
+    }
+}
+
+/// What to do with a director packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it on (after [`rewrite`] for gateway/tunnel, done already for NAT).
+    Forward {
+        /// The server's index in the director.
+        server: u16,
+        /// Where the packet goes next: the server (forward), or the client (reply).
+        to: IpAddr,
+        /// A connection was created by this packet.
+        new: bool,
+    },
+    /// Drop it (already counted).
+    Drop(DropReason),
+}
+
+/// One worker's state for one director.
+#[derive(Debug)]
+pub struct DirectorWorker {
+    conns: ConnTable,
+    cursor: Cursor,
+    counters: DirectorCounters,
+}
+
+fn ip_of(a: &[u8; 16], family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15])),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(*a)),
+    }
+}
+
+/// `addr` with all but the first `len` bits of its family's form cleared.
+fn masked(addr: &[u8; 16], len: u8, family: Family) -> [u8; 16] {
+    let bits = match family {
+        Family::V4 => 96 + u32::from(len.min(32)),
+        Family::V6 => u32::from(len.min(128)),
+    };
+    let mut out = *addr;
+    for (i, b) in out.iter_mut().enumerate() {
+        let start = i as u32 * 8;
+        if start >= bits {
+            *b = 0;
+        } else if start + 8 > bits {
+            *b &= 0xffu8 << (8 - (bits - start));
+        }
+    }
+    out
+}
+
+impl DirectorWorker {
+    /// Allocate the table (all the memory this worker will use for the director).
+    pub fn new(state: &DirectorState, opts: WorkerOptions) -> Self {
+        DirectorWorker {
+            conns: ConnTable::new(opts.capacity, state.servers.len(), opts.seed),
+            cursor: Cursor::default(),
+            counters: DirectorCounters::new(state.servers.len()),
+        }
+    }
+
+    /// The connection table (read-only: stats, tests).
+    pub fn table(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    /// A copy of the counters with the active/inactive gauges filled in (control side).
+    pub fn counters(&self) -> DirectorCounters {
+        let mut c = self.counters.clone();
+        for (s, l) in c.servers.iter_mut().zip(self.conns.loads()) {
+            s.active = u64::from(l.active);
+            s.inactive = u64::from(l.inactive);
+        }
+        c
+    }
+
+    /// Sweep up to `budget` entries for expired connections (call once per burst).
+    pub fn expire(&mut self, now: u64, budget: usize) -> usize {
+        self.conns.expire(now, budget)
+    }
+
+    fn drop(&mut self, r: DropReason) -> Verdict {
+        self.counters.drop(r);
+        Verdict::Drop(r)
+    }
+
+    /// A client-to-VIP packet: find its connection or schedule a new one, track the TCP state,
+    /// and in NAT mode rewrite the destination to the server.
+    ///
+    /// A connection keeps its server through weight changes (drain included) and other
+    /// servers' failures. If its own server is down, the connection is expired at once (IPVS
+    /// `expire_nodest_conn = 1`): a packet that can open a connection (TCP SYN, UDP) is
+    /// scheduled anew, any other is dropped (`server_down`), so the client's stack resets.
+    pub fn forward(
+        &mut self,
+        st: &DirectorState,
+        frame: &mut [u8],
+        facts: &IpFacts,
+        now: u64,
+    ) -> Verdict {
+        let proto = facts.proto;
+        let (sport, dport) = match facts.l4 {
+            L4::Ports { sport, dport } if proto == PROTO_TCP || proto == PROTO_UDP => {
+                (sport, dport)
+            }
+            _ => return self.drop(DropReason::Unsupported),
+        };
+        // NAT cannot cross families: servers are all of one family (config rule).
+        if st.mode == Mode::Nat
+            && st
+                .servers
+                .first()
+                .is_some_and(|s| s.address.is_ipv4() != (facts.family == Family::V4))
+        {
+            return self.drop(DropReason::BadPacket);
+        }
+        let tcp = proto == PROTO_TCP;
+        let flags = if tcp {
+            match frame.get(facts.l4_offset + TCP_FLAGS) {
+                Some(&f) => f,
+                None => return self.drop(DropReason::BadPacket),
+            }
+        } else {
+            0
+        };
+        let opens = !tcp || flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
+        let client = addr16(facts.src);
+        let vip = addr16(facts.dst);
+
+        let mut hit = self
+            .conns
+            .lookup(Dir::Forward, proto, &client, sport, &vip, dport, now);
+        if let Some(id) = hit {
+            let c = self.conns.get(id);
+            let up = st.servers.get(usize::from(c.server)).is_some_and(|s| s.up);
+            let reuse = tcp && opens && matches!(c.state, ConnState::TimeWait | ConnState::Close);
+            if !up {
+                self.conns.remove(id);
+                self.counters.nodest_expired += 1;
+                if !opens {
+                    return self.drop(DropReason::ServerDown);
+                }
+                hit = None;
+            } else if reuse {
+                // A new SYN on a closing connection's tuple: a new connection (IPVS conn_reuse).
+                self.conns.remove(id);
+                hit = None;
+            }
+        }
+        let (id, new) = match hit {
+            Some(id) => (id, false),
+            None if !opens => return self.drop(DropReason::NotSyn),
+            None => match self.open(st, facts.family, proto, &client, sport, &vip, dport, now) {
+                Ok(id) => (id, true),
+                Err(r) => return self.drop(r),
+            },
+        };
+        let c = *self.conns.get(id);
+        let (state, mut fins) = (c.state, c.fins);
+        let state = if tcp {
+            state.next_tcp(Dir::Forward, flags, &mut fins)
+        } else {
+            ConnState::Udp
+        };
+        self.conns.touch(id, state, fins, now, &st.timeouts);
+
+        let server = c.server;
+        let Some(srv) = st.servers.get(usize::from(server)) else {
+            return self.drop(DropReason::NoServer);
+        };
+        if st.mode == Mode::Nat
+            && rewrite::nat_forward(frame, facts, srv.address, srv.port).is_err()
+        {
+            return self.drop(DropReason::BadPacket);
+        }
+        let len = frame.len() as u64;
+        self.counters.packets_in += 1;
+        self.counters.bytes_in += len;
+        if let Some(s) = self.counters.servers.get_mut(usize::from(server)) {
+            s.packets_in += 1;
+            s.bytes_in += len;
+        }
+        Verdict::Forward {
+            server,
+            to: srv.address,
+            new,
+        }
+    }
+
+    /// Schedule (or find the persistent server of) a new connection and track it.
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        st: &DirectorState,
+        family: Family,
+        proto: u8,
+        client: &[u8; 16],
+        sport: u16,
+        vip: &[u8; 16],
+        dport: u16,
+        now: u64,
+    ) -> Result<ConnId, DropReason> {
+        let server = match st.persistence {
+            Some(p) => {
+                let key = masked(client, p.netmask_len, family);
+                let ttl = p.timeout.as_millis().min(u128::from(u64::MAX)) as u64;
+                let tpl = self
+                    .conns
+                    .lookup(Dir::Forward, PROTO_TEMPLATE, &key, 0, vip, 0, now);
+                let kept = tpl.and_then(|t| {
+                    let s = self.conns.get(t).server;
+                    if st
+                        .servers
+                        .get(usize::from(s))
+                        .is_some_and(|x| x.available())
+                    {
+                        self.conns.set_expiry(t, now.saturating_add(ttl));
+                        Some(s)
+                    } else {
+                        // Its server is down or drained: forget the affinity.
+                        self.conns.remove(t);
+                        None
+                    }
+                });
+                match kept {
+                    Some(s) => s,
+                    None => {
+                        let s = self.schedule(st, client, vip)?;
+                        if st.servers[usize::from(s)].available() {
+                            let t = Conn {
+                                proto: PROTO_TEMPLATE,
+                                client: key,
+                                cport: 0,
+                                vip: *vip,
+                                vport: 0,
+                                real: st.servers[usize::from(s)].addr16,
+                                rport: 0,
+                                server: s,
+                                state: ConnState::Template,
+                                fins: 0,
+                                nat: false,
+                                expires: now.saturating_add(ttl),
+                            };
+                            // A full table refuses the template; the connection below will
+                            // be refused and counted the same way.
+                            let _ = self.conns.insert(t, now);
+                        }
+                        s
+                    }
+                }
+            }
+            None => self.schedule(st, client, vip)?,
+        };
+        let srv = &st.servers[usize::from(server)];
+        let conn = Conn {
+            proto,
+            client: *client,
+            cport: sport,
+            vip: *vip,
+            vport: dport,
+            real: srv.addr16,
+            rport: srv.port.unwrap_or(dport),
+            server,
+            state: if proto == PROTO_TCP {
+                ConnState::SynRecv
+            } else {
+                ConnState::Udp
+            },
+            fins: 0,
+            nat: st.mode == Mode::Nat,
+            expires: now,
+        };
+        let id = self
+            .conns
+            .insert(conn, now)
+            .map_err(|_| DropReason::ConntrackFull)?;
+        self.counters.conns += 1;
+        if srv.sorry {
+            self.counters.sorry_conns += 1;
+        }
+        if let Some(s) = self.counters.servers.get_mut(usize::from(server)) {
+            s.conns += 1;
+        }
+        Ok(id)
+    }
+
+    fn schedule(
+        &mut self,
+        st: &DirectorState,
+        client: &[u8; 16],
+        vip: &[u8; 16],
+    ) -> Result<u16, DropReason> {
+        let key = SchedKey { client, dest: vip };
+        pick(st, &mut self.cursor, self.conns.loads(), key).ok_or(DropReason::NoServer)
+    }
+
+    /// A packet that may be a NAT reply (server to client): if it belongs to a tracked
+    /// connection, track the TCP state and rewrite its source back to the VIP and port the
+    /// client used. `None` when it is not a reply of this director (the caller goes on with
+    /// it), or the director is not in NAT mode.
+    pub fn reply(
+        &mut self,
+        st: &DirectorState,
+        frame: &mut [u8],
+        facts: &IpFacts,
+        now: u64,
+    ) -> Option<Verdict> {
+        if st.mode != Mode::Nat {
+            return None;
+        }
+        let L4::Ports { sport, dport } = facts.l4 else {
+            return None;
+        };
+        let proto = facts.proto;
+        let src = addr16(facts.src);
+        let dst = addr16(facts.dst);
+        let id = self
+            .conns
+            .lookup(Dir::Reply, proto, &src, sport, &dst, dport, now)?;
+        let c = *self.conns.get(id);
+        let (mut state, mut fins) = (c.state, c.fins);
+        if proto == PROTO_TCP {
+            let flags = *frame.get(facts.l4_offset + TCP_FLAGS)?;
+            state = state.next_tcp(Dir::Reply, flags, &mut fins);
+        }
+        self.conns.touch(id, state, fins, now, &st.timeouts);
+        if rewrite::nat_reply(frame, facts, ip_of(&c.vip, facts.family), c.vport).is_err() {
+            return Some(self.drop(DropReason::BadPacket));
+        }
+        let len = frame.len() as u64;
+        self.counters.packets_out += 1;
+        self.counters.bytes_out += len;
+        if let Some(s) = self.counters.servers.get_mut(usize::from(c.server)) {
+            s.packets_out += 1;
+            s.bytes_out += len;
+        }
+        Some(Verdict::Forward {
+            server: c.server,
+            to: facts.dst,
+            new: false,
+        })
+    }
+}

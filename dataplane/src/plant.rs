@@ -1,0 +1,284 @@
+//! Bringing the appliance's ports up and down: EAL arguments from the config, one ethdev per
+//! `[[port]]` (RSS over its RX queues, one TX queue per worker), and a DPDK `net_tap` TAP
+//! per kernel port, named like the port, carrying the port's MAC and addresses, so the
+//! kernel answers ARP, ping and local services for it as it would on the appliance.
+
+use std::process::Command;
+
+use flowgate_config::appliance::{Appliance, Device};
+
+use crate::dpdk::{self, DpdkError, Eal, Mempool, Port, PortStats};
+use crate::worker::{PortRole, Queues};
+
+/// Why the ports could not be brought up.
+#[derive(Debug, thiserror::Error)]
+pub enum PlantError {
+    #[error("port {port}: {source}")]
+    Port {
+        port: String,
+        #[source]
+        source: DpdkError,
+    },
+    #[error("DPDK: {0}")]
+    Dpdk(#[from] DpdkError),
+    #[error("port {port}: `{cmd}` failed: {why}")]
+    Kernel {
+        port: String,
+        cmd: String,
+        why: String,
+    },
+    #[error("too many {what}: {n}")]
+    TooMany { what: &'static str, n: usize },
+}
+
+/// RX/TX descriptors per queue.
+const DESC: u16 = 512;
+
+/// The EAL arguments for `app`: the config's own, plus a main lcore outside the workers
+/// (unless the config chose lcores), a private file prefix, and each port's device.
+pub fn eal_args(app: &Appliance) -> Vec<String> {
+    let given = app.dataplane.eal.clone();
+    let has = |flags: &[&str]| {
+        given.iter().any(|a| {
+            flags
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
+        })
+    };
+    let mut args = given.clone();
+    if !has(&["-l", "-c", "--lcores"]) {
+        let main = (0..1024u32)
+            .find(|c| !app.dataplane.workers.contains(c))
+            .unwrap_or(0);
+        args.push("-l".into());
+        args.push(main.to_string());
+    }
+    if !has(&["--file-prefix", "--no-shconf", "--in-memory"]) {
+        args.push(format!("--file-prefix=flowgate-{}", std::process::id()));
+    }
+    for p in &app.ports {
+        args.extend(p.device.eal_args());
+    }
+    args
+}
+
+/// The DPDK port name of a device (what `rte_eth_dev_get_port_by_name` knows it by).
+fn device_name(d: &Device) -> &str {
+    match d {
+        Device::Pci(addr) => addr,
+        Device::Vdev { name, .. } => name,
+    }
+}
+
+/// The running ports: physical ethdevs and their TAPs.
+#[derive(Debug)]
+pub struct Plant {
+    pub eal: Eal,
+    pub pool: Mempool,
+    /// By port index.
+    pub ports: Vec<Port>,
+    /// By port index; `None` when the port has `kernel = false`.
+    pub taps: Vec<Option<Port>>,
+    pub names: Vec<String>,
+    roles: Vec<PortRole>,
+    workers: usize,
+    rx_queues: Vec<u16>,
+}
+
+impl Plant {
+    /// Start the EAL and bring every port and TAP of `app` up, for `workers` workers.
+    pub fn bring_up(app: &Appliance) -> Result<Plant, PlantError> {
+        let workers = app.dataplane.workers.len().max(1);
+        let nw = u16::try_from(workers).map_err(|_| PlantError::TooMany {
+            what: "workers",
+            n: workers,
+        })?;
+        let eal = Eal::init(&eal_args(app))?;
+        let kernel_ports = app.ports.iter().filter(|p| p.kernel).count();
+        let rxq: usize = app.ports.iter().map(|p| usize::from(p.rx_queues)).sum();
+        // every RX descriptor holds an mbuf, TX rings hold some, plus bursts in flight
+        let mbufs = (rxq + kernel_ports * workers) * usize::from(DESC)
+            + (app.ports.len() + kernel_ports) * workers * usize::from(DESC)
+            + workers * (2 * app.ports.len() + 1) * dpdk::BURST_SIZE
+            + 4096;
+        let mbufs =
+            u32::try_from(mbufs.next_power_of_two() - 1).map_err(|_| PlantError::TooMany {
+                what: "mbufs",
+                n: mbufs,
+            })?;
+        let pool = Mempool::new("flowgate_pool", mbufs, 256, 2048 + 128, -1)?;
+
+        let mut ports = Vec::new();
+        for p in &app.ports {
+            let err = |source| PlantError::Port {
+                port: p.name.clone(),
+                source,
+            };
+            let id = dpdk::port_by_name(device_name(&p.device)).map_err(err)?;
+            let cfg = dpdk::PortConfig {
+                rx_desc: DESC,
+                tx_desc: DESC,
+                ..dpdk::PortConfig::new(p.rx_queues, nw, p.rx_queues > 1)
+            };
+            let mut port = Port::configure_with(id, cfg, pool).map_err(err)?;
+            port.start().map_err(err)?;
+            // frames for the TAP's MAC (and multicast) must reach us
+            let _ = port.set_promiscuous(true);
+            ports.push(port);
+        }
+        let mut taps = Vec::new();
+        for (i, p) in app.ports.iter().enumerate() {
+            if !p.kernel {
+                taps.push(None);
+                continue;
+            }
+            let err = |source| PlantError::Port {
+                port: p.name.clone(),
+                source,
+            };
+            let mac = match p.mac {
+                Some(m) => m.0,
+                None => ports[i].mac_address().map_err(err)?,
+            };
+            let mac = mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            let id = dpdk::attach_vdev(&format!("net_tap{i},iface={},mac={mac}", p.name))
+                .map_err(err)?;
+            let cfg = dpdk::PortConfig {
+                rx_desc: DESC,
+                tx_desc: DESC,
+                ..dpdk::PortConfig::new(nw, nw, false)
+            };
+            let mut tap = Port::configure_with(id, cfg, pool).map_err(err)?;
+            tap.start().map_err(err)?;
+            kernel_setup(
+                &p.name,
+                &p.addresses
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>(),
+            )?;
+            taps.push(Some(tap));
+        }
+        let roles = app
+            .ports
+            .iter()
+            .map(|p| PortRole {
+                kernel: p.kernel,
+                peer: p.peer.map(|q| q as u16),
+            })
+            .collect();
+        Ok(Plant {
+            eal,
+            pool,
+            ports,
+            taps,
+            names: app.ports.iter().map(|p| p.name.clone()).collect(),
+            roles,
+            workers,
+            rx_queues: app.ports.iter().map(|p| p.rx_queues).collect(),
+        })
+    }
+
+    /// What the workers need to know of each port.
+    pub fn roles(&self) -> Vec<PortRole> {
+        self.roles.clone()
+    }
+
+    /// The queues of worker `w`: its share of the (port, RX queue) pairs (round robin), its
+    /// own queue of every TAP, and its own TX queue on every port and TAP.
+    pub fn queues(&self, w: usize) -> Result<Queues<'_>, PlantError> {
+        let mut port_rx = Vec::new();
+        let mut k = 0usize;
+        for (p, port) in self.ports.iter().enumerate() {
+            for q in 0..self.rx_queues[p] {
+                if k % self.workers == w {
+                    port_rx.push((p as u16, port.rx_queue(q)?));
+                }
+                k += 1;
+            }
+        }
+        let wq = w as u16;
+        let mut tap_rx = Vec::new();
+        let mut tap_tx = Vec::new();
+        for (p, tap) in self.taps.iter().enumerate() {
+            match tap {
+                Some(t) => {
+                    tap_rx.push((p as u16, t.rx_queue(wq)?));
+                    tap_tx.push(Some(t.tx_queue(wq)?));
+                }
+                None => tap_tx.push(None),
+            }
+        }
+        let port_tx = self
+            .ports
+            .iter()
+            .map(|p| p.tx_queue(wq))
+            .collect::<Result<_, _>>()?;
+        Ok(Queues {
+            port_rx,
+            tap_rx,
+            port_tx,
+            tap_tx,
+        })
+    }
+
+    /// The NIC's own counters of every port (zeros where the driver has none).
+    pub fn nic_stats(&self) -> Vec<PortStats> {
+        self.ports
+            .iter()
+            .map(|p| p.stats().unwrap_or_default())
+            .collect()
+    }
+
+    /// Stop and close every port; the TAP netdevs disappear from the kernel.
+    pub fn shut_down(self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (name, tap) in self.names.iter().zip(self.taps) {
+            if let Some(t) = tap {
+                if let Err(e) = t.close() {
+                    errors.push(format!("{name} tap: {e}"));
+                }
+            }
+        }
+        for (name, port) in self.names.iter().zip(self.ports) {
+            if let Err(e) = port.close() {
+                errors.push(format!("{name}: {e}"));
+            }
+        }
+        errors
+    }
+}
+
+/// Bring the TAP `name` up in the kernel and give it its addresses.
+fn kernel_setup(name: &str, addresses: &[String]) -> Result<(), PlantError> {
+    let run = |args: &[&str]| -> Result<(), PlantError> {
+        let fail = |why: String| PlantError::Kernel {
+            port: name.to_string(),
+            cmd: format!("ip {}", args.join(" ")),
+            why,
+        };
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| fail(e.to_string()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(fail(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
+        }
+    };
+    for a in addresses {
+        if a.contains(':') {
+            run(&["-6", "addr", "add", a, "dev", name, "nodad"])?;
+        } else {
+            run(&["addr", "add", a, "dev", name])?;
+        }
+    }
+    run(&["link", "set", "dev", name, "up"])
+}

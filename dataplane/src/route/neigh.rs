@@ -1,0 +1,865 @@
+//! Neighbour resolution for next hops: the table of (port, address) -> MAC with its states, and
+//! the ARP (IPv4) and Neighbour Discovery (IPv6) frames that fill it.
+//!
+//! States, as Linux's neighbour table, reduced:
+//! - `Incomplete`: a request went out; up to [`NeighbourConfig::hold`] packets wait in a hold
+//!   queue (on overflow the oldest is dropped and counted, as Linux's `arp_queue`); the request
+//!   is retried every [`NeighbourConfig::retrans`], [`NeighbourConfig::probes`] times, then the
+//!   entry fails: held packets are dropped and counted.
+//! - `Reachable`: a reply was seen within [`NeighbourConfig::reachable`]: packets go out.
+//! - `Stale`: older than that. Packets still go out, and the caller is asked to send one more
+//!   request to refresh it; an entry stale for [`NeighbourConfig::gc`] is removed.
+//!
+//! Time is passed in (`now: Instant`), so the table is tested without sleeping. Frames: ARP
+//! request/reply (42 bytes), NS/NA (ICMPv6 135/136 with a link-layer option, 86 bytes) sent to
+//! the solicited-node multicast group and its `33:33:ff:xx:xx:xx` MAC.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use flowgate_config::appliance::MacAddr;
+
+use crate::build::ones_sum;
+use crate::wire::field;
+
+/// Timers and bounds of a [`NeighbourTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourConfig {
+    /// Packets held per unresolved entry.
+    pub hold: usize,
+    /// How long a confirmed entry is used without asking again (Linux: 30 s).
+    pub reachable: Duration,
+    /// How long a stale entry is kept before removal (Linux `gc_stale_time`: 60 s).
+    pub gc: Duration,
+    /// Time between two requests of an unresolved entry (Linux: 1 s).
+    pub retrans: Duration,
+    /// Requests sent before an unresolved entry fails (Linux `mcast_solicit`: 3).
+    pub probes: u32,
+    /// Entries at most; a new resolution beyond it is refused.
+    pub max_entries: usize,
+}
+
+impl Default for NeighbourConfig {
+    fn default() -> Self {
+        NeighbourConfig {
+            hold: 4,
+            reachable: Duration::from_secs(30),
+            gc: Duration::from_secs(60),
+            retrans: Duration::from_secs(1),
+            probes: 3,
+            max_entries: 4096,
+        }
+    }
+}
+
+/// The state of one neighbour.
+#[derive(Debug)]
+enum State<T> {
+    Incomplete {
+        held: VecDeque<T>,
+        sent: u32,
+        last_sent: Instant,
+    },
+    Reachable {
+        mac: MacAddr,
+        confirmed: Instant,
+    },
+    Stale {
+        mac: MacAddr,
+        since: Instant,
+        /// A refresh request is out (ask once per stale period).
+        asked: bool,
+    },
+}
+
+/// What to do with a packet for a neighbour.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolution<T> {
+    /// Send `item` to `mac`. `solicit`: the entry is stale, also send a request to refresh it.
+    Ready {
+        mac: MacAddr,
+        item: T,
+        solicit: bool,
+    },
+    /// Held until the neighbour answers. `solicit`: send a request now (a new entry).
+    /// `dropped`: the hold queue was full, this oldest item was dropped (free it; counted).
+    Held { solicit: bool, dropped: Option<T> },
+    /// The table is full: not held (free it; counted).
+    Refused(T),
+}
+
+/// Counters of a neighbour table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NeighbourCounters {
+    /// Items dropped because a hold queue was full.
+    pub hold_overflow: u64,
+    /// Items dropped because their neighbour never answered.
+    pub unresolved: u64,
+    /// Items refused because the table was full.
+    pub table_full: u64,
+    /// Requests the caller was asked to send.
+    pub solicits: u64,
+    /// Entries that failed (no answer after every probe).
+    pub failed: u64,
+}
+
+/// Timer work for the caller: requests to send, items to free.
+#[derive(Debug)]
+pub struct Tick<T> {
+    /// (port, address) to send a request for.
+    pub solicit: Vec<(usize, IpAddr)>,
+    /// Items whose neighbour never answered.
+    pub dropped: Vec<T>,
+}
+
+/// Neighbours keyed by (output port, address), with a bounded hold queue of `T` (a packet
+/// handle) per unresolved entry.
+#[derive(Debug)]
+pub struct NeighbourTable<T> {
+    config: NeighbourConfig,
+    entries: HashMap<(usize, IpAddr), State<T>>,
+    pub counters: NeighbourCounters,
+}
+
+impl<T> NeighbourTable<T> {
+    pub fn new(config: NeighbourConfig) -> NeighbourTable<T> {
+        NeighbourTable {
+            config,
+            entries: HashMap::new(),
+            counters: NeighbourCounters::default(),
+        }
+    }
+
+    /// The MAC of a neighbour, if known (reachable or stale); does not change the table.
+    pub fn lookup(&self, port: usize, ip: IpAddr) -> Option<MacAddr> {
+        match self.entries.get(&(port, ip))? {
+            State::Reachable { mac, .. } | State::Stale { mac, .. } => Some(*mac),
+            State::Incomplete { .. } => None,
+        }
+    }
+
+    /// Entries in the table.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Routes `item` to neighbour `ip` on `port`: send, hold, or refuse.
+    pub fn resolve(&mut self, port: usize, ip: IpAddr, item: T, now: Instant) -> Resolution<T> {
+        let cfg = self.config;
+        let full = self.entries.len() >= cfg.max_entries;
+        let entry = match self.entries.get_mut(&(port, ip)) {
+            Some(e) => e,
+            None if full => {
+                self.counters.table_full += 1;
+                return Resolution::Refused(item);
+            }
+            None => {
+                self.counters.solicits += 1;
+                let mut held = VecDeque::with_capacity(cfg.hold);
+                let mut dropped = None;
+                if cfg.hold == 0 {
+                    self.counters.hold_overflow += 1;
+                    dropped = Some(item);
+                } else {
+                    held.push_back(item);
+                }
+                self.entries.insert(
+                    (port, ip),
+                    State::Incomplete {
+                        held,
+                        sent: 1,
+                        last_sent: now,
+                    },
+                );
+                return Resolution::Held {
+                    solicit: true,
+                    dropped,
+                };
+            }
+        };
+        if let State::Reachable { mac, confirmed } = *entry {
+            if now.saturating_duration_since(confirmed) < cfg.reachable {
+                return Resolution::Ready {
+                    mac,
+                    item,
+                    solicit: false,
+                };
+            }
+            *entry = State::Stale {
+                mac,
+                since: confirmed + cfg.reachable,
+                asked: false,
+            };
+        }
+        match entry {
+            State::Stale { mac, asked, .. } => {
+                let solicit = !*asked;
+                *asked = true;
+                if solicit {
+                    self.counters.solicits += 1;
+                }
+                Resolution::Ready {
+                    mac: *mac,
+                    item,
+                    solicit,
+                }
+            }
+            State::Incomplete { held, .. } => {
+                let mut dropped = None;
+                if held.len() >= cfg.hold {
+                    self.counters.hold_overflow += 1;
+                    dropped = held.pop_front();
+                }
+                if cfg.hold == 0 {
+                    dropped = Some(item);
+                } else {
+                    held.push_back(item);
+                }
+                Resolution::Held {
+                    solicit: false,
+                    dropped,
+                }
+            }
+            State::Reachable { .. } => Resolution::Refused(item), // replaced above
+        }
+    }
+
+    /// Records that `ip` on `port` has `mac` (an ARP reply or request from it, an NA, or an NS
+    /// with a source link-layer option): the entry becomes reachable. Returns the items that
+    /// were held for it, to send to `mac` now, oldest first.
+    pub fn learn(&mut self, port: usize, ip: IpAddr, mac: MacAddr, now: Instant) -> Vec<T> {
+        let fresh = State::Reachable {
+            mac,
+            confirmed: now,
+        };
+        match self.entries.insert((port, ip), fresh) {
+            Some(State::Incomplete { held, .. }) => held.into(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Timer work, to call every few hundred milliseconds: retries requests of unresolved
+    /// entries, fails those out of probes (their items are returned, to free), ages reachable
+    /// entries to stale and removes entries stale for longer than [`NeighbourConfig::gc`].
+    pub fn tick(&mut self, now: Instant) -> Tick<T> {
+        let cfg = self.config;
+        let mut out = Tick {
+            solicit: Vec::new(),
+            dropped: Vec::new(),
+        };
+        let mut failed: Vec<(usize, IpAddr)> = Vec::new();
+        let mut gone: Vec<(usize, IpAddr)> = Vec::new();
+        for (key, state) in self.entries.iter_mut() {
+            match state {
+                State::Incomplete {
+                    sent, last_sent, ..
+                } => {
+                    if now.saturating_duration_since(*last_sent) >= cfg.retrans {
+                        if *sent >= cfg.probes {
+                            failed.push(*key);
+                        } else {
+                            *sent += 1;
+                            *last_sent = now;
+                            out.solicit.push(*key);
+                        }
+                    }
+                }
+                State::Reachable { mac, confirmed } => {
+                    if now.saturating_duration_since(*confirmed) >= cfg.reachable {
+                        *state = State::Stale {
+                            mac: *mac,
+                            since: *confirmed + cfg.reachable,
+                            asked: false,
+                        };
+                    }
+                }
+                State::Stale { since, .. } => {
+                    if now.saturating_duration_since(*since) >= cfg.gc {
+                        gone.push(*key);
+                    }
+                }
+            }
+        }
+        self.counters.solicits += out.solicit.len() as u64;
+        for key in failed {
+            if let Some(State::Incomplete { held, .. }) = self.entries.remove(&key) {
+                self.counters.failed += 1;
+                self.counters.unresolved += held.len() as u64;
+                out.dropped.extend(held);
+            }
+        }
+        for key in gone {
+            self.entries.remove(&key);
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+/// The broadcast MAC.
+pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+/// An Ethernet + ARP frame for IPv4 over Ethernet.
+pub const ARP_FRAME_LEN: usize = 42;
+/// An Ethernet + IPv6 + NS/NA with one link-layer option.
+pub const ND_FRAME_LEN: usize = field::ETH_HDR + field::IPV6_HDR + ND_LEN;
+const ND_LEN: usize = 32;
+const ICMPV6: u8 = 58;
+const ND_SOLICIT: u8 = 135;
+const ND_ADVERT: u8 = 136;
+const OPT_SOURCE_LL: u8 = 1;
+const OPT_TARGET_LL: u8 = 2;
+
+/// An ARP operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ArpOp {
+    Request,
+    Reply,
+}
+
+/// An IPv4-over-Ethernet ARP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Arp {
+    pub op: ArpOp,
+    pub sender_mac: MacAddr,
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: MacAddr,
+    pub target_ip: Ipv4Addr,
+}
+
+impl Arp {
+    /// A request: who has `target`? Tell `ip` at `mac`.
+    pub fn request(mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> Arp {
+        Arp {
+            op: ArpOp::Request,
+            sender_mac: mac,
+            sender_ip: ip,
+            target_mac: MacAddr([0; 6]),
+            target_ip: target,
+        }
+    }
+
+    /// The reply to `req` from the owner of its target address, at `mac`.
+    pub fn reply_to(req: &Arp, mac: MacAddr) -> Arp {
+        Arp {
+            op: ArpOp::Reply,
+            sender_mac: mac,
+            sender_ip: req.target_ip,
+            target_mac: req.sender_mac,
+            target_ip: req.sender_ip,
+        }
+    }
+
+    /// The 42-byte frame: broadcast for a request, unicast to the target for a reply.
+    pub fn frame(&self) -> [u8; ARP_FRAME_LEN] {
+        let mut f = [0u8; ARP_FRAME_LEN];
+        let dst = match self.op {
+            ArpOp::Request => BROADCAST,
+            ArpOp::Reply => self.target_mac,
+        };
+        f[0..6].copy_from_slice(&dst.0);
+        f[6..12].copy_from_slice(&self.sender_mac.0);
+        f[12..14].copy_from_slice(&field::ETHERTYPE_ARP.to_be_bytes());
+        let a = &mut f[14..];
+        a[0..2].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
+        a[2..4].copy_from_slice(&field::ETHERTYPE_IPV4.to_be_bytes());
+        a[4] = 6;
+        a[5] = 4;
+        let op: u16 = match self.op {
+            ArpOp::Request => 1,
+            ArpOp::Reply => 2,
+        };
+        a[6..8].copy_from_slice(&op.to_be_bytes());
+        a[8..14].copy_from_slice(&self.sender_mac.0);
+        a[14..18].copy_from_slice(&self.sender_ip.octets());
+        a[18..24].copy_from_slice(&self.target_mac.0);
+        a[24..28].copy_from_slice(&self.target_ip.octets());
+        f
+    }
+
+    /// Reads the ARP payload (the bytes after the Ethernet header and any VLAN tags). `None`
+    /// for anything but a 28-byte-or-longer IPv4-over-Ethernet request or reply.
+    pub fn parse(payload: &[u8]) -> Option<Arp> {
+        let a = payload.get(0..28)?;
+        if a[0..2] != [0, 1]
+            || a[2..4] != field::ETHERTYPE_IPV4.to_be_bytes()
+            || a[4] != 6
+            || a[5] != 4
+        {
+            return None;
+        }
+        let op = match u16::from_be_bytes([a[6], a[7]]) {
+            1 => ArpOp::Request,
+            2 => ArpOp::Reply,
+            _ => return None,
+        };
+        let mac =
+            |at: usize| -> Option<MacAddr> { Some(MacAddr(a.get(at..at + 6)?.try_into().ok()?)) };
+        let ip = |at: usize| -> Option<Ipv4Addr> {
+            Some(Ipv4Addr::from(
+                <[u8; 4]>::try_from(a.get(at..at + 4)?).ok()?,
+            ))
+        };
+        Some(Arp {
+            op,
+            sender_mac: mac(8)?,
+            sender_ip: ip(14)?,
+            target_mac: mac(18)?,
+            target_ip: ip(24)?,
+        })
+    }
+
+    /// Reads an untagged Ethernet frame carrying ARP.
+    pub fn parse_frame(frame: &[u8]) -> Option<Arp> {
+        if frame.get(12..14)? != field::ETHERTYPE_ARP.to_be_bytes() {
+            return None;
+        }
+        Arp::parse(frame.get(field::ETH_HDR..)?)
+    }
+}
+
+/// The solicited-node multicast address of `ip` (`ff02::1:ffXX:XXXX`, RFC 4291 2.7.1).
+pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
+    let o = ip.octets();
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    )
+}
+
+/// The Ethernet MAC of an IPv6 multicast group: `33:33` and its last 32 bits (RFC 2464 7).
+pub fn multicast_mac(group: Ipv6Addr) -> MacAddr {
+    let o = group.octets();
+    MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
+}
+
+/// A Neighbour Solicitation or Advertisement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NdKind {
+    Solicit,
+    Advert {
+        router: bool,
+        solicited: bool,
+        override_: bool,
+    },
+}
+
+/// An NS or NA with its addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nd {
+    pub kind: NdKind,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The address being resolved (NS) or advertised (NA).
+    pub target: Ipv6Addr,
+    /// The source (NS) or target (NA) link-layer address option.
+    pub lladdr: Option<MacAddr>,
+}
+
+impl Nd {
+    /// A multicast solicitation for `target`, from `src` at `mac`.
+    pub fn solicit(mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) -> Nd {
+        Nd {
+            kind: NdKind::Solicit,
+            src,
+            dst: solicited_node(target),
+            target,
+            lladdr: Some(mac),
+        }
+    }
+
+    /// The solicited advertisement answering `ns`, from the owner of its target at `mac`.
+    pub fn advert_to(ns: &Nd, mac: MacAddr) -> Nd {
+        Nd {
+            kind: NdKind::Advert {
+                router: false,
+                solicited: true,
+                override_: true,
+            },
+            src: ns.target,
+            dst: ns.src,
+            target: ns.target,
+            lladdr: Some(mac),
+        }
+    }
+
+    /// The 86-byte frame from `src_mac` to `dst_mac` (for an NS, [`multicast_mac`] of the
+    /// solicited-node group; for an NA, the soliciting node's MAC). Hop limit 255, correct
+    /// ICMPv6 checksum. Without `lladdr`, the option is left out (78 bytes).
+    pub fn frame(&self, src_mac: MacAddr, dst_mac: MacAddr) -> Vec<u8> {
+        let icmp_len = if self.lladdr.is_some() { ND_LEN } else { 24 };
+        let mut f = Vec::with_capacity(ND_FRAME_LEN);
+        f.extend_from_slice(&dst_mac.0);
+        f.extend_from_slice(&src_mac.0);
+        f.extend_from_slice(&field::ETHERTYPE_IPV6.to_be_bytes());
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&(icmp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[ICMPV6, 255]);
+        f.extend_from_slice(&self.src.octets());
+        f.extend_from_slice(&self.dst.octets());
+        let (ty, flags, opt) = match self.kind {
+            NdKind::Solicit => (ND_SOLICIT, 0u32, OPT_SOURCE_LL),
+            NdKind::Advert {
+                router,
+                solicited,
+                override_,
+            } => (
+                ND_ADVERT,
+                u32::from(router) << 31 | u32::from(solicited) << 30 | u32::from(override_) << 29,
+                OPT_TARGET_LL,
+            ),
+        };
+        let mut icmp = Vec::with_capacity(icmp_len);
+        icmp.extend_from_slice(&[ty, 0, 0, 0]);
+        icmp.extend_from_slice(&flags.to_be_bytes());
+        icmp.extend_from_slice(&self.target.octets());
+        if let Some(mac) = self.lladdr {
+            icmp.extend_from_slice(&[opt, 1]);
+            icmp.extend_from_slice(&mac.0);
+        }
+        let c = !(icmpv6_sum(self.src, self.dst, &icmp) as u16);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&icmp);
+        f
+    }
+
+    /// Reads an NS or NA from an IPv6 packet (starting at its header; no extension headers).
+    /// `None` unless: next header ICMPv6, hop limit 255, code 0, valid checksum, type 135/136,
+    /// a non-multicast target, and well-formed options (RFC 4861 7.1.1/7.1.2).
+    pub fn parse(ip: &[u8]) -> Option<Nd> {
+        let hdr = ip.get(0..field::IPV6_HDR)?;
+        if hdr[0] >> 4 != 6
+            || hdr[field::IPV6_NEXT_HDR] != ICMPV6
+            || hdr[field::IPV6_HOP_LIMIT] != 255
+        {
+            return None;
+        }
+        let plen = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
+        let icmp = ip.get(field::IPV6_HDR..field::IPV6_HDR + plen)?;
+        let addr = |b: &[u8], at: usize| -> Option<Ipv6Addr> {
+            Some(Ipv6Addr::from(
+                <[u8; 16]>::try_from(b.get(at..at + 16)?).ok()?,
+            ))
+        };
+        let src = addr(hdr, field::IPV6_SRC)?;
+        let dst = addr(hdr, field::IPV6_DST)?;
+        if icmp.len() < 24 || icmp[1] != 0 || icmpv6_sum(src, dst, icmp) != 0xffff {
+            return None;
+        }
+        let flags = u32::from_be_bytes(icmp.get(4..8)?.try_into().ok()?);
+        let (kind, want_opt) = match icmp[0] {
+            ND_SOLICIT => (NdKind::Solicit, OPT_SOURCE_LL),
+            ND_ADVERT => (
+                NdKind::Advert {
+                    router: flags & 1 << 31 != 0,
+                    solicited: flags & 1 << 30 != 0,
+                    override_: flags & 1 << 29 != 0,
+                },
+                OPT_TARGET_LL,
+            ),
+            _ => return None,
+        };
+        let target = addr(icmp, 8)?;
+        if target.is_multicast() {
+            return None;
+        }
+        let mut lladdr = None;
+        let mut opts = icmp.get(24..)?;
+        while !opts.is_empty() {
+            let len = usize::from(*opts.get(1)?) * 8;
+            if len == 0 || len > opts.len() {
+                return None;
+            }
+            if opts[0] == want_opt && len == 8 {
+                lladdr = Some(MacAddr(opts.get(2..8)?.try_into().ok()?));
+            }
+            opts = &opts[len..];
+        }
+        Some(Nd {
+            kind,
+            src,
+            dst,
+            target,
+            lladdr,
+        })
+    }
+}
+
+/// The folded (not complemented) one's-complement sum of the ICMPv6 pseudo-header and `icmp`.
+fn icmpv6_sum(src: Ipv6Addr, dst: Ipv6Addr, icmp: &[u8]) -> u32 {
+    let mut s = ones_sum(0, &src.octets());
+    s = ones_sum(s, &dst.octets());
+    s = ones_sum(s, &(icmp.len() as u32).to_be_bytes());
+    s = ones_sum(s, &[0, 0, 0, ICMPV6]);
+    ones_sum(s, icmp)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xa]);
+    const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xb]);
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn table() -> NeighbourTable<u32> {
+        NeighbourTable::new(NeighbourConfig::default())
+    }
+
+    #[test]
+    fn resolve_hold_learn_release() {
+        let mut t = table();
+        let t0 = Instant::now();
+        let gw = ip("192.168.0.1");
+        assert_eq!(
+            t.resolve(0, gw, 1, t0),
+            Resolution::Held {
+                solicit: true,
+                dropped: None
+            }
+        );
+        for i in 2..=4 {
+            assert_eq!(
+                t.resolve(0, gw, i, t0),
+                Resolution::Held {
+                    solicit: false,
+                    dropped: None
+                }
+            );
+        }
+        // the fifth pushes out the oldest
+        assert_eq!(
+            t.resolve(0, gw, 5, t0),
+            Resolution::Held {
+                solicit: false,
+                dropped: Some(1)
+            }
+        );
+        assert_eq!(t.counters.hold_overflow, 1);
+        assert_eq!(t.lookup(0, gw), None);
+        // the same address on another port is another neighbour
+        assert_eq!(
+            t.resolve(1, gw, 9, t0),
+            Resolution::Held {
+                solicit: true,
+                dropped: None
+            }
+        );
+        let released = t.learn(0, gw, MAC_A, t0 + Duration::from_millis(3));
+        assert_eq!(released, vec![2, 3, 4, 5]);
+        assert_eq!(t.lookup(0, gw), Some(MAC_A));
+        assert_eq!(
+            t.resolve(0, gw, 6, t0 + Duration::from_secs(1)),
+            Resolution::Ready {
+                mac: MAC_A,
+                item: 6,
+                solicit: false
+            }
+        );
+    }
+
+    #[test]
+    fn stale_refresh_and_gc() {
+        let mut t = table();
+        let t0 = Instant::now();
+        let n = ip("2001:db8::1");
+        assert!(t.learn(2, n, MAC_B, t0).is_empty());
+        let t1 = t0 + Duration::from_secs(31);
+        // stale: still used, one refresh request asked for, once
+        assert_eq!(
+            t.resolve(2, n, 1, t1),
+            Resolution::Ready {
+                mac: MAC_B,
+                item: 1,
+                solicit: true
+            }
+        );
+        assert_eq!(
+            t.resolve(2, n, 2, t1),
+            Resolution::Ready {
+                mac: MAC_B,
+                item: 2,
+                solicit: false
+            }
+        );
+        // the answer refreshes it
+        t.learn(2, n, MAC_A, t1);
+        assert_eq!(
+            t.resolve(2, n, 3, t1),
+            Resolution::Ready {
+                mac: MAC_A,
+                item: 3,
+                solicit: false
+            }
+        );
+        // ages to stale in tick, then is removed after gc
+        let tick = t.tick(t1 + Duration::from_secs(30));
+        assert!(tick.solicit.is_empty() && tick.dropped.is_empty());
+        assert_eq!(t.lookup(2, n), Some(MAC_A));
+        t.tick(t1 + Duration::from_secs(30 + 60));
+        assert_eq!(t.lookup(2, n), None);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn retries_then_fails() {
+        let mut t = table();
+        let t0 = Instant::now();
+        let n = ip("10.0.0.9");
+        t.resolve(0, n, 7, t0);
+        t.resolve(0, n, 8, t0);
+        let s = Duration::from_secs(1);
+        assert!(t.tick(t0 + s / 2).solicit.is_empty());
+        assert_eq!(t.tick(t0 + s).solicit, vec![(0, n)]);
+        assert_eq!(t.tick(t0 + 2 * s).solicit, vec![(0, n)]);
+        let last = t.tick(t0 + 3 * s);
+        assert!(last.solicit.is_empty());
+        assert_eq!(last.dropped, vec![7, 8]);
+        assert_eq!(t.counters.unresolved, 2);
+        assert_eq!(t.counters.failed, 1);
+        assert_eq!(t.counters.solicits, 3);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn table_full_refuses() {
+        let mut t = NeighbourTable::new(NeighbourConfig {
+            max_entries: 1,
+            hold: 0,
+            ..NeighbourConfig::default()
+        });
+        let t0 = Instant::now();
+        assert_eq!(
+            t.resolve(0, ip("10.0.0.1"), 1, t0),
+            Resolution::Held {
+                solicit: true,
+                dropped: Some(1)
+            }
+        );
+        assert_eq!(t.resolve(0, ip("10.0.0.2"), 2, t0), Resolution::Refused(2));
+        assert_eq!(t.counters.table_full, 1);
+    }
+
+    #[test]
+    fn arp_request_reply_bytes() {
+        let req = Arp::request(
+            MAC_A,
+            "192.168.0.10".parse().unwrap(),
+            "192.168.0.1".parse().unwrap(),
+        );
+        let f = req.frame();
+        let want: [u8; 42] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0xa, 0x08, 0x06, // ethernet
+            0, 1, 0x08, 0, 6, 4, 0, 1, // htype ptype hlen plen op
+            2, 0, 0, 0, 0, 0xa, 192, 168, 0, 10, // sender
+            0, 0, 0, 0, 0, 0, 192, 168, 0, 1, // target
+        ];
+        assert_eq!(f, want);
+        assert_eq!(Arp::parse_frame(&f), Some(req));
+        let rep = Arp::reply_to(&req, MAC_B);
+        let g = rep.frame();
+        assert_eq!(&g[0..6], &MAC_A.0);
+        assert_eq!(&g[6..12], &MAC_B.0);
+        assert_eq!(&g[20..22], &[0, 2]);
+        let back = Arp::parse_frame(&g).unwrap();
+        assert_eq!(back, rep);
+        assert_eq!(back.sender_ip, "192.168.0.1".parse::<Ipv4Addr>().unwrap());
+        // not ARP / truncated / wrong hardware
+        assert_eq!(Arp::parse_frame(&g[..41]), None);
+        let mut bad = g;
+        bad[15] = 6;
+        assert_eq!(Arp::parse_frame(&bad), None);
+        bad = g;
+        bad[12] = 0x86;
+        assert_eq!(Arp::parse_frame(&bad), None);
+    }
+
+    #[test]
+    fn solicited_node_and_mac() {
+        let a: Ipv6Addr = "2001:db8::12:3456:789a".parse().unwrap();
+        assert_eq!(
+            solicited_node(a),
+            "ff02::1:ff56:789a".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            multicast_mac(solicited_node(a)),
+            MacAddr([0x33, 0x33, 0xff, 0x56, 0x78, 0x9a])
+        );
+    }
+
+    #[test]
+    fn ns_na_bytes_and_checksum() {
+        let me: Ipv6Addr = "fe80::1".parse().unwrap();
+        let target: Ipv6Addr = "fe80::2".parse().unwrap();
+        let ns = Nd::solicit(MAC_A, me, target);
+        let f = ns.frame(MAC_A, multicast_mac(ns.dst));
+        assert_eq!(f.len(), ND_FRAME_LEN);
+        assert_eq!(&f[0..6], &[0x33, 0x33, 0xff, 0, 0, 2]);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(f[14 + 6], 58);
+        assert_eq!(f[14 + 7], 255);
+        assert_eq!(&f[14 + 24..14 + 40], &solicited_node(target).octets());
+        let icmp = &f[54..];
+        assert_eq!(icmp[0], 135);
+        assert_eq!(&icmp[24..32], &[1, 1, 2, 0, 0, 0, 0, 0xa]);
+        // The checksum, recomputed from scratch over pseudo-header + message, verifies.
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&me.octets());
+        pseudo.extend_from_slice(&solicited_node(target).octets());
+        pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, 58]);
+        pseudo.extend_from_slice(icmp);
+        assert_eq!(crate::build::checksum(&pseudo), 0);
+        let parsed = Nd::parse(&f[14..]).unwrap();
+        assert_eq!(parsed, ns);
+
+        let na = Nd::advert_to(&parsed, MAC_B);
+        let g = na.frame(MAC_B, MAC_A);
+        assert_eq!(g.len(), ND_FRAME_LEN);
+        assert_eq!(g[54], 136);
+        assert_eq!(&g[58..62], &[0x60, 0, 0, 0]); // solicited + override
+        assert_eq!(&g[78..86], &[2, 1, 2, 0, 0, 0, 0, 0xb]);
+        let back = Nd::parse(&g[14..]).unwrap();
+        assert_eq!(back, na);
+        assert_eq!(back.dst, me);
+        assert_eq!(back.lladdr, Some(MAC_B));
+
+        // Corruptions are refused: a flipped bit, a hop limit below 255, a zero-length option.
+        let mut bad = g.clone();
+        bad[70] ^= 1;
+        assert_eq!(Nd::parse(&bad[14..]), None);
+        let mut bad = g.clone();
+        bad[14 + 7] = 64;
+        assert_eq!(Nd::parse(&bad[14..]), None);
+        let mut bad = g.clone();
+        bad[79] = 0;
+        assert_eq!(Nd::parse(&bad[14..]), None);
+        assert_eq!(Nd::parse(&g[14..60]), None);
+    }
+
+    #[test]
+    fn ns_without_option() {
+        let ns = Nd {
+            lladdr: None,
+            ..Nd::solicit(MAC_A, "::".parse().unwrap(), "2001:db8::5".parse().unwrap())
+        };
+        let f = ns.frame(MAC_A, multicast_mac(ns.dst));
+        assert_eq!(f.len(), ND_FRAME_LEN - 8);
+        assert_eq!(Nd::parse(&f[14..]), Some(ns));
+    }
+}
