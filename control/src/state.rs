@@ -175,3 +175,19 @@ pub fn sizes(file: &FlowsFile) -> (usize, usize, usize) {
         file.items.iter().map(|f| f.rules.len()).sum(),
     )
 }
+
+impl From<flowgate_dataplane::dpdk::PortStats> for NicStats {
+    /// The ethdev counters as the control side reports them (`Plant::nic_stats`).
+    fn from(s: flowgate_dataplane::dpdk::PortStats) -> NicStats {
+        NicStats {
+            ipackets: s.ipackets,
+            opackets: s.opackets,
+            ibytes: s.ibytes,
+            obytes: s.obytes,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            oerrors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        }
+    }
+}
