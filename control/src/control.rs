@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::persist::write_atomic;
 use crate::protocol::{
     AppliedReply, Body, Changed, CheckReply, DiffReply, DirectorsReply, DoneReply, ErrorReply,
-    FlowsReply, PortStat, Request, RuleStat, StatsReply, StatusReply, VerdictStat, MAX_REQUEST,
+    FlowsReply, PortStat, Request, RuleStat, StatsReply, StatusReply, VerdictStat,
 };
 use crate::server::{self, Server};
 use crate::state::{per_rule, sizes, DirectorControl, Generations, Shared};
@@ -31,6 +31,9 @@ use crate::trace::{list_default, trace};
 /// Files with more rules than this are not linted by the daemon (the lint is quadratic in the
 /// number of rules); `flowgate check` still lints them. Errors are always checked.
 pub const LINT_MAX_RULES: usize = 2_000;
+
+/// The largest flows file `apply_path` reads.
+pub const MAX_FLOWS_FILE: u64 = 256 << 20;
 
 /// How many earlier applied sets `rollback` can go back through.
 pub const ROLLBACK_DEPTH: usize = 32;
@@ -466,9 +469,9 @@ fn micros(d: Duration) -> u64 {
 fn read_bounded(path: &Path) -> Result<String, ErrorReply> {
     let meta = std::fs::metadata(path)
         .map_err(|e| ErrorReply::new(format!("cannot read {}: {e}", path.display())))?;
-    if meta.len() > MAX_REQUEST as u64 {
+    if meta.len() > MAX_FLOWS_FILE {
         return Err(ErrorReply::new(format!(
-            "{} is larger than {MAX_REQUEST} bytes",
+            "{} is larger than {MAX_FLOWS_FILE} bytes",
             path.display()
         )));
     }
