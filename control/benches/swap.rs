@@ -1,0 +1,237 @@
+//! Swap latency: request to publish (load + validate + compile + `ArcSwap::store`) of flows
+//! files of 1K, 10K and 100K rules, through the control thread's own `apply` and through the
+//! socket.
+//!
+//! Rules come from the ClassBench sets at `$FLOWGATE_CLASSBENCH` (default
+//! `/work/shared/classbench`, `acl1_{1K,10K,100K}.rules`), converted to flows text at run
+//! time (16 rules per flow); without them, random rules of the same shape.
+//! Run: `cargo bench -p flowgate-control --bench swap [-- SIZES...]`, e.g. `-- 1K 10K`.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use flowgate_config::appliance::parse_with_cpus;
+use flowgate_control::protocol::{Body, Request};
+use flowgate_control::{start, ControlOptions, Controller, Shared};
+use flowgate_dataplane::classify::classbench::{load_rules, CbRule};
+use flowgate_dataplane::ruleset::RuleSet;
+
+/// Rules per flow: a list holds at most 65534 flows, so 100K rules need several per flow.
+const RULES_PER_FLOW: usize = 16;
+
+fn flows_text(rules: &[CbRule]) -> String {
+    let mut s = String::new();
+    for (i, r) in rules.iter().enumerate() {
+        if i % RULES_PER_FLOW == 0 {
+            let policy = if (i / RULES_PER_FLOW) % 2 == 1 {
+                "deny"
+            } else {
+                "permit"
+            };
+            let _ = writeln!(s, "flow f{} {policy}", i / RULES_PER_FLOW);
+        }
+        s.push_str("    match");
+        let full = |p: (u16, u16)| p == (0, 65535);
+        let ports = !full(r.sport) || !full(r.dport);
+        match r.proto {
+            (p, 0xff) => {
+                let _ = write!(s, " proto {p}");
+            }
+            // any protocol with ports: the flows language needs tcp or udp for ports
+            _ if ports => s.push_str(" proto tcp"),
+            _ => {}
+        }
+        let _ = write!(s, " src {}/{}", Ipv4Addr::from(r.src.0), r.src.1);
+        let _ = write!(s, " dst {}/{}", Ipv4Addr::from(r.dst.0), r.dst.1);
+        let porty = matches!(r.proto, (6 | 17, 0xff)) || (r.proto.1 == 0 && ports);
+        if porty {
+            if !full(r.sport) {
+                let _ = write!(s, " srcport {}:{}", r.sport.0, r.sport.1);
+            }
+            if !full(r.dport) {
+                let _ = write!(s, " dstport {}:{}", r.dport.0, r.dport.1);
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Random rules (xorshift), when the ClassBench files are absent.
+fn random_rules(n: usize, seed: u64) -> Vec<CbRule> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let lo = (next() % 60000) as u16;
+            CbRule {
+                src: (next() as u32, 8 + (next() % 25) as u8),
+                dst: (next() as u32, 8 + (next() % 25) as u8),
+                sport: (0, 65535),
+                dport: (lo, lo + (next() % 100) as u16),
+                proto: (6, 0xff),
+            }
+        })
+        .collect()
+}
+
+fn rules_for(size: &str) -> (Vec<CbRule>, String) {
+    let dir =
+        std::env::var("FLOWGATE_CLASSBENCH").unwrap_or_else(|_| "/work/shared/classbench".into());
+    let path = PathBuf::from(dir).join(format!("acl1_{size}.rules"));
+    match load_rules(&path) {
+        Ok(r) => (r, path.display().to_string()),
+        Err(_) => {
+            let n = size.trim_end_matches('K').parse::<usize>().unwrap_or(1) * 1000;
+            (random_rules(n, 0x5eed), format!("random ({n} rules)"))
+        }
+    }
+}
+
+const CONFIG: &str = r#"
+flows = "flows.conf"
+[dataplane]
+workers = [0]
+[[port]]
+name = "eth0"
+device = "net_null0"
+"#;
+
+fn main() {
+    let sizes: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec!["1K".to_string(), "10K".into(), "100K".into()]
+    } else {
+        sizes
+    };
+    let dir = std::env::temp_dir().join(format!("flowgate-swap-bench-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("cannot create {}: {e}", dir.display());
+        return;
+    }
+    let cfg = dir.join("flowgate.toml");
+    let cfg_text = format!(
+        "{CONFIG}[control]\nsocket = \"{}\"\n",
+        dir.join("ctl.sock").display()
+    );
+    let app = match parse_with_cpus(&cfg.to_string_lossy(), &cfg_text, 4) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return;
+        }
+    };
+    println!("| set | source | rules | bytes | parse (ms) | lint (ms; apply skips it past 2000 rules) | compile (ms) | request to publish, in-process (ms) | request to publish, socket (ms) | flowctl round trip (ms) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for size in &sizes {
+        let (rules, source) = rules_for(size);
+        let text = flows_text(&rules);
+        // phases, measured apart
+        let t = Instant::now();
+        let parsed = match flowgate_config::flows::parse_with(&text, Some(&app)) {
+            Ok(p) => p,
+            Err(d) => {
+                eprintln!("{d:?}");
+                return;
+            }
+        };
+        let parse_ms = t.elapsed().as_secs_f64() * 1e3;
+        let lint_ms = if rules.len() <= 20_000 {
+            let t = Instant::now();
+            let _ = flowgate_config::flows::load("bench", &text, Some(&app));
+            format!("{:.1}", t.elapsed().as_secs_f64() * 1e3 - parse_ms)
+        } else {
+            "not run (quadratic)".to_string()
+        };
+        let t = Instant::now();
+        let set = match RuleSet::compile(parsed.file, &app, 1) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return;
+            }
+        };
+        let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+
+        // in-process: the control thread's apply, as the socket server calls it
+        let shared = Arc::new(Shared::new(app.clone(), set, None));
+        let mut opts = ControlOptions::from_appliance(&app);
+        opts.metrics = None;
+        let mut ctl = Controller::new(Arc::clone(&shared), String::new(), &mut opts);
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            match ctl.handle(
+                Request::Apply {
+                    flows: text.clone(),
+                    name: None,
+                },
+                Instant::now(),
+            ) {
+                Ok(Body::Applied(a)) => best = best.min(a.publish_us as f64 / 1e3),
+                other => {
+                    eprintln!("apply failed: {other:?}");
+                    return;
+                }
+            }
+        }
+        drop(ctl);
+
+        // through the socket (server thread -> control thread), as flowctl does
+        let handle = match start(
+            Arc::clone(&shared),
+            String::new(),
+            ControlOptions::from_appliance(&app),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("{e}");
+                return;
+            }
+        };
+        let line = serde_json::json!({"op":"apply","flows":text}).to_string();
+        let mut sock_best = f64::MAX;
+        let mut rt_best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let reply = round_trip(&app.control.socket, &line);
+            rt_best = rt_best.min(t.elapsed().as_secs_f64() * 1e3);
+            match reply.get("publish_us").and_then(|v| v.as_u64()) {
+                Some(us) => sock_best = sock_best.min(us as f64 / 1e3),
+                None => {
+                    eprintln!("apply over the socket failed: {reply}");
+                    return;
+                }
+            }
+        }
+        handle.shutdown();
+        println!(
+            "| {size} | {source} | {} | {} | {parse_ms:.1} | {lint_ms} | {compile_ms:.1} | {best:.1} | {sock_best:.1} | {rt_best:.1} |",
+            rules.len(),
+            text.len(),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn round_trip(socket: &std::path::Path, line: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return serde_json::Value::Null;
+    };
+    let _ = s.write_all(line.as_bytes());
+    let _ = s.write_all(b"\n");
+    let mut out = String::new();
+    let _ = BufReader::new(s).read_line(&mut out);
+    serde_json::from_str(&out).unwrap_or(serde_json::Value::Null)
+}

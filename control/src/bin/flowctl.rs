@@ -1,0 +1,402 @@
+//! `flowctl`: talks to a running `flowgate run` over its control socket.
+//!
+//! Every command sends one JSON request line and prints the reply for a person (or raw with
+//! `--json`). Exit status 1 when the daemon refuses the request or cannot be reached.
+//! `check FILE` also works offline (`--offline`, or when the daemon is not running).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use flowgate_config::appliance::DEFAULT_CONTROL_SOCKET;
+use flowgate_control::protocol::{
+    AppliedReply, CheckReply, DiffReply, DirectorStatus, DirectorsReply, DoneReply, ErrorReply,
+    FlowsReply, Request, StatsReply, StatusReply, TraceReply,
+};
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+#[command(name = "flowctl", about = "Control a running flowgate daemon")]
+struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, default_value = DEFAULT_CONTROL_SOCKET)]
+    socket: PathBuf,
+    /// Print the raw JSON reply.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Generation, uptime, workers, ports, flow counts.
+    Status,
+    /// Check a flows file (against the daemon's config, or offline).
+    Check {
+        file: PathBuf,
+        /// Check without a daemon; with `--config`, references are checked against it.
+        #[arg(long)]
+        offline: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Flows added, removed and changed between the applied set and FILE.
+    Diff { file: PathBuf },
+    /// Compile, publish and persist FILE.
+    Apply { file: PathBuf },
+    /// Go back to the previously applied set.
+    Rollback,
+    /// Show the applied set.
+    Show {
+        #[command(subcommand)]
+        what: ShowWhat,
+    },
+    /// Counters per flow, rule, port and server.
+    Stats,
+    /// Which flow and rule decide a packet (`iface=eth0 proto=tcp src=... dst=... sport=.. dport=..`).
+    Trace {
+        /// Trace the outflows.
+        #[arg(long)]
+        outflows: bool,
+        #[arg(required = true, num_args = 1..)]
+        packet: Vec<String>,
+    },
+    /// L4 director servers.
+    Director {
+        #[command(subcommand)]
+        cmd: DirectorCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShowWhat {
+    Flows,
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectorCmd {
+    List,
+    Enable {
+        director: String,
+        server: String,
+    },
+    Disable {
+        director: String,
+        server: String,
+    },
+    Weight {
+        director: String,
+        server: String,
+        weight: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowctl: {}", e.error);
+            if let Some(d) = &e.diagnostics {
+                eprint!("{d}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ErrorReply> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ErrorReply::new(format!("cannot read {}: {e}", path.display())))
+}
+
+fn run(cli: &Cli) -> Result<(), ErrorReply> {
+    let name = |p: &Path| Some(p.display().to_string());
+    let req = match &cli.cmd {
+        Cmd::Status => Request::Status {},
+        Cmd::Check {
+            file,
+            offline,
+            config,
+        } => {
+            if *offline || config.is_some() || !cli.socket.exists() {
+                return check_offline(file, config.as_deref());
+            }
+            Request::Check {
+                flows: read(file)?,
+                name: name(file),
+            }
+        }
+        Cmd::Diff { file } => Request::Diff {
+            flows: read(file)?,
+            name: name(file),
+        },
+        Cmd::Apply { file } => Request::Apply {
+            flows: read(file)?,
+            name: name(file),
+        },
+        Cmd::Rollback => Request::Rollback {},
+        Cmd::Show {
+            what: ShowWhat::Flows,
+        } => Request::ShowFlows {},
+        Cmd::Stats => Request::Stats {},
+        Cmd::Trace { outflows, packet } => Request::Trace {
+            packet: packet.join(" "),
+            outflows: *outflows,
+        },
+        Cmd::Director { cmd } => match cmd {
+            DirectorCmd::List => Request::DirectorList {},
+            DirectorCmd::Enable { director, server } => Request::DirectorEnable {
+                director: director.clone(),
+                server: server.clone(),
+            },
+            DirectorCmd::Disable { director, server } => Request::DirectorDisable {
+                director: director.clone(),
+                server: server.clone(),
+            },
+            DirectorCmd::Weight {
+                director,
+                server,
+                weight,
+            } => Request::DirectorWeight {
+                director: director.clone(),
+                server: server.clone(),
+                weight: *weight,
+            },
+        },
+    };
+    let reply = call(&cli.socket, &req)?;
+    if cli.json {
+        println!("{reply}");
+        return ok_or_err(&reply).map(|_| ());
+    }
+    let v = ok_or_err(&reply)?;
+    render(&req, v)
+}
+
+/// `check` without a daemon.
+fn check_offline(file: &Path, config: Option<&Path>) -> Result<(), ErrorReply> {
+    let appliance = match config {
+        Some(c) => {
+            Some(flowgate_config::appliance::load(c).map_err(|e| ErrorReply::new(e.to_string()))?)
+        }
+        None => None,
+    };
+    let names = appliance
+        .as_ref()
+        .map(|a| a as &dyn flowgate_config::flows::Names);
+    match flowgate_config::flows::load_file(file, names) {
+        Ok(loaded) => {
+            eprint!("{}", loaded.render_warnings(false));
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Err(flowgate_config::flows::LoadError::Invalid(report)) => Err(ErrorReply {
+            error: format!("{}: refused", file.display()),
+            diagnostics: Some(report.render(false)),
+        }),
+        Err(e) => Err(ErrorReply::new(e.to_string())),
+    }
+}
+
+/// Sends one request and reads one reply line.
+fn call(socket: &Path, req: &Request) -> Result<Value, ErrorReply> {
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| ErrorReply::new(format!("cannot connect to {}: {e}", socket.display())))?;
+    let mut line = serde_json::to_string(req).map_err(|e| ErrorReply::new(e.to_string()))?;
+    line.push('\n');
+    s.write_all(line.as_bytes())
+        .map_err(|e| ErrorReply::new(format!("cannot send: {e}")))?;
+    let mut r = BufReader::new(s);
+    let mut out = String::new();
+    r.read_line(&mut out)
+        .map_err(|e| ErrorReply::new(format!("cannot read reply: {e}")))?;
+    serde_json::from_str(&out).map_err(|e| ErrorReply::new(format!("bad reply: {e}")))
+}
+
+fn ok_or_err(v: &Value) -> Result<&Value, ErrorReply> {
+    if v.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(v)
+    } else {
+        Err(serde_json::from_value(v.clone())
+            .unwrap_or_else(|_| ErrorReply::new(format!("unexpected reply: {v}"))))
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ErrorReply> {
+    serde_json::from_value(v.clone()).map_err(|e| ErrorReply::new(format!("bad reply: {e}")))
+}
+
+fn render(req: &Request, v: &Value) -> Result<(), ErrorReply> {
+    match req {
+        Request::Status {} => {
+            let s: StatusReply = body(v)?;
+            println!("generation   {}", s.generation);
+            println!("uptime       {}s", s.uptime_s);
+            println!("workers      {}", s.workers);
+            println!("ports        {}", s.ports.join(" "));
+            println!(
+                "rules        {} flows, {} outflows, {} rules",
+                s.flows, s.outflows, s.rules
+            );
+            println!("swaps        {}", s.swaps);
+            println!("rollback     {} set(s) back", s.rollback_depth);
+            println!("flows file   {}", s.flows_path);
+        }
+        Request::Check { name, .. } => {
+            let c: CheckReply = body(v)?;
+            eprint!("{}", c.warnings);
+            println!(
+                "{}: ok ({} flows, {} outflows, {} rules)",
+                name.as_deref().unwrap_or("flows"),
+                c.flows,
+                c.outflows,
+                c.rules
+            );
+        }
+        Request::Diff { .. } => {
+            let d: DiffReply = body(v)?;
+            if d.added.is_empty()
+                && d.removed.is_empty()
+                && d.changed.is_empty()
+                && d.moved.is_empty()
+            {
+                println!("no changes");
+            }
+            for a in &d.added {
+                for l in a.lines() {
+                    println!("+ {l}");
+                }
+            }
+            for r in &d.removed {
+                println!("- removed {r}");
+            }
+            for c in &d.changed {
+                println!("~ changed {}", c.name);
+                for l in c.before.lines() {
+                    println!("  - {l}");
+                }
+                for l in c.after.lines() {
+                    println!("  + {l}");
+                }
+            }
+            for m in &d.moved {
+                println!("~ moved {m}");
+            }
+        }
+        Request::Apply { .. } | Request::ApplyPath { .. } | Request::Rollback {} => {
+            let a: AppliedReply = body(v)?;
+            eprint!("{}", a.warnings);
+            println!(
+                "generation {} published in {} us (compile {} us)",
+                a.generation, a.publish_us, a.compile_us
+            );
+            if let Some(e) = a.persist_error {
+                return Err(ErrorReply::new(format!("published but not persisted: {e}")));
+            }
+        }
+        Request::ShowFlows {} => {
+            let f: FlowsReply = body(v)?;
+            println!("# generation {}", f.generation);
+            print!("{}", f.text);
+        }
+        Request::Stats {} => render_stats(&body::<StatsReply>(v)?),
+        Request::Trace { .. } => {
+            let t: TraceReply = body(v)?;
+            println!("# {}s, generation {}", t.list, t.generation);
+            for s in &t.steps {
+                println!("{} {} {}: {}", t.list, s.flow, s.policy, s.outcome);
+                for r in &s.rules {
+                    println!("    {r}");
+                }
+            }
+            println!("verdict: {}", t.decision);
+            if !t.agree {
+                return Err(ErrorReply::new(format!(
+                    "the compiled classifier says `{}`: a classifier bug, please report",
+                    t.classifier
+                )));
+            }
+        }
+        Request::DirectorList {} => render_directors(&body::<DirectorsReply>(v)?.directors),
+        Request::DirectorEnable { .. }
+        | Request::DirectorDisable { .. }
+        | Request::DirectorWeight { .. } => {
+            println!("{}", body::<DoneReply>(v)?.done);
+        }
+    }
+    Ok(())
+}
+
+fn render_stats(s: &StatsReply) {
+    println!("generation {}", s.generation);
+    println!(
+        "{:<8} {:<28} {:>5} {:>14} {:>14}",
+        "list", "flow", "rule", "hits(gen)", "total"
+    );
+    for r in &s.rules {
+        let rule = if r.rule == 0 {
+            "-".to_string()
+        } else {
+            r.rule.to_string()
+        };
+        println!(
+            "{:<8} {:<28} {:>5} {:>14} {:>14}",
+            r.list, r.flow, rule, r.hits, r.total
+        );
+    }
+    println!();
+    for v in s.verdicts.iter().filter(|v| v.packets > 0) {
+        println!("{:<8} {:<10} {:>14}", v.list, v.verdict, v.packets);
+    }
+    println!();
+    for p in &s.ports {
+        let cols: Vec<String> = p.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("port {}: {}", p.name, cols.join(" "));
+        if let Some(n) = &p.nic {
+            println!(
+                "  nic: ipackets={} opackets={} ibytes={} obytes={} imissed={} ierrors={} oerrors={} rx_nombuf={}",
+                n.ipackets, n.opackets, n.ibytes, n.obytes, n.imissed, n.ierrors, n.oerrors, n.rx_nombuf
+            );
+        }
+    }
+    let drops: Vec<String> = s
+        .drops
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    println!(
+        "drops: {}",
+        if drops.is_empty() {
+            "none".into()
+        } else {
+            drops.join(" ")
+        }
+    );
+    if !s.directors.is_empty() {
+        render_directors(&s.directors);
+    }
+}
+
+fn render_directors(ds: &[DirectorStatus]) {
+    for d in ds {
+        println!("director {} ({})", d.name, d.scheduler);
+        for s in &d.servers {
+            println!(
+                "  {:<16} {:<40} weight {:>5} {} {} conns {} packets {} bytes {}",
+                s.name,
+                s.address,
+                s.weight,
+                if s.enabled { "enabled" } else { "disabled" },
+                if s.up { "up" } else { "down" },
+                s.connections,
+                s.packets,
+                s.bytes
+            );
+        }
+    }
+}

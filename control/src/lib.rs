@@ -1,0 +1,22 @@
+//! flowgate-control: the control side of the `flowgate run` daemon, and `flowctl`'s protocol.
+//!
+//! - [`state`]: what the workers read ([`Shared::rules`], an `ArcSwap<RuleSet>`, one load per
+//!   burst) and the generations the control thread remembers.
+//! - [`control`]: the control thread, owner of the publication: apply, rollback, stats, trace.
+//! - [`server`]: the Unix control socket (newline-delimited JSON), one thread per client.
+//! - [`protocol`]: the request action enum and reply types.
+//! - [`persist`]: atomic, durable writes of the applied flows file.
+//! - [`metrics`]: the Prometheus exporter and what is published through it.
+//! - [`trace`]: why a packet gets its verdict.
+#![deny(unsafe_code)]
+
+pub mod control;
+pub mod metrics;
+pub mod persist;
+pub mod protocol;
+pub mod server;
+pub mod state;
+pub mod trace;
+
+pub use control::{initial_rules, start, ControlHandle, ControlOptions, Controller, StartError};
+pub use state::{DirectorControl, NicStatsFn, Shared};

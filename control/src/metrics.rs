@@ -1,0 +1,134 @@
+//! Metrics through the `metrics` facade, exported by the Prometheus exporter's HTTP listener.
+//!
+//! The control thread calls [`publish`] every tick with freshly summed counters (the workers
+//! count in their own memory; nothing on the packet path touches the facade), and
+//! [`record_swap`] on every publication.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use crate::protocol::StatsReply;
+
+/// Swap latency histogram (seconds): request arrival to the new set being published.
+pub const SWAP_SECONDS: &str = "flowgate_swap_seconds";
+
+/// Installs the global recorder and the `/metrics` HTTP listener on `addr`.
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(SWAP_SECONDS.into()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ],
+        )
+        .and_then(|b| b.install())
+        .map_err(|e| e.to_string())
+}
+
+/// One publication of a rule set.
+pub fn record_swap(latency: Duration) {
+    counter!("flowgate_swaps_total").increment(1);
+    histogram!(SWAP_SECONDS).record(latency.as_secs_f64());
+}
+
+/// Publishes the summed counters.
+pub fn publish(s: &StatsReply, swaps: u64) {
+    gauge!("flowgate_generation").set(s.generation as f64);
+    counter!("flowgate_swaps_total").absolute(swaps);
+    for r in &s.rules {
+        counter!(
+            "flowgate_rule_packets_total",
+            "list" => r.list.clone(),
+            "flow" => r.flow.clone(),
+            "rule" => r.rule.to_string()
+        )
+        .absolute(r.total);
+    }
+    for v in &s.verdicts {
+        counter!(
+            "flowgate_verdict_packets_total",
+            "list" => v.list.clone(),
+            "verdict" => v.verdict.clone()
+        )
+        .absolute(v.packets);
+    }
+    for p in &s.ports {
+        for (col, v) in &p.counters {
+            counter!(format!("flowgate_port_{col}_total"), "port" => p.name.clone()).absolute(*v);
+        }
+        if let Some(n) = &p.nic {
+            for (col, v) in [
+                ("rx_packets", n.ipackets),
+                ("tx_packets", n.opackets),
+                ("rx_bytes", n.ibytes),
+                ("tx_bytes", n.obytes),
+                ("rx_missed", n.imissed),
+                ("rx_errors", n.ierrors),
+                ("tx_errors", n.oerrors),
+                ("rx_nombuf", n.rx_nombuf),
+            ] {
+                counter!(format!("flowgate_nic_{col}_total"), "port" => p.name.clone()).absolute(v);
+            }
+        }
+    }
+    for (why, n) in &s.drops {
+        counter!("flowgate_drops_total", "reason" => why.clone()).absolute(*n);
+    }
+    for d in &s.directors {
+        for srv in &d.servers {
+            let labels = [("director", d.name.clone()), ("server", srv.name.clone())];
+            counter!("flowgate_server_packets_total", &labels).absolute(srv.packets);
+            counter!("flowgate_server_bytes_total", &labels).absolute(srv.bytes);
+            gauge!("flowgate_server_connections", &labels).set(srv.connections as f64);
+            gauge!("flowgate_server_weight", &labels).set(f64::from(srv.weight));
+            gauge!("flowgate_server_up", &labels).set(if srv.up { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_and_stats_render() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            record_swap(Duration::from_micros(300));
+            publish(
+                &StatsReply {
+                    generation: 3,
+                    rules: vec![crate::protocol::RuleStat {
+                        list: "flow".into(),
+                        flow: "ssh".into(),
+                        rule: 2,
+                        hits: 5,
+                        total: 9,
+                    }],
+                    verdicts: vec![],
+                    ports: vec![],
+                    drops: vec![("flow-deny".into(), 4)],
+                    directors: vec![],
+                },
+                1,
+            );
+        });
+        let text = handle.render();
+        assert!(text.contains("flowgate_swaps_total 1"), "{text}");
+        assert!(text.contains("flowgate_swap_seconds"), "{text}");
+        assert!(
+            text.contains(r#"flowgate_rule_packets_total{list="flow",flow="ssh",rule="2"} 9"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"flowgate_drops_total{reason="flow-deny"} 4"#),
+            "{text}"
+        );
+    }
+}
