@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use arc_swap::ArcSwap;
 use flowgate_config::appliance::Appliance;
 use flowgate_config::flows::ListKind;
+use flowgate_control::protocol::{NicStats, Request};
+use flowgate_control::{ControlOptions, NicStatsFn, Shared};
 use flowgate_dataplane::counters::{DropReason, Totals, VerdictKind, WorkerCounters, PORT_COLUMNS};
-use flowgate_dataplane::dpdk::PortStats;
+use flowgate_dataplane::dpdk::{self, PortStats};
 use flowgate_dataplane::plant::Plant;
 use flowgate_dataplane::ruleset::RuleSet;
 use flowgate_dataplane::worker::Worker;
@@ -32,18 +33,20 @@ pub struct RunOptions {
 }
 
 /// Load config + flows and compile; every refusal is rendered for a person.
-pub fn prepare(config: &Path) -> Result<(Appliance, RuleSet), Refused> {
+/// Also returns the flows text (the control thread keeps it for rollback and persistence).
+pub fn prepare(config: &Path) -> Result<(Appliance, RuleSet, String), Refused> {
     let app =
         classify_cmd::load_config(Some(config))?.ok_or_else(|| Refused("no config".into()))?;
     let loaded = classify_cmd::load_flows(&app.flows, Some(&app))?;
     eprint!("{}", loaded.render_warnings(false));
+    let text = loaded.source.clone();
     let rules = RuleSet::compile(loaded.file, &app, 1)
         .map_err(|e| Refused(format!("{}: {e}", app.flows.display())))?;
-    Ok((app, rules))
+    Ok((app, rules, text))
 }
 
 pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
-    let (app, rules) = match prepare(&opts.config) {
+    let (app, rules, text) = match prepare(&opts.config) {
         Ok(x) => x,
         Err(Refused(msg)) => {
             eprint!("{msg}");
@@ -62,13 +65,22 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         .context("signal handler")?;
 
     let plant = Plant::bring_up(&app).map_err(|e| anyhow!("bringing ports up: {e}"))?;
-    let published = ArcSwap::from_pointee(rules);
-    let counters: Vec<Arc<WorkerCounters>> = app
-        .dataplane
-        .workers
-        .iter()
-        .map(|_| Arc::new(WorkerCounters::new(app.ports.len())))
-        .collect();
+    let port_ids = plant.port_ids();
+    let nic_stats: NicStatsFn = Box::new(move || {
+        port_ids
+            .iter()
+            .map(|&id| NicStats::from(dpdk::port_stats(id).unwrap_or_default()))
+            .collect()
+    });
+    let shared = Arc::new(Shared::new(app.clone(), rules, Some(nic_stats)));
+    let control = flowgate_control::start(
+        Arc::clone(&shared),
+        text,
+        ControlOptions::from_appliance(&app),
+    )
+    .map_err(|e| anyhow!("starting the control thread: {e}"))?;
+    let published = &shared.rules;
+    let counters = &shared.workers;
     let stop = AtomicBool::new(false);
     let started = Instant::now();
     eprintln!(
@@ -90,7 +102,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                 queues,
                 plant.roles(),
                 Arc::clone(&counters[w]),
-                &published,
+                published,
                 &stop,
             );
             let eal = &plant.eal;
@@ -134,16 +146,23 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         Ok(())
     });
     let elapsed = started.elapsed();
+    // the control side's view covers every generation ever published (rule swaps)
+    let all_generations = match control.request(Request::Stats {}) {
+        Ok(body) => serde_json::to_value(body).unwrap_or_default(),
+        Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+    };
+    control.shutdown();
     let nic = plant.nic_stats();
     let rules = published.load_full();
-    eprint!("{}", report(&app, &rules, &counters, &nic, elapsed));
+    eprint!("{}", report(&app, &rules, counters, &nic, elapsed));
     if let Some(path) = &opts.stats_json {
-        let json = stats_json(&app, &rules, &counters, &nic, elapsed);
+        let mut json = stats_json(&app, &rules, counters, &nic, elapsed);
+        json["all_generations"] = all_generations;
         std::fs::write(path, format!("{json:#}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     drop(rules);
-    drop(published);
+    drop(shared);
     for e in plant.shut_down() {
         eprintln!("flowgate: shutdown: {e}");
     }

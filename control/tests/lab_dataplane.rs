@@ -75,8 +75,12 @@ impl Lab {
         // a TCP echo on 22 and 23, a UDP echo on 5001 and 5005, all on 192.168.50.1
         let dir = tempdir::Dir::new();
         std::fs::write(dir.0.join("lab.flows"), FLOWS).expect("write flows");
+        let socket = dir.0.join("control.sock");
+        let socket = socket.display();
         let config = format!(
             r#"flows = "lab.flows"
+[control]
+socket = "{socket}"
 [dataplane]
 workers = [1]
 eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"]

@@ -738,6 +738,27 @@ pub fn attach_vdev(devargs: &str) -> Result<u16> {
     port_by_name(name)
 }
 
+/// The counters of port `port_id` as the driver keeps them (safe from any thread: the call
+/// only reads the driver's statistics).
+pub fn port_stats(port_id: u16) -> Result<PortStats> {
+    ensure_eal()?;
+    let mut s = sys::rte_eth_stats::default();
+    // SAFETY: the EAL is initialised; rte_eth_stats_get validates the port id and only writes
+    // into `s`, a valid out pointer.
+    let ret = unsafe { sys::rte_eth_stats_get(port_id, &mut s) };
+    check(&format!("rte_eth_stats_get(port {port_id})"), ret)?;
+    Ok(PortStats {
+        ipackets: s.ipackets,
+        opackets: s.opackets,
+        ibytes: s.ibytes,
+        obytes: s.obytes,
+        imissed: s.imissed,
+        ierrors: s.ierrors,
+        oerrors: s.oerrors,
+        rx_nombuf: s.rx_nombuf,
+    })
+}
+
 /// Port set-up parameters beyond queue counts.
 #[derive(Debug, Clone, Copy)]
 pub struct PortConfig {
@@ -1008,20 +1029,7 @@ impl Port {
 
     /// Port counters.
     pub fn stats(&self) -> Result<PortStats> {
-        let mut s = sys::rte_eth_stats::default();
-        // SAFETY: the port is valid; s is a valid out pointer.
-        let ret = unsafe { sys::rte_eth_stats_get(self.id, &mut s) };
-        check(&format!("rte_eth_stats_get(port {})", self.id), ret)?;
-        Ok(PortStats {
-            ipackets: s.ipackets,
-            opackets: s.opackets,
-            ibytes: s.ibytes,
-            obytes: s.obytes,
-            imissed: s.imissed,
-            ierrors: s.ierrors,
-            oerrors: s.oerrors,
-            rx_nombuf: s.rx_nombuf,
-        })
+        port_stats(self.id)
     }
 
     /// Resets the port counters.

@@ -226,6 +226,11 @@ impl Plant {
         })
     }
 
+    /// The DPDK port id of every port, by port index.
+    pub fn port_ids(&self) -> Vec<u16> {
+        self.ports.iter().map(|p| p.id()).collect()
+    }
+
     /// The NIC's own counters of every port (zeros where the driver has none).
     pub fn nic_stats(&self) -> Vec<PortStats> {
         self.ports
