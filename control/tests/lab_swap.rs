@@ -19,9 +19,7 @@ const SET_B: &str = "flow a permit\n  match proto udp dstport 1000:1999\n\
 /// A classic pcap (little endian, Ethernet) of `frames`.
 fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
-    for v in [0xa1b2_c3d4u32] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     out.extend_from_slice(&0i32.to_le_bytes());
@@ -82,7 +80,7 @@ kernel = false
     );
     std::fs::write(dir.join("swap.toml"), config).expect("config");
     let stats = dir.join("stats.json");
-    let mut flowgate = Command::new(env!("CARGO_BIN_EXE_flowgate"))
+    let flowgate = Command::new(env!("CARGO_BIN_EXE_flowgate"))
         .args(["run", "--duration", "8", "--config"])
         .arg(dir.join("swap.toml"))
         .arg("--stats-json")
