@@ -130,7 +130,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                 let r = published.load();
                 eprint!(
                     "{}",
-                    report(&app, &r, &counters, &plant.nic_stats(), started.elapsed())
+                    report(&app, &r, counters, &plant.nic_stats(), started.elapsed())
                 );
             }
             let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
