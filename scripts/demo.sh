@@ -58,7 +58,11 @@ check() { # check NAME EXPECT(ok|fail) CMD...
 step "building flowgate (release)"
 cargo build --release -q -p flowgate-control
 BIN=$ROOT/target/release/flowgate
-"$BIN" check examples/seed.flows --config examples/flowgate.toml
+FLOWCTL=$ROOT/target/release/flowctl
+# run from a copy: `flowctl apply` persists the applied flows file next to the config
+cp examples/flowgate.toml examples/seed.flows "$TMP/"
+sed -i "s#/run/flowgate/control.sock#$TMP/control.sock#" "$TMP/flowgate.toml"
+"$BIN" check "$TMP/seed.flows" --config "$TMP/flowgate.toml"
 
 step "creating the lab: namespaces $APP, $CLI, $SRV and two veth pairs"
 remove_lab
@@ -89,7 +93,7 @@ ip -n "$SRV" addr add 192.168.161.1/24 dev srv0
 ip -n "$SRV" link set srv0 up
 
 step "starting flowgate in $APP (examples/flowgate.toml, examples/seed.flows)"
-ip netns exec "$APP" "$BIN" run --config examples/flowgate.toml >"$TMP/flowgate.log" 2>&1 &
+ip netns exec "$APP" "$BIN" run --config "$TMP/flowgate.toml" >"$TMP/flowgate.log" 2>&1 &
 FG_PID=$!
 for _ in $(seq 100); do
   if ip -n "$APP" -br addr show dev eth0 2>/dev/null | grep -q 192.168.0.1; then break; fi
@@ -138,6 +142,22 @@ check "tcp 10.9.9.9 -> 192.168.0.1:22: denied (ssh ignores foreign sources, allt
 check "tcp 192.168.0.100 -> 192.168.0.1:23: denied (flow alltherest)" fail tcp 192.168.0.100 23
 check "ping 192.168.161.10 from 192.168.161.1: denied (flow ping covers only 192.168.0.1; alltherest)" fail \
   ip netns exec "$SRV" ping -c 2 -i 0.2 -W 1 192.168.161.10
+
+step "control socket: a rule push under traffic, then a rollback"
+"$FLOWCTL" --socket "$TMP/control.sock" status
+awk '/^flow alltherest deny/ { print "flow telnet permit\n    match proto tcp dst 192.168.0.1 dstport 23\n" } { print }' \
+  "$TMP/seed.flows" >"$TMP/with-telnet.flows"
+"$FLOWCTL" --socket "$TMP/control.sock" diff "$TMP/with-telnet.flows"
+"$FLOWCTL" --socket "$TMP/control.sock" apply "$TMP/with-telnet.flows"
+check "after apply: tcp 192.168.0.100 -> 192.168.0.1:23 permitted (flow telnet)" ok tcp 192.168.0.100 23
+printf 'flow broken permit\n    match proto tcp dstport 23 dstport 24\n' >"$TMP/broken.flows"
+check "a broken push is refused whole, with its errors" fail \
+  "$FLOWCTL" --socket "$TMP/control.sock" apply "$TMP/broken.flows"
+sed 's/^/        /' "$TMP/out"
+check "after the refused push: tcp :23 still permitted" ok tcp 192.168.0.100 23
+"$FLOWCTL" --socket "$TMP/control.sock" rollback
+check "after rollback: tcp :23 denied again (flow alltherest)" fail tcp 192.168.0.100 23
+"$FLOWCTL" --socket "$TMP/control.sock" trace iface=eth0 proto=tcp src=10.9.9.9 dst=192.168.0.1 sport=4000 dport=22
 
 step "counters (SIGUSR1 while running)"
 kill -USR1 "$FG_PID"; sleep 0.3
