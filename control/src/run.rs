@@ -235,14 +235,11 @@ pub fn report(
             drops.join(", ")
         }
     );
-    if r.flow_verdicts[VerdictKind::Director as usize]
-        + r.flow_verdicts[VerdictKind::Table as usize]
-        > 0
-    {
+    if r.flow_verdicts[VerdictKind::Director as usize] > 0 {
         let _ = writeln!(
             s,
-            "note: director and table verdicts are counted and dropped in this build \
-             (the director and routing stages are not in the dataplane yet)"
+            "note: director verdicts are counted and dropped in this build \
+             (the director stage is not in the dataplane yet)"
         );
     }
     s
@@ -314,6 +311,11 @@ pub fn stats_json(
         "verdicts": verdicts(r.flow_verdicts),
         "outflow_verdicts": verdicts(r.outflow_verdicts),
         "drops": serde_json::Value::Object(drops),
+        "tables": rules.routes.ids().iter().enumerate().map(|(i, id)| serde_json::json!({
+            "id": id,
+            "lookups": r.route_lookups.get(i).copied().unwrap_or(0),
+            "fallbacks": r.route_fallbacks.get(i).copied().unwrap_or(0),
+        })).collect::<Vec<_>>(),
         "flow_rules": rules_json(ListKind::Flow, &r.flow_rules),
         "outflow_rules": rules_json(ListKind::Outflow, &r.outflow_rules),
     })
