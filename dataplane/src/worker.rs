@@ -377,6 +377,10 @@ impl<'p> Worker<'p> {
                 Some(VerdictKind::Table) => {
                     let table = table_of(list, self.verdicts[j]);
                     let dst = dst_of(&self.keys[j]);
+                    if link_scoped(dst) {
+                        // stays on the link it was sent to (Linux: the local table, rule 0)
+                        continue;
+                    }
                     self.to[p] = match route(rules, rc, table, dst) {
                         None => To::Drop(DropReason::NoRoute),
                         Some(hop) => {
@@ -673,6 +677,18 @@ fn dst_of(k: &Key) -> IpAddr {
     }
 }
 
+/// Destinations bound to a link: broadcast, multicast, link-local. An outflow `table` verdict
+/// leaves them on the port they were sent to, as Linux's rule 0 (`lookup local`, which holds
+/// the broadcast and multicast routes of each interface) would before any policy rule, and
+/// as no gateway could carry link-local traffic anyway.
+#[inline]
+pub fn link_scoped(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => a.is_broadcast() || a.is_multicast() || a.is_link_local(),
+        IpAddr::V6(a) => a.is_multicast() || (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
 /// Whether an IP packet is a neighbour solicitation or advertisement.
 #[inline]
 fn is_nd(f: &IpFacts) -> bool {
@@ -924,6 +940,28 @@ mod tests {
 
     fn ip_v6(s: &str) -> Ipv6Addr {
         s.parse().expect("v6")
+    }
+
+    #[test]
+    fn link_scoped_destinations() {
+        for d in [
+            "255.255.255.255",
+            "224.0.0.251",
+            "169.254.1.1",
+            "ff02::1",
+            "fe80::1",
+        ] {
+            assert!(link_scoped(ip(d)), "{d}");
+        }
+        for d in [
+            "10.1.1.1",
+            "192.168.161.255",
+            "2001:db8::1",
+            "fec0::1",
+            "::1",
+        ] {
+            assert!(!link_scoped(ip(d)), "{d}");
+        }
     }
 
     #[test]
