@@ -366,6 +366,33 @@ fn flow_table_forwards_with_macs_ttl_and_checksums_and_expired_ttl_gets_time_exc
     if skip() {
         return;
     }
+    forward_lab("workers = [1]", "", "", "");
+}
+
+/// The same with two workers, each polling one port: the ARP reply for eth1's next hop
+/// lands on the worker polling eth1, while the packets wait on the worker polling eth0,
+/// which learns the MAC from the shared neighbour table.
+#[test]
+fn flow_table_with_two_workers_resolves_next_hops_learned_by_the_other() {
+    if skip() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    // af_packet: one TX queue per worker (qpairs); it fans received frames out over its
+    // queues by flow hash, so both are polled (one by each worker)
+    forward_lab(
+        "workers = [0, 1]",
+        r#", "-l", "0""#,
+        ",qpairs=2",
+        "rx_queues = 2",
+    );
+}
+
+fn forward_lab(workers: &str, eal_extra: &str, qpairs: &str, rx_queues: &str) {
     let app = Netns::new("app");
     let a = Netns::new("a");
     let b = Netns::new("b");
@@ -394,15 +421,17 @@ fn flow_table_forwards_with_macs_ttl_and_checksums_and_expired_ttl_gets_time_exc
     let config = format!(
         r#"flows = "fwd.flows"
 [dataplane]
-workers = [1]
-eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"]
+{workers}
+eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
 [[port]]
 name = "eth0"
-device = "net_af_packet0,iface={nic0}"
+device = "net_af_packet0,iface={nic0}{qpairs}"
+{rx_queues}
 addresses = ["10.1.0.1/24"]
 [[port]]
 name = "eth1"
-device = "net_af_packet1,iface={nic1}"
+device = "net_af_packet1,iface={nic1}{qpairs}"
+{rx_queues}
 addresses = ["192.168.200.1/24"]
 [routes]
 default = "192.168.200.2"
@@ -438,10 +467,10 @@ routes = {{ "10.2.0.0/16" = "192.168.200.2" }}
         }),
         "sniffer and echo ready"
     );
-    assert!(
-        a.run(&["python3", "-c", UDP_CLIENT]).status.success(),
-        "UDP through the appliance and back"
-    );
+    if !a.run(&["python3", "-c", UDP_CLIENT]).status.success() {
+        let s = fg.stop();
+        panic!("UDP through the appliance and back failed: {s:#}");
+    }
     assert!(
         wait_until(Duration::from_secs(5), || captured.exists()),
         "frame captured at B"

@@ -29,7 +29,7 @@ use crate::classify::{Key, L4Kind, Verdict, BATCH};
 use crate::counters::{DropReason, RuleCounters, VerdictKind, WorkerCounters};
 use crate::dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue};
 use crate::route::forward::{decrement_ttl, rewrite_macs, NotForwarded};
-use crate::route::neigh::{multicast_mac, NdKind};
+use crate::route::neigh::{multicast_mac, ArpOp, NdKind};
 use crate::route::{
     Arp, Nd, NeighbourConfig, NeighbourTable, NextHop, Resolution, SharedNeighbours,
 };
@@ -212,7 +212,7 @@ impl<'p> Worker<'p> {
         let iface = rules.flows.port_iface[usize::from(port)];
         let n = self.parse(burst, iface, role.kernel.then_some(To::Kernel(port)), true);
         if self.n_learn > 0 {
-            self.learn_from(port, burst);
+            self.learn_from(port, burst, &rules);
         }
         if n > 0 {
             let list = &rules.flows;
@@ -479,16 +479,31 @@ impl<'p> Worker<'p> {
     }
 
     /// Learn from the ARP / NS / NA frames noted by `parse` (they still go to the kernel),
-    /// and tell the other workers.
-    fn learn_from(&mut self, port: u16, burst: &Burst) {
+    /// and tell the other workers. As Linux: replies and advertisements teach; a request
+    /// teaches its sender when it asks for one of our addresses, or refreshes a neighbour
+    /// already known (so the broadcast chatter of a LAN does not fill the tables).
+    fn learn_from(&mut self, port: u16, burst: &Burst, rules: &RuleSet) {
         for k in 0..self.n_learn {
             let i = usize::from(self.learn[k]);
             let l3 = usize::from(self.l3[i]);
-            let Some((ip, mac)) = burst.packet(i).and_then(|f| neighbour_in(f, l3)) else {
+            let Some(t) = burst.packet(i).and_then(|f| neighbour_in(f, l3)) else {
                 continue;
             };
+            let (ip, mac) = (t.ip, t.mac);
             if mac == self.roles[usize::from(port)].mac {
                 continue; // our own (the kernel's) frames looped back
+            }
+            let p = usize::from(port);
+            let teaches = match t.asked {
+                None => true,
+                Some(asked) => {
+                    rules.routes.owns(p, asked)
+                        || self.neigh.contains(p, ip)
+                        || self.queues.neighbours.get(p, ip, self.now).is_some()
+                }
+            };
+            if !teaches {
+                continue;
             }
             self.learned(port, ip, mac);
             self.queues
@@ -697,21 +712,42 @@ fn is_nd(f: &IpFacts) -> bool {
         && matches!(f.l4, L4::Icmp { icmptype } if icmptype == ND_SOLICIT || icmptype == ND_ADVERT)
 }
 
+/// What an ARP or ND frame says of its sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taught {
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+    /// For a request (ARP request, NS): the address it asks for.
+    pub asked: Option<IpAddr>,
+}
+
 /// The (address, MAC) a frame teaches: the sender of an ARP request or reply, the target of
 /// a neighbour advertisement, the source of a solicitation with its link-layer option.
 /// `l3`: the IPv6 header's offset (ND frames).
-pub fn neighbour_in(frame: &[u8], l3: usize) -> Option<(IpAddr, MacAddr)> {
+pub fn neighbour_in(frame: &[u8], l3: usize) -> Option<Taught> {
     if let Some(arp) = Arp::parse_frame(frame) {
         if arp.sender_ip.is_unspecified() {
             return None; // a probe teaches nothing
         }
-        return Some((IpAddr::V4(arp.sender_ip), arp.sender_mac));
+        return Some(Taught {
+            ip: IpAddr::V4(arp.sender_ip),
+            mac: arp.sender_mac,
+            asked: (arp.op == ArpOp::Request).then_some(IpAddr::V4(arp.target_ip)),
+        });
     }
     let nd = Nd::parse(frame.get(l3..)?)?;
     let mac = nd.lladdr?;
     match nd.kind {
-        NdKind::Advert { .. } => Some((IpAddr::V6(nd.target), mac)),
-        NdKind::Solicit if !nd.src.is_unspecified() => Some((IpAddr::V6(nd.src), mac)),
+        NdKind::Advert { .. } => Some(Taught {
+            ip: IpAddr::V6(nd.target),
+            mac,
+            asked: None,
+        }),
+        NdKind::Solicit if !nd.src.is_unspecified() => Some(Taught {
+            ip: IpAddr::V6(nd.src),
+            mac,
+            asked: Some(IpAddr::V6(nd.target)),
+        }),
         NdKind::Solicit => None,
     }
 }
@@ -885,14 +921,22 @@ mod tests {
     fn arp_teaches_the_sender() {
         let req = solicitation(MAC, Some(ip("192.168.0.1")), ip("192.168.0.254"));
         assert_eq!(req.len(), 42);
-        assert_eq!(neighbour_in(&req, 14), Some((ip("192.168.0.1"), MAC)));
+        let taught =
+            |ip: IpAddr, mac: MacAddr, asked: Option<IpAddr>| Some(Taught { ip, mac, asked });
+        assert_eq!(
+            neighbour_in(&req, 14),
+            taught(ip("192.168.0.1"), MAC, Some(ip("192.168.0.254")))
+        );
         let parsed = Arp::parse_frame(&req).expect("arp");
         assert_eq!(
             parsed.target_ip,
             "192.168.0.254".parse::<Ipv4Addr>().expect("v4")
         );
         let reply = Arp::reply_to(&parsed, OTHER).frame();
-        assert_eq!(neighbour_in(&reply, 14), Some((ip("192.168.0.254"), OTHER)));
+        assert_eq!(
+            neighbour_in(&reply, 14),
+            taught(ip("192.168.0.254"), OTHER, None)
+        );
         let probe = solicitation(MAC, None, ip("192.168.0.254"));
         assert_eq!(
             Arp::parse_frame(&probe).map(|a| a.sender_ip.is_unspecified()),
@@ -913,7 +957,11 @@ mod tests {
         assert!(is_nd(&f));
         assert_eq!(
             neighbour_in(&ns, f.l3_offset),
-            Some((ip("2001:db8::1"), MAC))
+            Some(Taught {
+                ip: ip("2001:db8::1"),
+                mac: MAC,
+                asked: Some(ip("2001:db8::fe"))
+            })
         );
         let parsed = Nd::parse(&ns[14..]).expect("ns");
         assert_eq!(parsed.dst, ip_v6("ff02::1:ff00:fe"));
@@ -922,7 +970,11 @@ mod tests {
         assert!(is_nd(&f));
         assert_eq!(
             neighbour_in(&na, f.l3_offset),
-            Some((ip("2001:db8::fe"), OTHER))
+            Some(Taught {
+                ip: ip("2001:db8::fe"),
+                mac: OTHER,
+                asked: None
+            })
         );
         // DAD-style: from ::, no option: teaches nothing
         let dad = solicitation(MAC, None, ip("2001:db8::fe"));

@@ -140,6 +140,11 @@ impl<T> NeighbourTable<T> {
         }
     }
 
+    /// Whether `ip` on `port` has an entry (in any state).
+    pub fn contains(&self, port: usize, ip: IpAddr) -> bool {
+        self.entries.contains_key(&(port, ip))
+    }
+
     /// The neighbours being resolved (a request is out, packets may be held).
     pub fn unresolved(&self) -> impl Iterator<Item = (usize, IpAddr)> + '_ {
         self.entries
@@ -240,8 +245,13 @@ impl<T> NeighbourTable<T> {
 
     /// Records that `ip` on `port` has `mac` (an ARP reply or request from it, an NA, or an NS
     /// with a source link-layer option): the entry becomes reachable. Returns the items that
-    /// were held for it, to send to `mac` now, oldest first.
+    /// were held for it, to send to `mac` now, oldest first. A new neighbour is not recorded
+    /// when the table is full.
     pub fn learn(&mut self, port: usize, ip: IpAddr, mac: MacAddr, now: Instant) -> Vec<T> {
+        if self.entries.len() >= self.config.max_entries && !self.contains(port, ip) {
+            self.counters.table_full += 1;
+            return Vec::new();
+        }
         let fresh = State::Reachable {
             mac,
             confirmed: now,
@@ -890,6 +900,12 @@ mod tests {
         );
         assert_eq!(t.resolve(0, ip("10.0.0.2"), 2, t0), Resolution::Refused(2));
         assert_eq!(t.counters.table_full, 1);
+        // learning is bounded too, but an existing entry is still updated
+        assert!(t.learn(0, ip("10.0.0.3"), MAC_A, t0).is_empty());
+        assert!(!t.contains(0, ip("10.0.0.3")));
+        assert_eq!(t.counters.table_full, 2);
+        t.learn(0, ip("10.0.0.1"), MAC_A, t0);
+        assert_eq!(t.lookup(0, ip("10.0.0.1")), Some(MAC_A));
     }
 
     #[test]

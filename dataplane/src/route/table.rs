@@ -184,6 +184,13 @@ impl Routes {
         self.tables.iter().map(|t| t.id).collect()
     }
 
+    /// Whether `ip` is one of port `port`'s addresses.
+    pub fn owns(&self, port: usize, ip: IpAddr) -> bool {
+        self.addresses
+            .get(port)
+            .is_some_and(|a| a.iter().any(|a| a.addr == ip))
+    }
+
     /// The address port `port` speaks from to neighbour `target`: the port's address of the
     /// same family whose subnet holds `target`, else its first address of that family.
     pub fn source_for(&self, port: usize, target: IpAddr) -> Option<IpAddr> {
@@ -357,5 +364,8 @@ routes = { default = "192.168.161.1", "172.16.0.0/12" = { port = "eth0" } }
         );
         assert_eq!(r.source_for(1, ip("2001:db8::1")), None);
         assert_eq!(r.source_for(5, ip("10.0.0.1")), None);
+        assert!(r.owns(1, ip("10.9.0.1")));
+        assert!(!r.owns(0, ip("10.9.0.1")));
+        assert!(!r.owns(9, ip("10.9.0.1")));
     }
 }
