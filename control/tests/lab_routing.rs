@@ -441,7 +441,8 @@ routes = {{ "10.2.0.0/16" = "192.168.200.2" }}
 "#
     );
     let flows = "flow fwd table 100\n    match dst 10.2.0.0/16\n\
-                 flow back table 100\n    match dst 10.1.0.0/24 src 10.2.0.0/16\n";
+                 flow back table 100\n    match dst 10.1.0.0/24 src 10.2.0.0/16\n\
+                 flow me table 100\n    match dst 10.1.0.1\n";
     let fg = Flowgate::start(
         &app,
         &dir.0,
@@ -491,6 +492,15 @@ routes = {{ "10.2.0.0/16" = "192.168.200.2" }}
     sum = ones_sum(sum, udp);
     assert_eq!(!(sum as u16), 0, "UDP checksum valid");
     assert_eq!(&udp[8..], b"routed payload");
+
+    // `table` for one of the appliance's own addresses: delivered to its kernel (as Linux's
+    // `lookup local` comes before any policy table)
+    assert!(
+        a.run(&["ping", "-c", "1", "-W", "3", "10.1.0.1"])
+            .status
+            .success(),
+        "table verdict for the appliance's own address"
+    );
 
     // TTL 1: routed, expired, handed to the kernel through eth0's TAP: time exceeded
     let out = a.run(&["ping", "-c", "1", "-t", "1", "-W", "3", "10.2.0.5"]);

@@ -243,9 +243,21 @@ impl<'p> Worker<'p> {
                     Some(VerdictKind::Table) => {
                         let table = table_of(list, v);
                         let dst = dst_of(&self.keys[j]);
-                        match route(&rules, rc, table, dst) {
-                            None => To::Drop(DropReason::NoRoute),
-                            Some(hop) => match self.take_ttl(burst, p, &self.keys[j], port) {
+                        // for the appliance itself: delivered, as Linux's rule 0
+                        // (`lookup local`) would before any policy table
+                        let hop = match rules.routes.is_local(dst) {
+                            true => Err(if role.kernel {
+                                To::Kernel(port)
+                            } else {
+                                To::Drop(DropReason::NoKernel)
+                            }),
+                            false => {
+                                route(&rules, rc, table, dst).ok_or(To::Drop(DropReason::NoRoute))
+                            }
+                        };
+                        match hop {
+                            Err(to) => to,
+                            Ok(hop) => match self.take_ttl(burst, p, &self.keys[j], port) {
                                 Err(to) => to,
                                 Ok(()) => {
                                     let out = hop.port as u16;

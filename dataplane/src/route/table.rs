@@ -184,6 +184,12 @@ impl Routes {
         self.tables.iter().map(|t| t.id).collect()
     }
 
+    /// Whether `ip` is an address of the appliance (any port): Linux's `local` table.
+    #[inline]
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        self.addresses.iter().flatten().any(|a| a.addr == ip)
+    }
+
     /// Whether `ip` is one of port `port`'s addresses.
     pub fn owns(&self, port: usize, ip: IpAddr) -> bool {
         self.addresses
@@ -367,5 +373,7 @@ routes = { default = "192.168.161.1", "172.16.0.0/12" = { port = "eth0" } }
         assert!(r.owns(1, ip("10.9.0.1")));
         assert!(!r.owns(0, ip("10.9.0.1")));
         assert!(!r.owns(9, ip("10.9.0.1")));
+        assert!(r.is_local(ip("10.9.0.1")) && r.is_local(ip("2001:db8:0:1::10")));
+        assert!(!r.is_local(ip("10.9.0.2")));
     }
 }
