@@ -42,6 +42,9 @@ pub const IDLE_ROUNDS: u32 = 1024;
 pub const IDLE_NAP: Duration = Duration::from_micros(50);
 /// How often the neighbour table's timers run (retransmits, failures, ageing).
 pub const NEIGHBOUR_TICK: Duration = Duration::from_millis(100);
+/// While this worker waits for a next hop, how often it looks for it in the shared table
+/// (a walk over its own table: not every polling round).
+pub const SHARED_POLL: Duration = Duration::from_millis(1);
 
 const ICMPV6: u8 = 58;
 const ND_SOLICIT: u8 = 135;
@@ -107,8 +110,9 @@ pub struct Worker<'p> {
     /// Read once per polling round.
     now: Instant,
     last_tick: Instant,
-    /// Some neighbour is being resolved: look at the shared table every round.
+    /// Some neighbour is being resolved: look at the shared table every [`SHARED_POLL`].
     pending: bool,
+    last_shared: Instant,
     // scratch, reused for every burst
     keys: [Key; BATCH],
     verdicts: [Verdict; BATCH],
@@ -148,6 +152,7 @@ impl<'p> Worker<'p> {
             now,
             last_tick: now,
             pending: false,
+            last_shared: now,
             keys: [Key::default(); BATCH],
             verdicts: [Verdict::default(); BATCH],
             key_pkt: [0; BATCH],
@@ -165,7 +170,8 @@ impl<'p> Worker<'p> {
         let mut burst = Burst::new();
         while !self.stop.load(Ordering::Relaxed) {
             self.now = Instant::now();
-            if self.pending {
+            if self.pending && self.now.saturating_duration_since(self.last_shared) >= SHARED_POLL {
+                self.last_shared = self.now;
                 self.resolve_from_shared();
             }
             if self.now.saturating_duration_since(self.last_tick) >= NEIGHBOUR_TICK {
