@@ -13,7 +13,9 @@ use anyhow::{anyhow, Context};
 use arc_swap::ArcSwap;
 use flowgate_config::appliance::Appliance;
 use flowgate_config::flows::ListKind;
-use flowgate_dataplane::counters::{DropReason, Totals, VerdictKind, WorkerCounters, PORT_COLUMNS};
+use flowgate_dataplane::counters::{
+    DropReason, Totals, VerdictKind, WorkerCounters, NEIGHBOUR_COLUMNS, PORT_COLUMNS,
+};
 use flowgate_dataplane::dpdk::PortStats;
 use flowgate_dataplane::plant::Plant;
 use flowgate_dataplane::ruleset::RuleSet;
@@ -311,6 +313,9 @@ pub fn stats_json(
         "verdicts": verdicts(r.flow_verdicts),
         "outflow_verdicts": verdicts(r.outflow_verdicts),
         "drops": serde_json::Value::Object(drops),
+        "neighbours": NEIGHBOUR_COLUMNS.iter().zip(t.neighbours)
+            .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(v)))
+            .collect::<serde_json::Map<_, _>>(),
         "tables": rules.routes.ids().iter().enumerate().map(|(i, id)| serde_json::json!({
             "id": id,
             "lookups": r.route_lookups.get(i).copied().unwrap_or(0),

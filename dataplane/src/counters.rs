@@ -160,11 +160,26 @@ pub struct PortCounters {
     pub non_ip: Counter,
 }
 
+/// Next-hop resolution by one worker.
+#[derive(Debug, Default)]
+pub struct NeighbourCounters {
+    /// ARP requests / neighbour solicitations sent.
+    pub solicits: Counter,
+    /// Neighbours learned from frames this worker received.
+    pub learned: Counter,
+    /// Pending next hops resolved from what another worker learned (shared table).
+    pub from_shared: Counter,
+}
+
+/// Names of the [`Totals::neighbours`] columns.
+pub const NEIGHBOUR_COLUMNS: [&str; 3] = ["solicits", "learned", "from_shared"];
+
 /// What one worker counts for the whole run (ports, drops).
 #[derive(Debug)]
 pub struct WorkerCounters {
     pub ports: Vec<PortCounters>,
     pub drops: Vec<Counter>,
+    pub neighbours: NeighbourCounters,
     /// Bursts polled that carried at least one frame.
     pub busy_polls: Counter,
 }
@@ -174,6 +189,7 @@ impl WorkerCounters {
         WorkerCounters {
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
             drops: (0..DropReason::COUNT).map(|_| Counter::default()).collect(),
+            neighbours: NeighbourCounters::default(),
             busy_polls: Counter::default(),
         }
     }
@@ -221,6 +237,8 @@ impl RuleCounters {
 pub struct Totals {
     pub ports: Vec<[u64; 7]>,
     pub drops: Vec<u64>,
+    /// [`NEIGHBOUR_COLUMNS`].
+    pub neighbours: [u64; 3],
 }
 
 /// A sum of several workers' rule counters of one generation.
@@ -271,6 +289,14 @@ impl Totals {
                 }
             }
             add_vec(&mut t.drops, &w.drops);
+            let n = &w.neighbours;
+            for (a, c) in t
+                .neighbours
+                .iter_mut()
+                .zip([&n.solicits, &n.learned, &n.from_shared])
+            {
+                *a += c.get();
+            }
         }
         t
     }
@@ -326,7 +352,10 @@ mod tests {
         b.ports[1].rx.add(7);
         b.dropped(DropReason::FlowDeny);
         b.dropped(DropReason::FlowDeny);
+        a.neighbours.from_shared.add(1);
+        b.neighbours.solicits.add(2);
         let t = Totals::sum([&a, &b]);
+        assert_eq!(t.neighbours, [2, 0, 1]);
         assert_eq!(t.ports[1][0], 12);
         assert_eq!(t.ports[0][0], 0);
         let ra = RuleCounters::new(3, 1, 2);

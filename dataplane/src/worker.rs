@@ -460,7 +460,10 @@ impl<'p> Worker<'p> {
                 if solicit {
                     // another worker may know it already
                     match self.queues.neighbours.get(p, via, self.now) {
-                        Some(mac) => self.learned(port, via, mac),
+                        Some(mac) => {
+                            self.counters.neighbours.from_shared.add(1);
+                            self.learned(port, via, mac);
+                        }
                         None => {
                             self.pending = true;
                             self.solicit(port, via, rules);
@@ -523,6 +526,7 @@ impl<'p> Worker<'p> {
             if !teaches {
                 continue;
             }
+            self.counters.neighbours.learned.add(1);
             self.learned(port, ip, mac);
             self.queues
                 .neighbours
@@ -546,6 +550,7 @@ impl<'p> Worker<'p> {
             }
         }
         for &(port, ip, mac) in &found[..n] {
+            self.counters.neighbours.from_shared.add(1);
             self.learned(port, ip, mac);
         }
         // still waiting for some (or more found than this round takes: look again)
@@ -567,7 +572,10 @@ impl<'p> Worker<'p> {
         for (port, ip) in tick.solicit {
             let port = port as u16;
             match self.queues.neighbours.get(usize::from(port), ip, self.now) {
-                Some(mac) => self.learned(port, ip, mac),
+                Some(mac) => {
+                    self.counters.neighbours.from_shared.add(1);
+                    self.learned(port, ip, mac);
+                }
                 None => self.solicit(port, ip, &rules),
             }
         }
@@ -585,6 +593,7 @@ impl<'p> Worker<'p> {
             Some(buf) => buf.copy_from_slice(&frame),
             None => return,
         }
+        self.counters.neighbours.solicits.add(1);
         self.send(false, port, m);
     }
 
