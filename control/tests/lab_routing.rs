@@ -359,8 +359,8 @@ else:
 /// `flow fwd table 100 match dst 10.2.0.0/16` between two namespaces A (10.1.0.2, behind
 /// eth0) and B (10.2.0.5, behind 192.168.200.2 on eth1): the frame B receives has B's MAC,
 /// eth1's MAC, TTL - 1 and valid checksums; answers come back by `flow back table 100`,
-/// which falls back to main (connected 10.1.0.0/24). TTL 1: ICMP time exceeded from the
-/// appliance's kernel.
+/// which falls back to main (connected 10.1.0.0/24). The same over IPv6 (ping). TTL 1: ICMP
+/// time exceeded from the appliance's kernel.
 #[test]
 fn flow_table_forwards_with_macs_ttl_and_checksums_and_expired_ttl_gets_time_exceeded() {
     if skip() {
@@ -415,6 +415,47 @@ fn forward_lab(workers: &str, eal_extra: &str, qpairs: &str, rx_queues: &str) {
     b.must(&["ip", "addr", "add", "192.168.200.2/24", "dev", &b0]);
     b.must(&["ip", "addr", "add", "10.2.0.5/32", "dev", "lo"]);
     b.must(&["ip", "route", "add", "10.1.0.0/24", "via", "192.168.200.1"]);
+    // IPv6 the same way: A 2001:db8:1::2 behind eth0, B 2001:db8:2::5 behind
+    // 2001:db8:200::2 on eth1
+    a.must(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::2/64",
+        "dev",
+        &a0,
+        "nodad",
+    ]);
+    a.must(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:2::/48",
+        "via",
+        "2001:db8:1::1",
+    ]);
+    b.must(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:200::2/64",
+        "dev",
+        &b0,
+        "nodad",
+    ]);
+    b.must(&["ip", "-6", "addr", "add", "2001:db8:2::5/128", "dev", "lo"]);
+    b.must(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:1::/64",
+        "via",
+        "2001:db8:200::1",
+    ]);
     for (ns, ifc) in [(&a, &a0), (&b, &b0)] {
         ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
     }
@@ -428,22 +469,24 @@ eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
 name = "eth0"
 device = "net_af_packet0,iface={nic0}{qpairs}"
 {rx_queues}
-addresses = ["10.1.0.1/24"]
+addresses = ["10.1.0.1/24", "2001:db8:1::1/64"]
 [[port]]
 name = "eth1"
 device = "net_af_packet1,iface={nic1}{qpairs}"
 {rx_queues}
-addresses = ["192.168.200.1/24"]
+addresses = ["192.168.200.1/24", "2001:db8:200::1/64"]
 [routes]
 default = "192.168.200.2"
 [[table]]
 id = 100
-routes = {{ "10.2.0.0/16" = "192.168.200.2" }}
+routes = {{ "10.2.0.0/16" = "192.168.200.2", "2001:db8:2::/48" = "2001:db8:200::2" }}
 "#
     );
     let flows = "flow fwd table 100\n    match dst 10.2.0.0/16\n\
                  flow back table 100\n    match dst 10.1.0.0/24 src 10.2.0.0/16\n\
-                 flow me table 100\n    match dst 10.1.0.1\n";
+                 flow me table 100\n    match dst 10.1.0.1\n\
+                 flow fwd6 table 100\n    match dst 2001:db8:2::/48\n\
+                 flow back6 table 100\n    match dst 2001:db8:1::/64 src 2001:db8:2::/48\n";
     let fg = Flowgate::start(
         &app,
         &dir.0,
@@ -494,6 +537,24 @@ routes = {{ "10.2.0.0/16" = "192.168.200.2" }}
     assert_eq!(!(sum as u16), 0, "UDP checksum valid");
     assert_eq!(&udp[8..], b"routed payload");
 
+    // IPv6: routed both ways (hop limit, neighbour solicitation / advertisement)
+    let out = a.run(&[
+        "ping",
+        "-6",
+        "-c",
+        "2",
+        "-i",
+        "0.3",
+        "-W",
+        "3",
+        "2001:db8:2::5",
+    ]);
+    assert!(
+        out.status.success(),
+        "ping over IPv6 through table 100: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     // `table` for one of the appliance's own addresses: delivered to its kernel (as Linux's
     // `lookup local` comes before any policy table)
     assert!(
@@ -523,13 +584,14 @@ routes = {{ "10.2.0.0/16" = "192.168.200.2" }}
     assert_eq!(drops(&s, "no-route"), 0);
     assert_eq!(drops(&s, "ttl-expired"), 0, "the port has a TAP");
     assert!(s["ports"][0]["to_kernel_packets"].as_u64().unwrap_or(0) >= 1);
-    // the next hops were learned: B's 192.168.200.2 from the reply to our request, A's
-    // 10.1.0.2 from its own request for 10.1.0.1 (so perhaps never asked for); with two
-    // workers, maybe by the worker not holding the packets (then `from_shared` counts)
+    // the next hops were learned: B's 192.168.200.2 / 2001:db8:200::2 from the answers to
+    // our requests, A's 10.1.0.2 / 2001:db8:1::2 from its own requests for the appliance's
+    // addresses (so perhaps never asked for); with two workers, maybe by the worker not
+    // holding the packets (then `from_shared` counts)
     let n = &s["neighbours"];
     let get = |k: &str| n[k].as_u64().unwrap_or(0);
-    assert!(get("solicits") >= 1, "{n:#}");
-    assert!(get("learned") >= 2, "{n:#}");
+    assert!(get("solicits") >= 2, "{n:#}");
+    assert!(get("learned") >= 4, "{n:#}");
     eprintln!("neighbours: {n}");
     assert_eq!(drops(&s, "neighbour-unresolved"), 0);
     assert_eq!(drops(&s, "neighbour-hold-overflow"), 0);

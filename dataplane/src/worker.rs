@@ -752,7 +752,8 @@ pub struct Taught {
 /// a neighbour advertisement, the source of a solicitation with its link-layer option.
 /// `l3`: the IPv6 header's offset (ND frames).
 pub fn neighbour_in(frame: &[u8], l3: usize) -> Option<Taught> {
-    if let Some(arp) = Arp::parse_frame(frame) {
+    if frame.get(field::ETH_TYPE..field::ETH_HDR)? == field::ETHERTYPE_ARP.to_be_bytes() {
+        let arp = Arp::parse_frame(frame)?;
         if arp.sender_ip.is_unspecified() {
             return None; // a probe teaches nothing
         }
