@@ -520,8 +520,8 @@ routes = {{ "10.2.0.0/16" = "192.168.200.2", "2001:db8:2::/48" = "2001:db8:200::
     // first, so that its next hop has failed (3 requests 1 s apart) by the end: 6 packets
     // for 192.168.200.77, nobody there: 4 held then dropped unresolved, 2 pushed out of the
     // hold queue; 1 packet with no route at all
-    let sent_dead = std::time::Instant::now();
     assert!(a.run(&["python3", "-c", UNDELIVERABLE]).status.success());
+    let sent_dead = std::time::Instant::now();
     let _echo = b.spawn(&["python3", "-c", UDP_ECHO]);
     let captured = dir.0.join("captured.hex");
     let _sniff = b.spawn(&[
