@@ -557,9 +557,28 @@ impl<'p> Worker<'p> {
         self.pending = waiting > n;
     }
 
-    /// Neighbour timers: re-send requests (unless another worker learned the answer), free
-    /// what waited in vain.
+    /// Neighbour timers: MACs changed in the shared table, re-send requests (unless another
+    /// worker learned the answer), free what waited in vain.
     fn neighbour_tick(&mut self) {
+        // a MAC another worker saw change (a gratuitous ARP after a failover): take it
+        let mut changed = [(0u16, IpAddr::V4(Ipv4Addr::UNSPECIFIED), MacAddr([0; 6])); 8];
+        let mut n = 0;
+        for (port, ip, mac) in self.neigh.known() {
+            if n == changed.len() {
+                break; // the rest next tick
+            }
+            match self.queues.neighbours.get(port, ip, self.now) {
+                Some(shared) if shared != mac => {
+                    changed[n] = (port as u16, ip, shared);
+                    n += 1;
+                }
+                _ => {}
+            }
+        }
+        for &(port, ip, mac) in &changed[..n] {
+            self.counters.neighbours.from_shared.add(1);
+            self.learned(port, ip, mac);
+        }
         let tick = self.neigh.tick(self.now);
         for _ in &tick.dropped {
             self.counters.dropped(DropReason::NeighbourUnresolved);

@@ -145,6 +145,14 @@ impl<T> NeighbourTable<T> {
         self.entries.contains_key(&(port, ip))
     }
 
+    /// The neighbours with a MAC (reachable or stale), with it.
+    pub fn known(&self) -> impl Iterator<Item = (usize, IpAddr, MacAddr)> + '_ {
+        self.entries.iter().filter_map(|(k, s)| match s {
+            State::Reachable { mac, .. } | State::Stale { mac, .. } => Some((k.0, k.1, *mac)),
+            State::Incomplete { .. } => None,
+        })
+    }
+
     /// The neighbours being resolved (a request is out, packets may be held).
     pub fn unresolved(&self) -> impl Iterator<Item = (usize, IpAddr)> + '_ {
         self.entries
