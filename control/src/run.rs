@@ -14,7 +14,9 @@ use flowgate_config::appliance::Appliance;
 use flowgate_config::flows::ListKind;
 use flowgate_control::protocol::{NicStats, Request};
 use flowgate_control::{ControlOptions, NicStatsFn, Shared};
-use flowgate_dataplane::counters::{DropReason, Totals, VerdictKind, WorkerCounters, PORT_COLUMNS};
+use flowgate_dataplane::counters::{
+    DropReason, Totals, VerdictKind, WorkerCounters, NEIGHBOUR_COLUMNS, PORT_COLUMNS,
+};
 use flowgate_dataplane::dpdk::{self, PortStats};
 use flowgate_dataplane::plant::Plant;
 use flowgate_dataplane::ruleset::RuleSet;
@@ -254,14 +256,11 @@ pub fn report(
             drops.join(", ")
         }
     );
-    if r.flow_verdicts[VerdictKind::Director as usize]
-        + r.flow_verdicts[VerdictKind::Table as usize]
-        > 0
-    {
+    if r.flow_verdicts[VerdictKind::Director as usize] > 0 {
         let _ = writeln!(
             s,
-            "note: director and table verdicts are counted and dropped in this build \
-             (the director and routing stages are not in the dataplane yet)"
+            "note: director verdicts are counted and dropped in this build \
+             (the director stage is not in the dataplane yet)"
         );
     }
     s
@@ -333,6 +332,14 @@ pub fn stats_json(
         "verdicts": verdicts(r.flow_verdicts),
         "outflow_verdicts": verdicts(r.outflow_verdicts),
         "drops": serde_json::Value::Object(drops),
+        "neighbours": NEIGHBOUR_COLUMNS.iter().zip(t.neighbours)
+            .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(v)))
+            .collect::<serde_json::Map<_, _>>(),
+        "tables": rules.routes.ids().iter().enumerate().map(|(i, id)| serde_json::json!({
+            "id": id,
+            "lookups": r.route_lookups.get(i).copied().unwrap_or(0),
+            "fallbacks": r.route_fallbacks.get(i).copied().unwrap_or(0),
+        })).collect::<Vec<_>>(),
         "flow_rules": rules_json(ListKind::Flow, &r.flow_rules),
         "outflow_rules": rules_json(ListKind::Outflow, &r.outflow_rules),
     })

@@ -34,8 +34,19 @@ pub enum DropReason {
     OutflowDeny,
     /// `director` verdict: the L4 director is not in the dataplane yet (counted and dropped).
     DirectorUnavailable,
-    /// `table` verdict: table routing is not in the dataplane yet (counted and dropped).
-    TableUnavailable,
+    /// `table` verdict: no route in the table nor in the main table.
+    NoRoute,
+    /// Routed, TTL / hop limit exhausted, and the input port has no TAP to let the kernel
+    /// answer ICMP time exceeded.
+    TtlExpired,
+    /// Held for an unresolved next hop, pushed out by newer packets (hold queue full).
+    NeighbourHoldOverflow,
+    /// Held for a next hop that never answered ARP / neighbour solicitation.
+    NeighbourUnresolved,
+    /// The neighbour table is full: a new next hop could not be resolved.
+    NeighbourTableFull,
+    /// Routed, but the frame is too short to rewrite.
+    RouteTruncated,
     /// Permitted, but the port has no TAP (`kernel = false`) and no peer.
     NoKernel,
     /// The TX queue was full.
@@ -45,7 +56,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = Malformed::ALL.len() + 7;
+    pub const COUNT: usize = Malformed::ALL.len() + 12;
 
     pub fn index(self) -> usize {
         let m = Malformed::ALL.len();
@@ -54,10 +65,15 @@ impl DropReason {
             DropReason::FlowDeny => m,
             DropReason::OutflowDeny => m + 1,
             DropReason::DirectorUnavailable => m + 2,
-            DropReason::TableUnavailable => m + 3,
+            DropReason::NoRoute => m + 3,
             DropReason::NoKernel => m + 4,
             DropReason::TxFull => m + 5,
             DropReason::KernelMalformed => m + 6,
+            DropReason::TtlExpired => m + 7,
+            DropReason::NeighbourHoldOverflow => m + 8,
+            DropReason::NeighbourUnresolved => m + 9,
+            DropReason::NeighbourTableFull => m + 10,
+            DropReason::RouteTruncated => m + 11,
         }
     }
 
@@ -69,10 +85,15 @@ impl DropReason {
                 DropReason::FlowDeny,
                 DropReason::OutflowDeny,
                 DropReason::DirectorUnavailable,
-                DropReason::TableUnavailable,
+                DropReason::NoRoute,
                 DropReason::NoKernel,
                 DropReason::TxFull,
                 DropReason::KernelMalformed,
+                DropReason::TtlExpired,
+                DropReason::NeighbourHoldOverflow,
+                DropReason::NeighbourUnresolved,
+                DropReason::NeighbourTableFull,
+                DropReason::RouteTruncated,
             ])
     }
 
@@ -82,7 +103,12 @@ impl DropReason {
             DropReason::FlowDeny => "flow-deny",
             DropReason::OutflowDeny => "outflow-deny",
             DropReason::DirectorUnavailable => "director-not-implemented",
-            DropReason::TableUnavailable => "table-not-implemented",
+            DropReason::NoRoute => "no-route",
+            DropReason::TtlExpired => "ttl-expired",
+            DropReason::NeighbourHoldOverflow => "neighbour-hold-overflow",
+            DropReason::NeighbourUnresolved => "neighbour-unresolved",
+            DropReason::NeighbourTableFull => "neighbour-table-full",
+            DropReason::RouteTruncated => "route-truncated",
             DropReason::NoKernel => "no-kernel-port",
             DropReason::TxFull => "tx-full",
             DropReason::KernelMalformed => "kernel-malformed",
@@ -134,11 +160,26 @@ pub struct PortCounters {
     pub non_ip: Counter,
 }
 
+/// Next-hop resolution by one worker.
+#[derive(Debug, Default)]
+pub struct NeighbourCounters {
+    /// ARP requests / neighbour solicitations sent.
+    pub solicits: Counter,
+    /// Neighbours learned from frames this worker received.
+    pub learned: Counter,
+    /// Pending next hops resolved from what another worker learned (shared table).
+    pub from_shared: Counter,
+}
+
+/// Names of the [`Totals::neighbours`] columns.
+pub const NEIGHBOUR_COLUMNS: [&str; 3] = ["solicits", "learned", "from_shared"];
+
 /// What one worker counts for the whole run (ports, drops).
 #[derive(Debug)]
 pub struct WorkerCounters {
     pub ports: Vec<PortCounters>,
     pub drops: Vec<Counter>,
+    pub neighbours: NeighbourCounters,
     /// Bursts polled that carried at least one frame.
     pub busy_polls: Counter,
 }
@@ -148,6 +189,7 @@ impl WorkerCounters {
         WorkerCounters {
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
             drops: (0..DropReason::COUNT).map(|_| Counter::default()).collect(),
+            neighbours: NeighbourCounters::default(),
             busy_polls: Counter::default(),
         }
     }
@@ -170,15 +212,22 @@ pub struct RuleCounters {
     /// Per-rule hits (layout: `CompiledList::slot`, the default last).
     pub flow_rules: Vec<Counter>,
     pub outflow_rules: Vec<Counter>,
+    /// Per routing table (by `Routes` index, 0 = main): lookups asked of it by `table`
+    /// verdicts, and those it had no route for, answered by the main table (fallbacks).
+    pub route_lookups: Vec<Counter>,
+    pub route_fallbacks: Vec<Counter>,
 }
 
 impl RuleCounters {
-    pub fn new(flow_slots: usize, outflow_slots: usize) -> RuleCounters {
+    pub fn new(flow_slots: usize, outflow_slots: usize, tables: usize) -> RuleCounters {
+        let counters = |n: usize| (0..n).map(|_| Counter::default()).collect();
         RuleCounters {
             flow_verdicts: Default::default(),
             outflow_verdicts: Default::default(),
-            flow_rules: (0..flow_slots).map(|_| Counter::default()).collect(),
-            outflow_rules: (0..outflow_slots).map(|_| Counter::default()).collect(),
+            flow_rules: counters(flow_slots),
+            outflow_rules: counters(outflow_slots),
+            route_lookups: counters(tables),
+            route_fallbacks: counters(tables),
         }
     }
 }
@@ -188,6 +237,8 @@ impl RuleCounters {
 pub struct Totals {
     pub ports: Vec<[u64; 7]>,
     pub drops: Vec<u64>,
+    /// [`NEIGHBOUR_COLUMNS`].
+    pub neighbours: [u64; 3],
 }
 
 /// A sum of several workers' rule counters of one generation.
@@ -197,6 +248,8 @@ pub struct RuleTotals {
     pub outflow_verdicts: [u64; 4],
     pub flow_rules: Vec<u64>,
     pub outflow_rules: Vec<u64>,
+    pub route_lookups: Vec<u64>,
+    pub route_fallbacks: Vec<u64>,
 }
 
 impl RuleTotals {
@@ -207,6 +260,8 @@ impl RuleTotals {
             add_all(&mut t.outflow_verdicts, &w.outflow_verdicts);
             add_vec(&mut t.flow_rules, &w.flow_rules);
             add_vec(&mut t.outflow_rules, &w.outflow_rules);
+            add_vec(&mut t.route_lookups, &w.route_lookups);
+            add_vec(&mut t.route_fallbacks, &w.route_fallbacks);
         }
         t
     }
@@ -234,6 +289,14 @@ impl Totals {
                 }
             }
             add_vec(&mut t.drops, &w.drops);
+            let n = &w.neighbours;
+            for (a, c) in t
+                .neighbours
+                .iter_mut()
+                .zip([&n.solicits, &n.learned, &n.from_shared])
+            {
+                *a += c.get();
+            }
         }
         t
     }
@@ -289,17 +352,22 @@ mod tests {
         b.ports[1].rx.add(7);
         b.dropped(DropReason::FlowDeny);
         b.dropped(DropReason::FlowDeny);
+        a.neighbours.from_shared.add(1);
+        b.neighbours.solicits.add(2);
         let t = Totals::sum([&a, &b]);
+        assert_eq!(t.neighbours, [2, 0, 1]);
         assert_eq!(t.ports[1][0], 12);
         assert_eq!(t.ports[0][0], 0);
-        let ra = RuleCounters::new(3, 1);
-        let rb = RuleCounters::new(3, 1);
+        let ra = RuleCounters::new(3, 1, 2);
+        let rb = RuleCounters::new(3, 1, 2);
+        rb.route_fallbacks[1].add(3);
         ra.flow_rules[2].add(1);
         rb.flow_rules[2].add(2);
         rb.outflow_verdicts[1].add(4);
         let r = RuleTotals::sum([&ra, &rb]);
         assert_eq!(r.flow_rules, vec![0, 0, 3]);
         assert_eq!(r.outflow_verdicts, [0, 4, 0, 0]);
+        assert_eq!(r.route_fallbacks, vec![0, 3]);
         assert_eq!(t.drop_count(DropReason::FlowDeny), 2);
         assert_eq!(t.drop_count(DropReason::TxFull), 0);
     }

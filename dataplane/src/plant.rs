@@ -5,9 +5,10 @@
 
 use std::process::Command;
 
-use flowgate_config::appliance::{Appliance, Device};
+use flowgate_config::appliance::{Appliance, Device, MacAddr};
 
 use crate::dpdk::{self, DpdkError, Eal, Mempool, Port, PortStats};
+use crate::route::SharedNeighbours;
 use crate::worker::{PortRole, Queues};
 
 /// Why the ports could not be brought up.
@@ -80,6 +81,8 @@ pub struct Plant {
     /// By port index; `None` when the port has `kernel = false`.
     pub taps: Vec<Option<Port>>,
     pub names: Vec<String>,
+    /// What the workers learned of the next hops, shared between them (`docs/routing.md`).
+    pub neighbours: SharedNeighbours,
     roles: Vec<PortRole>,
     workers: usize,
     rx_queues: Vec<u16>,
@@ -126,6 +129,18 @@ impl Plant {
             let _ = port.set_promiscuous(true);
             ports.push(port);
         }
+        // a port's MAC: the configured one, else the device's; its TAP carries the same, so
+        // the kernel and the routed path speak from one address
+        let mut macs = Vec::new();
+        for (i, p) in app.ports.iter().enumerate() {
+            macs.push(match p.mac {
+                Some(m) => m,
+                None => MacAddr(ports[i].mac_address().map_err(|source| PlantError::Port {
+                    port: p.name.clone(),
+                    source,
+                })?),
+            });
+        }
         let mut taps = Vec::new();
         for (i, p) in app.ports.iter().enumerate() {
             if !p.kernel {
@@ -136,11 +151,8 @@ impl Plant {
                 port: p.name.clone(),
                 source,
             };
-            let mac = match p.mac {
-                Some(m) => m.0,
-                None => ports[i].mac_address().map_err(err)?,
-            };
-            let mac = mac
+            let mac = macs[i]
+                .0
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect::<Vec<_>>()
@@ -163,12 +175,15 @@ impl Plant {
             )?;
             taps.push(Some(tap));
         }
+        kernel_routes(app)?;
         let roles = app
             .ports
             .iter()
-            .map(|p| PortRole {
+            .zip(&macs)
+            .map(|(p, mac)| PortRole {
                 kernel: p.kernel,
                 peer: p.peer.map(|q| q as u16),
+                mac: *mac,
             })
             .collect();
         Ok(Plant {
@@ -177,6 +192,7 @@ impl Plant {
             ports,
             taps,
             names: app.ports.iter().map(|p| p.name.clone()).collect(),
+            neighbours: SharedNeighbours::default(),
             roles,
             workers,
             rx_queues: app.ports.iter().map(|p| p.rx_queues).collect(),
@@ -223,6 +239,8 @@ impl Plant {
             tap_rx,
             port_tx,
             tap_tx,
+            pool: self.pool,
+            neighbours: &self.neighbours,
         })
     }
 
@@ -258,32 +276,54 @@ impl Plant {
     }
 }
 
+/// The main table's `[routes]` in the kernel too, on the TAPs (`ip route replace`), so that
+/// what the kernel sends (answers of local services, ICMP) is routed as the config says
+/// before the outflows see it. Routes out of a port without a TAP are the dataplane's only.
+fn kernel_routes(app: &Appliance) -> Result<(), PlantError> {
+    for r in &app.main.routes {
+        let Some(port) = app.ports.get(r.port).filter(|p| p.kernel) else {
+            continue;
+        };
+        let prefix = r.prefix.to_string();
+        let via = r.via.map(|v| v.to_string());
+        let mut args = vec!["route", "replace", prefix.as_str()];
+        if let Some(v) = &via {
+            args.extend(["via", v.as_str()]);
+        }
+        args.extend(["dev", port.name.as_str()]);
+        ip(&port.name, &args)?;
+    }
+    Ok(())
+}
+
+/// Run `ip ARGS` for port `name`.
+fn ip(name: &str, args: &[&str]) -> Result<(), PlantError> {
+    let fail = |why: String| PlantError::Kernel {
+        port: name.to_string(),
+        cmd: format!("ip {}", args.join(" ")),
+        why,
+    };
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
 /// Bring the TAP `name` up in the kernel and give it its addresses.
 fn kernel_setup(name: &str, addresses: &[String]) -> Result<(), PlantError> {
-    let run = |args: &[&str]| -> Result<(), PlantError> {
-        let fail = |why: String| PlantError::Kernel {
-            port: name.to_string(),
-            cmd: format!("ip {}", args.join(" ")),
-            why,
-        };
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|e| fail(e.to_string()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(fail(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ))
-        }
-    };
     for a in addresses {
         if a.contains(':') {
-            run(&["-6", "addr", "add", a, "dev", name, "nodad"])?;
+            ip(name, &["-6", "addr", "add", a, "dev", name, "nodad"])?;
         } else {
-            run(&["addr", "add", a, "dev", name])?;
+            ip(name, &["addr", "add", a, "dev", name])?;
         }
     }
-    run(&["link", "set", "dev", name, "up"])
+    ip(name, &["link", "set", "dev", name, "up"])
 }

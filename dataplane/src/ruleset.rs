@@ -7,6 +7,7 @@ use flowgate_config::flows::{Action, FlowsFile, ListKind};
 
 use crate::classify::{Classifier, CompileError, Verdict};
 use crate::counters::{RuleCounters, RuleTotals};
+use crate::route::Routes;
 
 /// One compiled list (flows or outflows) and where its per-rule counters live.
 #[derive(Debug)]
@@ -77,6 +78,9 @@ pub struct RuleSet {
     pub source: FlowsFile,
     pub flows: CompiledList,
     pub outflows: CompiledList,
+    /// Every routing table of the config, for `table T` verdicts (flows and outflows):
+    /// published with the lists, so one swap changes both.
+    pub routes: Routes,
     /// One set of verdict and per-rule counters per worker, for this generation.
     pub counters: Vec<RuleCounters>,
 }
@@ -99,17 +103,24 @@ impl RuleSet {
         let workers = appliance.dataplane.workers.len().max(1);
         let ports: Vec<String> = appliance.ports.iter().map(|p| p.name.clone()).collect();
         let dp = &appliance.dataplane;
-        Self::compile_for(
+        let routes = Routes::build(appliance)?;
+        let mut rs = Self::compile_for(
             file,
             &ports,
             &default_action(dp.default_flow),
             &default_action(dp.default_outflow),
             generation,
             workers,
-        )
+        )?;
+        rs.counters = (0..workers)
+            .map(|_| RuleCounters::new(rs.flows.slots(), rs.outflows.slots(), routes.count()))
+            .collect();
+        rs.routes = routes;
+        Ok(rs)
     }
 
-    /// Compile `file` for explicit port names and default actions.
+    /// Compile `file` for explicit port names and default actions, without routing tables
+    /// (every `table` verdict finds no route).
     pub fn compile_for(
         file: FlowsFile,
         ports: &[String],
@@ -121,13 +132,14 @@ impl RuleSet {
         let flows = CompiledList::new(&file, ListKind::Flow, ports, default_flow)?;
         let outflows = CompiledList::new(&file, ListKind::Outflow, ports, default_outflow)?;
         let counters = (0..workers.max(1))
-            .map(|_| RuleCounters::new(flows.slots(), outflows.slots()))
+            .map(|_| RuleCounters::new(flows.slots(), outflows.slots(), 0))
             .collect();
         Ok(RuleSet {
             generation,
             source: file,
             flows,
             outflows,
+            routes: Routes::empty(),
             counters,
         })
     }

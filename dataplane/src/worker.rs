@@ -2,35 +2,66 @@
 //! RX queues and its queue of every TAP, in bursts of 32.
 //!
 //! Per burst, top to bottom: rx -> parse to keys -> classify the batch with one snapshot of
-//! the rule set -> dispatch (kernel TAP, peer port, drop) -> outflows for what leaves -> tx.
-//! No allocation, lock or syscall on this path: scratch arrays live in the worker, counters
-//! are single-writer, the rule set is one `arc_swap` load per burst.
+//! the rule set -> dispatch (kernel TAP, peer port, routed next hop, drop) -> outflows for
+//! what leaves -> tx. No allocation, lock or syscall on this path: scratch arrays live in the
+//! worker, counters are single-writer, the rule set (with the routing tables) is one
+//! `arc_swap` load per burst.
+//!
+//! Routing (`table T`, `docs/routing.md`): a flow verdict `table T` looks T up for the
+//! destination (falling back to main), takes one off the TTL / hop limit (an expired packet
+//! goes to the kernel through the input port's TAP, for ICMP time exceeded), runs the
+//! outflows with iface = the chosen port, then resolves the next hop's MAC in this worker's
+//! [`NeighbourTable`] and rewrites the Ethernet addresses. An outflow verdict `table T`
+//! re-routes the leaving packet once with T (the kernel's own packets keep their TTL).
+//! Only an unresolved next hop leaves the fast path: its packets are held (at most 4) while
+//! an ARP request / neighbour solicitation goes out.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use flowgate_config::flows::{Action, L4};
+use flowgate_config::appliance::MacAddr;
+use flowgate_config::flows::{Action, Family, L4};
 
 use crate::classify::{Key, L4Kind, Verdict, BATCH};
-use crate::counters::{DropReason, VerdictKind, WorkerCounters};
-use crate::dpdk::{Burst, Mbuf, RxQueue, TxQueue};
+use crate::counters::{DropReason, RuleCounters, VerdictKind, WorkerCounters};
+use crate::dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue};
+use crate::route::forward::{decrement_ttl, rewrite_macs, NotForwarded};
+use crate::route::neigh::{multicast_mac, ArpOp, NdKind};
+use crate::route::{
+    Arp, Nd, NeighbourConfig, NeighbourTable, NextHop, Resolution, SharedNeighbours,
+};
 use crate::ruleset::{CompiledList, RuleSet};
-use crate::wire::{self, Frame, IpFacts};
+use crate::wire::{self, field, Frame, IpFacts};
 
 /// After this many consecutive empty polling rounds the worker naps briefly (see
 /// [`IDLE_NAP`]), so an idle appliance does not burn its cores; under load it never naps.
 pub const IDLE_ROUNDS: u32 = 1024;
 pub const IDLE_NAP: Duration = Duration::from_micros(50);
+/// How often the neighbour table's timers run (retransmits, failures, ageing).
+pub const NEIGHBOUR_TICK: Duration = Duration::from_millis(100);
+/// While this worker waits for a next hop, how often it looks for it in the shared table
+/// (a walk over its own table: not every polling round).
+pub const SHARED_POLL: Duration = Duration::from_millis(1);
+
+const ICMPV6: u8 = 58;
+const ND_SOLICIT: u8 = 135;
+const ND_ADVERT: u8 = 136;
 
 /// Where a packet goes after the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum To {
     /// The kernel, through the TAP of this port.
     Kernel(u16),
-    /// Out this physical port.
+    /// Out this physical port, as it is.
     Port(u16),
+    /// Routed: out this port to the MAC of neighbour `via` (resolved at dispatch).
+    Hop {
+        port: u16,
+        via: IpAddr,
+    },
     Drop(DropReason),
 }
 
@@ -41,6 +72,8 @@ pub struct PortRole {
     pub kernel: bool,
     /// Inline mode: permitted packets leave through this port instead of the kernel.
     pub peer: Option<u16>,
+    /// The port's MAC (its TAP's too): the source of routed frames and of ARP / ND requests.
+    pub mac: MacAddr,
 }
 
 /// The queues one worker owns.
@@ -54,6 +87,10 @@ pub struct Queues<'p> {
     pub port_tx: Vec<TxQueue<'p>>,
     /// This worker's TX queue on every TAP, by port index (`None`: no TAP).
     pub tap_tx: Vec<Option<TxQueue<'p>>>,
+    /// Where the ARP requests and neighbour solicitations this worker sends are allocated.
+    pub pool: Mempool,
+    /// Next hops learned by any worker (`docs/routing.md`, "Neighbours").
+    pub neighbours: &'p SharedNeighbours,
 }
 
 /// One poll-mode worker.
@@ -68,11 +105,26 @@ pub struct Worker<'p> {
     counters: Arc<WorkerCounters>,
     rules: &'p ArcSwap<RuleSet>,
     stop: &'p AtomicBool,
+    /// Next hops of routed packets, with the packets held while one is resolved.
+    neigh: NeighbourTable<Mbuf>,
+    /// Read once per polling round.
+    now: Instant,
+    last_tick: Instant,
+    /// Some neighbour is being resolved: look at the shared table every [`SHARED_POLL`].
+    pending: bool,
+    last_shared: Instant,
     // scratch, reused for every burst
     keys: [Key; BATCH],
     verdicts: [Verdict; BATCH],
     /// For key j, the packet index in the burst.
     key_pkt: [u8; BATCH],
+    /// For key j (egress keys): the TTL was already taken off (routed by a flow).
+    routed: [bool; BATCH],
+    /// For packet i: offset of its IP header.
+    l3: [u16; BATCH],
+    /// Packets (indexes) that may teach a neighbour (ARP, NS, NA from a port).
+    learn: [u8; BATCH],
+    n_learn: usize,
     to: [To; BATCH],
 }
 
@@ -86,6 +138,7 @@ impl<'p> Worker<'p> {
         stop: &'p AtomicBool,
     ) -> Worker<'p> {
         let n = roles.len();
+        let now = Instant::now();
         Worker {
             index,
             queues,
@@ -95,9 +148,18 @@ impl<'p> Worker<'p> {
             counters,
             rules,
             stop,
+            neigh: NeighbourTable::new(NeighbourConfig::default()),
+            now,
+            last_tick: now,
+            pending: false,
+            last_shared: now,
             keys: [Key::default(); BATCH],
             verdicts: [Verdict::default(); BATCH],
             key_pkt: [0; BATCH],
+            routed: [false; BATCH],
+            l3: [0; BATCH],
+            learn: [0; BATCH],
+            n_learn: 0,
             to: [To::Drop(DropReason::TxFull); BATCH],
         }
     }
@@ -107,6 +169,15 @@ impl<'p> Worker<'p> {
         let mut idle = 0u32;
         let mut burst = Burst::new();
         while !self.stop.load(Ordering::Relaxed) {
+            self.now = Instant::now();
+            if self.pending && self.now.saturating_duration_since(self.last_shared) >= SHARED_POLL {
+                self.last_shared = self.now;
+                self.resolve_from_shared();
+            }
+            if self.now.saturating_duration_since(self.last_tick) >= NEIGHBOUR_TICK {
+                self.last_tick = self.now;
+                self.neighbour_tick();
+            }
             let mut work = 0usize;
             for i in 0..self.queues.port_rx.len() {
                 let port = self.queues.port_rx[i].0;
@@ -145,7 +216,10 @@ impl<'p> Worker<'p> {
         let rules = self.rules.load();
         let role = self.roles[usize::from(port)];
         let iface = rules.flows.port_iface[usize::from(port)];
-        let n = self.parse(burst, iface, role.kernel.then_some(To::Kernel(port)));
+        let n = self.parse(burst, iface, role.kernel.then_some(To::Kernel(port)), true);
+        if self.n_learn > 0 {
+            self.learn_from(port, burst, &rules);
+        }
         if n > 0 {
             let list = &rules.flows;
             list.classifier
@@ -163,6 +237,7 @@ impl<'p> Worker<'p> {
                             self.keys[egress] = self.keys[j];
                             self.keys[egress].iface = rules.outflows.port_iface[usize::from(peer)];
                             self.key_pkt[egress] = p as u8;
+                            self.routed[egress] = false;
                             egress += 1;
                             To::Port(peer)
                         }
@@ -171,15 +246,65 @@ impl<'p> Worker<'p> {
                     },
                     Some(VerdictKind::Deny) => To::Drop(DropReason::FlowDeny),
                     Some(VerdictKind::Director) => To::Drop(DropReason::DirectorUnavailable),
-                    Some(VerdictKind::Table) => To::Drop(DropReason::TableUnavailable),
+                    Some(VerdictKind::Table) => {
+                        let table = table_of(list, v);
+                        let dst = dst_of(&self.keys[j]);
+                        // for the appliance itself: delivered, as Linux's rule 0
+                        // (`lookup local`) would before any policy table
+                        let hop = match rules.routes.is_local(dst) {
+                            true => Err(if role.kernel {
+                                To::Kernel(port)
+                            } else {
+                                To::Drop(DropReason::NoKernel)
+                            }),
+                            false => {
+                                route(&rules, rc, table, dst).ok_or(To::Drop(DropReason::NoRoute))
+                            }
+                        };
+                        match hop {
+                            Err(to) => to,
+                            Ok(hop) => match self.take_ttl(burst, p, &self.keys[j], port) {
+                                Err(to) => to,
+                                Ok(()) => {
+                                    let out = hop.port as u16;
+                                    self.keys[egress] = self.keys[j];
+                                    self.keys[egress].iface = rules.outflows.port_iface[hop.port];
+                                    self.key_pkt[egress] = p as u8;
+                                    self.routed[egress] = true;
+                                    egress += 1;
+                                    To::Hop {
+                                        port: out,
+                                        via: hop.neighbour(dst),
+                                    }
+                                }
+                            },
+                        }
+                    }
                     None => To::Drop(DropReason::FlowDeny),
                 };
             }
             if egress > 0 {
-                self.outflows(&rules, egress);
+                self.outflows(&rules, egress, Some(port), burst);
             }
         }
-        self.dispatch(burst);
+        self.dispatch(burst, &rules);
+    }
+
+    /// Takes one off the TTL / hop limit of packet `p` (a transit packet being routed). When
+    /// it cannot go on: where it goes instead (the input port's kernel for ICMP time
+    /// exceeded, or a drop).
+    #[inline]
+    fn take_ttl(&self, burst: &mut Burst, p: usize, key: &Key, input: u16) -> Result<(), To> {
+        let family = if key.v6 { Family::V6 } else { Family::V4 };
+        let l3 = usize::from(self.l3[p]);
+        match burst.packet_mut(p).map(|f| decrement_ttl(f, l3, family)) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(NotForwarded::Expired)) if self.roles[usize::from(input)].kernel => {
+                Err(To::Kernel(input))
+            }
+            Some(Err(NotForwarded::Expired)) => Err(To::Drop(DropReason::TtlExpired)),
+            _ => Err(To::Drop(DropReason::RouteTruncated)),
+        }
     }
 
     /// Frames the kernel sent out of port `port`'s TAP: outflows, then out the port.
@@ -188,9 +313,11 @@ impl<'p> Worker<'p> {
         pc.from_kernel.add(burst.len() as u64);
         let rules = self.rules.load();
         let iface = rules.outflows.port_iface[usize::from(port)];
-        let n = self.parse(burst, iface, Some(To::Port(port)));
+        let n = self.parse(burst, iface, Some(To::Port(port)), false);
         for j in 0..n {
             self.to[usize::from(self.key_pkt[j])] = To::Port(port);
+            // locally originated: a re-route by an outflow keeps the TTL
+            self.routed[j] = true;
         }
         // kernel output the parser cannot read is dropped, not sent blindly
         for t in self.to[..burst.len()].iter_mut() {
@@ -199,31 +326,42 @@ impl<'p> Worker<'p> {
             }
         }
         if n > 0 {
-            self.outflows(&rules, n);
+            self.outflows(&rules, n, None, burst);
         }
-        self.dispatch(burst);
+        self.dispatch(burst, &rules);
     }
 
     /// Parse every frame of the burst: IP frames get a key (with `iface`) in `keys[..n]`;
     /// non-IP frames go to `non_ip` (or are dropped when it is `None`); malformed ones are
-    /// dropped. Returns n.
-    fn parse(&mut self, burst: &Burst, iface: u16, non_ip: Option<To>) -> usize {
+    /// dropped. With `learn`, the frames that may teach a neighbour (ARP, NS, NA) are noted
+    /// in `learn[..n_learn]`. Returns n.
+    fn parse(&mut self, burst: &Burst, iface: u16, non_ip: Option<To>, learn: bool) -> usize {
         let mut n = 0;
+        self.n_learn = 0;
         for (i, frame) in burst.iter().enumerate() {
             self.to[i] = match wire::parse(frame) {
                 Frame::Ip(facts) => {
                     self.keys[n] = key_of(&facts, iface);
                     self.key_pkt[n] = i as u8;
+                    self.l3[i] = facts.l3_offset as u16;
+                    if learn && is_nd(&facts) {
+                        self.learn[self.n_learn] = i as u8;
+                        self.n_learn += 1;
+                    }
                     n += 1;
                     continue;
                 }
-                Frame::NonIp { .. } => match non_ip {
+                Frame::NonIp { ethertype } => match non_ip {
                     Some(to) => {
                         let port = match to {
-                            To::Kernel(p) | To::Port(p) => usize::from(p),
+                            To::Kernel(p) | To::Port(p) | To::Hop { port: p, .. } => usize::from(p),
                             To::Drop(_) => 0,
                         };
                         self.counters.ports[port].non_ip.add(1);
+                        if learn && ethertype == field::ETHERTYPE_ARP {
+                            self.learn[self.n_learn] = i as u8;
+                            self.n_learn += 1;
+                        }
                         to
                     }
                     None => To::Drop(DropReason::NoKernel),
@@ -235,8 +373,11 @@ impl<'p> Worker<'p> {
     }
 
     /// Classify `keys[..n]` (already carrying the output port's iface) with the outflows,
-    /// and turn the destinations of those packets (`To::Port`) into drops where denied.
-    fn outflows(&mut self, rules: &RuleSet, n: usize) {
+    /// and turn the destinations of those packets into drops where denied, or into a new
+    /// next hop where an outflow says `table T` (once; the iface condition was evaluated with
+    /// the port chosen before). `input`: the port transit packets came from (`None`: the
+    /// kernel's own packets, whose TTL a re-route does not touch).
+    fn outflows(&mut self, rules: &RuleSet, n: usize, input: Option<u16>, burst: &mut Burst) {
         let list = &rules.outflows;
         list.classifier
             .classify_batch(&self.keys[..n], &mut self.verdicts[..n]);
@@ -251,14 +392,39 @@ impl<'p> Worker<'p> {
             let p = usize::from(self.key_pkt[j]);
             match kind {
                 Some(VerdictKind::Permit) => {}
-                Some(VerdictKind::Table) => self.to[p] = To::Drop(DropReason::TableUnavailable),
+                Some(VerdictKind::Table) => {
+                    let table = table_of(list, self.verdicts[j]);
+                    let dst = dst_of(&self.keys[j]);
+                    if link_scoped(dst) {
+                        // stays on the link it was sent to (Linux: the local table, rule 0)
+                        continue;
+                    }
+                    self.to[p] = match route(rules, rc, table, dst) {
+                        None => To::Drop(DropReason::NoRoute),
+                        Some(hop) => {
+                            let ttl = match input {
+                                Some(inp) if !self.routed[j] => {
+                                    self.take_ttl(burst, p, &self.keys[j], inp)
+                                }
+                                _ => Ok(()),
+                            };
+                            match ttl {
+                                Ok(()) => To::Hop {
+                                    port: hop.port as u16,
+                                    via: hop.neighbour(dst),
+                                },
+                                Err(to) => to,
+                            }
+                        }
+                    };
+                }
                 _ => self.to[p] = To::Drop(DropReason::OutflowDeny),
             }
         }
     }
 
     /// Move every mbuf of the burst to its destination.
-    fn dispatch(&mut self, burst: &mut Burst) {
+    fn dispatch(&mut self, burst: &mut Burst, rules: &RuleSet) {
         let to = self.to;
         let counters = Arc::clone(&self.counters);
         burst.drain_each(|i, m| match to[i] {
@@ -267,11 +433,187 @@ impl<'p> Worker<'p> {
                 self.send(true, p, m);
             }
             To::Port(p) => self.send(false, p, m),
+            To::Hop { port, via } => self.hop(port, via, m, rules),
             To::Drop(why) => {
                 counters.dropped(why);
                 drop(m);
             }
         });
+    }
+
+    /// A routed packet: to its next hop's MAC out `port`, or held while `via` is resolved.
+    #[inline]
+    fn hop(&mut self, port: u16, via: IpAddr, m: Mbuf, rules: &RuleSet) {
+        let p = usize::from(port);
+        match self.neigh.resolve(p, via, m, self.now) {
+            Resolution::Ready { mac, item, solicit } => {
+                self.send_routed(port, mac, item);
+                if solicit {
+                    self.solicit(port, via, rules);
+                }
+            }
+            Resolution::Held { solicit, dropped } => {
+                if let Some(d) = dropped {
+                    self.counters.dropped(DropReason::NeighbourHoldOverflow);
+                    drop(d);
+                }
+                if solicit {
+                    // another worker may know it already
+                    match self.queues.neighbours.get(p, via, self.now) {
+                        Some(mac) => {
+                            self.counters.neighbours.from_shared.add(1);
+                            self.learned(port, via, mac);
+                        }
+                        None => {
+                            self.pending = true;
+                            self.solicit(port, via, rules);
+                        }
+                    }
+                }
+            }
+            Resolution::Refused(m) => {
+                self.counters.dropped(DropReason::NeighbourTableFull);
+                drop(m);
+            }
+        }
+    }
+
+    /// Ethernet addresses of a routed frame (source: the port's, destination: the next
+    /// hop's), then out the port.
+    #[inline]
+    fn send_routed(&mut self, port: u16, mac: MacAddr, mut m: Mbuf) {
+        let src = self.roles[usize::from(port)].mac;
+        if rewrite_macs(m.data_mut(), src, mac).is_ok() {
+            self.send(false, port, m);
+        } else {
+            self.counters.dropped(DropReason::RouteTruncated);
+        }
+    }
+
+    /// `ip` on `port` is at `mac` (this worker saw it, or another did): learn it and send
+    /// what was held for it.
+    fn learned(&mut self, port: u16, ip: IpAddr, mac: MacAddr) {
+        let held = self.neigh.learn(usize::from(port), ip, mac, self.now);
+        for m in held {
+            self.send_routed(port, mac, m);
+        }
+    }
+
+    /// Learn from the ARP / NS / NA frames noted by `parse` (they still go to the kernel),
+    /// and tell the other workers. As Linux: replies and advertisements teach; a request
+    /// teaches its sender when it asks for one of our addresses, or refreshes a neighbour
+    /// already known (so the broadcast chatter of a LAN does not fill the tables).
+    fn learn_from(&mut self, port: u16, burst: &Burst, rules: &RuleSet) {
+        for k in 0..self.n_learn {
+            let i = usize::from(self.learn[k]);
+            let l3 = usize::from(self.l3[i]);
+            let Some(t) = burst.packet(i).and_then(|f| neighbour_in(f, l3)) else {
+                continue;
+            };
+            let (ip, mac) = (t.ip, t.mac);
+            if mac == self.roles[usize::from(port)].mac {
+                continue; // our own (the kernel's) frames looped back
+            }
+            let p = usize::from(port);
+            let teaches = match t.asked {
+                None => true,
+                Some(asked) => {
+                    rules.routes.owns(p, asked)
+                        || self.neigh.contains(p, ip)
+                        || self.queues.neighbours.get(p, ip, self.now).is_some()
+                }
+            };
+            if !teaches {
+                continue;
+            }
+            self.counters.neighbours.learned.add(1);
+            self.learned(port, ip, mac);
+            self.queues
+                .neighbours
+                .publish(usize::from(port), ip, mac, self.now);
+        }
+        self.n_learn = 0;
+    }
+
+    /// Resolve from the shared table what this worker still waits for.
+    fn resolve_from_shared(&mut self) {
+        let mut found = [(0u16, IpAddr::V4(Ipv4Addr::UNSPECIFIED), MacAddr([0; 6])); 8];
+        let mut n = 0;
+        let mut waiting = 0usize;
+        for (port, ip) in self.neigh.unresolved() {
+            waiting += 1;
+            if let Some(mac) = self.queues.neighbours.get(port, ip, self.now) {
+                if n < found.len() {
+                    found[n] = (port as u16, ip, mac);
+                    n += 1;
+                }
+            }
+        }
+        for &(port, ip, mac) in &found[..n] {
+            self.counters.neighbours.from_shared.add(1);
+            self.learned(port, ip, mac);
+        }
+        // still waiting for some (or more found than this round takes: look again)
+        self.pending = waiting > n;
+    }
+
+    /// Neighbour timers: MACs changed in the shared table, re-send requests (unless another
+    /// worker learned the answer), free what waited in vain.
+    fn neighbour_tick(&mut self) {
+        // a MAC another worker saw change (a gratuitous ARP after a failover): take it
+        let mut changed = [(0u16, IpAddr::V4(Ipv4Addr::UNSPECIFIED), MacAddr([0; 6])); 8];
+        let mut n = 0;
+        for (port, ip, mac) in self.neigh.known() {
+            if n == changed.len() {
+                break; // the rest next tick
+            }
+            match self.queues.neighbours.get(port, ip, self.now) {
+                Some(shared) if shared != mac => {
+                    changed[n] = (port as u16, ip, shared);
+                    n += 1;
+                }
+                _ => {}
+            }
+        }
+        for &(port, ip, mac) in &changed[..n] {
+            self.counters.neighbours.from_shared.add(1);
+            self.learned(port, ip, mac);
+        }
+        let tick = self.neigh.tick(self.now);
+        for _ in &tick.dropped {
+            self.counters.dropped(DropReason::NeighbourUnresolved);
+        }
+        drop(tick.dropped);
+        if tick.solicit.is_empty() {
+            return;
+        }
+        let rules = self.rules.load();
+        for (port, ip) in tick.solicit {
+            let port = port as u16;
+            match self.queues.neighbours.get(usize::from(port), ip, self.now) {
+                Some(mac) => {
+                    self.counters.neighbours.from_shared.add(1);
+                    self.learned(port, ip, mac);
+                }
+                None => self.solicit(port, ip, &rules),
+            }
+        }
+    }
+
+    /// Send an ARP request (IPv4) or a neighbour solicitation (IPv6) for `target` out `port`.
+    fn solicit(&mut self, port: u16, target: IpAddr, rules: &RuleSet) {
+        let mac = self.roles[usize::from(port)].mac;
+        let src = rules.routes.source_for(usize::from(port), target);
+        let frame = solicitation(mac, src, target);
+        let Some(mut m) = self.queues.pool.alloc() else {
+            return;
+        };
+        match m.append(frame.len() as u16) {
+            Some(buf) => buf.copy_from_slice(&frame),
+            None => return,
+        }
+        self.counters.neighbours.solicits.add(1);
+        self.send(false, port, m);
     }
 
     /// Queue `m` for port `p` (or its TAP), flushing the burst first when it is full.
@@ -358,6 +700,129 @@ fn count(
     };
     verdicts[kind as usize].add(1);
     Some(kind)
+}
+
+/// The table of a `table` verdict.
+#[inline]
+fn table_of(list: &CompiledList, v: Verdict) -> u32 {
+    match list.classifier.action(v) {
+        Some(Action::Table(t)) => *t,
+        _ => 0,
+    }
+}
+
+/// Looks `dst` up in `table` (main when it has no route), counting the lookup and the
+/// fallback for the table asked.
+#[inline]
+fn route(rules: &RuleSet, rc: &RuleCounters, table: u32, dst: IpAddr) -> Option<NextHop> {
+    let idx = rules.routes.index_of(table);
+    if let Some(c) = idx.and_then(|i| rc.route_lookups.get(i)) {
+        c.add(1);
+    }
+    let m = rules.routes.lookup(table, dst)?;
+    if m.fell_back(table) {
+        if let Some(c) = idx.and_then(|i| rc.route_fallbacks.get(i)) {
+            c.add(1);
+        }
+    }
+    Some(m.hop)
+}
+
+/// The destination address of a key.
+#[inline]
+fn dst_of(k: &Key) -> IpAddr {
+    if k.v6 {
+        IpAddr::V6(Ipv6Addr::from(k.dst))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(k.dst as u32))
+    }
+}
+
+/// Destinations bound to a link: broadcast, multicast, link-local. An outflow `table` verdict
+/// leaves them on the port they were sent to, as Linux's rule 0 (`lookup local`, which holds
+/// the broadcast and multicast routes of each interface) would before any policy rule, and
+/// as no gateway could carry link-local traffic anyway.
+#[inline]
+pub fn link_scoped(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => a.is_broadcast() || a.is_multicast() || a.is_link_local(),
+        IpAddr::V6(a) => a.is_multicast() || (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// Whether an IP packet is a neighbour solicitation or advertisement.
+#[inline]
+fn is_nd(f: &IpFacts) -> bool {
+    f.family == Family::V6
+        && f.proto == ICMPV6
+        && matches!(f.l4, L4::Icmp { icmptype } if icmptype == ND_SOLICIT || icmptype == ND_ADVERT)
+}
+
+/// What an ARP or ND frame says of its sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taught {
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+    /// For a request (ARP request, NS): the address it asks for.
+    pub asked: Option<IpAddr>,
+}
+
+/// The (address, MAC) a frame teaches: the sender of an ARP request or reply, the target of
+/// a neighbour advertisement, the source of a solicitation with its link-layer option.
+/// `l3`: the IPv6 header's offset (ND frames).
+pub fn neighbour_in(frame: &[u8], l3: usize) -> Option<Taught> {
+    if frame.get(field::ETH_TYPE..field::ETH_HDR)? == field::ETHERTYPE_ARP.to_be_bytes() {
+        let arp = Arp::parse_frame(frame)?;
+        if arp.sender_ip.is_unspecified() {
+            return None; // a probe teaches nothing
+        }
+        return Some(Taught {
+            ip: IpAddr::V4(arp.sender_ip),
+            mac: arp.sender_mac,
+            asked: (arp.op == ArpOp::Request).then_some(IpAddr::V4(arp.target_ip)),
+        });
+    }
+    let nd = Nd::parse(frame.get(l3..)?)?;
+    let mac = nd.lladdr?;
+    match nd.kind {
+        NdKind::Advert { .. } => Some(Taught {
+            ip: IpAddr::V6(nd.target),
+            mac,
+            asked: None,
+        }),
+        NdKind::Solicit if !nd.src.is_unspecified() => Some(Taught {
+            ip: IpAddr::V6(nd.src),
+            mac,
+            asked: Some(IpAddr::V6(nd.target)),
+        }),
+        NdKind::Solicit => None,
+    }
+}
+
+/// The request for `target` sent out a port at `mac`, from its address `src`: an ARP request
+/// (from 0.0.0.0 when the port has no IPv4 address), or a neighbour solicitation to the
+/// target's solicited-node group (from `::` without a link-layer option when it has no IPv6
+/// address).
+pub fn solicitation(mac: MacAddr, src: Option<IpAddr>, target: IpAddr) -> Vec<u8> {
+    match target {
+        IpAddr::V4(t) => {
+            let from = match src {
+                Some(IpAddr::V4(a)) => a,
+                _ => Ipv4Addr::UNSPECIFIED,
+            };
+            Arp::request(mac, from, t).frame().to_vec()
+        }
+        IpAddr::V6(t) => {
+            let ns = match src {
+                Some(IpAddr::V6(a)) => Nd::solicit(mac, a, t),
+                _ => Nd {
+                    lladdr: None,
+                    ..Nd::solicit(mac, Ipv6Addr::UNSPECIFIED, t)
+                },
+            };
+            ns.frame(mac, multicast_mac(ns.dst))
+        }
+    }
 }
 
 /// The classifier key of a parsed IP packet arriving on (or leaving by) `iface`.
@@ -482,5 +947,186 @@ mod tests {
                 .expect("packet line");
             assert_eq!(key_of(&facts, c.iface_id("eth0")), c.key(&pkt), "{line}");
         }
+    }
+
+    const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
+    const OTHER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    fn facts(f: &[u8]) -> IpFacts {
+        match wire::parse(f) {
+            Frame::Ip(facts) => facts,
+            other => panic!("not IP: {other:?}"),
+        }
+    }
+
+    /// ARP requests and replies teach their sender; probes (sender 0.0.0.0) teach nothing.
+    #[test]
+    fn arp_teaches_the_sender() {
+        let req = solicitation(MAC, Some(ip("192.168.0.1")), ip("192.168.0.254"));
+        assert_eq!(req.len(), 42);
+        let taught =
+            |ip: IpAddr, mac: MacAddr, asked: Option<IpAddr>| Some(Taught { ip, mac, asked });
+        assert_eq!(
+            neighbour_in(&req, 14),
+            taught(ip("192.168.0.1"), MAC, Some(ip("192.168.0.254")))
+        );
+        let parsed = Arp::parse_frame(&req).expect("arp");
+        assert_eq!(
+            parsed.target_ip,
+            "192.168.0.254".parse::<Ipv4Addr>().expect("v4")
+        );
+        let reply = Arp::reply_to(&parsed, OTHER).frame();
+        assert_eq!(
+            neighbour_in(&reply, 14),
+            taught(ip("192.168.0.254"), OTHER, None)
+        );
+        let probe = solicitation(MAC, None, ip("192.168.0.254"));
+        assert_eq!(
+            Arp::parse_frame(&probe).map(|a| a.sender_ip.is_unspecified()),
+            Some(true)
+        );
+        assert_eq!(neighbour_in(&probe, 14), None);
+        // an IPv6 source for an IPv4 target is not used
+        let p = solicitation(MAC, Some(ip("2001:db8::1")), ip("192.168.0.254"));
+        assert_eq!(neighbour_in(&p, 14), None);
+    }
+
+    /// A solicitation teaches its source (with its option), an advertisement its target; the
+    /// worker notes both as ND, and not an echo request.
+    #[test]
+    fn nd_teaches_source_or_target() {
+        let ns = solicitation(MAC, Some(ip("2001:db8::1")), ip("2001:db8::fe"));
+        let f = facts(&ns);
+        assert!(is_nd(&f));
+        assert_eq!(
+            neighbour_in(&ns, f.l3_offset),
+            Some(Taught {
+                ip: ip("2001:db8::1"),
+                mac: MAC,
+                asked: Some(ip("2001:db8::fe"))
+            })
+        );
+        let parsed = Nd::parse(&ns[14..]).expect("ns");
+        assert_eq!(parsed.dst, ip_v6("ff02::1:ff00:fe"));
+        let na = Nd::advert_to(&parsed, OTHER).frame(OTHER, MAC);
+        let f = facts(&na);
+        assert!(is_nd(&f));
+        assert_eq!(
+            neighbour_in(&na, f.l3_offset),
+            Some(Taught {
+                ip: ip("2001:db8::fe"),
+                mac: OTHER,
+                asked: None
+            })
+        );
+        // DAD-style: from ::, no option: teaches nothing
+        let dad = solicitation(MAC, None, ip("2001:db8::fe"));
+        assert_eq!(neighbour_in(&dad, facts(&dad).l3_offset), None);
+        let echo = frame(&FrameSpec::new(
+            ip("2001:db8::1"),
+            ip("2001:db8::2"),
+            58,
+            128,
+            0,
+        ));
+        assert!(!is_nd(&facts(&echo)));
+        assert_eq!(neighbour_in(&echo, 14), None);
+    }
+
+    fn ip_v6(s: &str) -> Ipv6Addr {
+        s.parse().expect("v6")
+    }
+
+    #[test]
+    fn link_scoped_destinations() {
+        for d in [
+            "255.255.255.255",
+            "224.0.0.251",
+            "169.254.1.1",
+            "ff02::1",
+            "fe80::1",
+        ] {
+            assert!(link_scoped(ip(d)), "{d}");
+        }
+        for d in [
+            "10.1.1.1",
+            "192.168.161.255",
+            "2001:db8::1",
+            "fec0::1",
+            "::1",
+        ] {
+            assert!(!link_scoped(ip(d)), "{d}");
+        }
+    }
+
+    #[test]
+    fn key_destination_round_trips() {
+        for d in ["10.2.3.4", "2001:db8::7", "255.255.255.255", "::"] {
+            let f = frame(&FrameSpec::new(
+                if d.contains(':') {
+                    ip("::1")
+                } else {
+                    ip("1.1.1.1")
+                },
+                ip(d),
+                17,
+                1,
+                2,
+            ));
+            assert_eq!(dst_of(&key_of(&facts(&f), 0)), ip(d));
+        }
+    }
+
+    /// The table of a `table` verdict, and the route lookup with its counters: lookups and
+    /// fallbacks counted for the table asked, no route gives `None`.
+    #[test]
+    fn route_counts_lookups_and_fallbacks() {
+        let config = r#"
+flows = "f.flows"
+[dataplane]
+workers = [0]
+[[port]]
+name = "eth0"
+device = "net_null0"
+addresses = ["192.168.0.1/24"]
+[[port]]
+name = "eth1"
+device = "net_null1"
+addresses = ["192.168.161.10/24"]
+[routes]
+default = "192.168.0.254"
+[[table]]
+id = 200
+routes = { "10.0.0.0/8" = "192.168.161.1" }
+"#;
+        let app = flowgate_config::appliance::parse_with_cpus("t.toml", config, 1).expect("config");
+        let file = parse("flow r table 200 match dst 10.0.0.0/8")
+            .expect("flows")
+            .file;
+        let rs = RuleSet::compile(file, &app, 1).expect("compiles");
+        let rc = &rs.counters[0];
+        let c = &rs.flows.classifier;
+        let pkt =
+            parse_packet_line("iface=eth0 proto=udp src=1.1.1.1 dst=10.1.1.1 sport=1 dport=2")
+                .expect("packet");
+        assert_eq!(table_of(&rs.flows, c.classify(&c.key(&pkt))), 200);
+        let hop = route(&rs, rc, 200, ip("10.1.1.1")).expect("route");
+        assert_eq!((hop.port, hop.gateway), (1, Some(ip("192.168.161.1"))));
+        // not in table 200: main answers (a fallback)
+        let hop = route(&rs, rc, 200, ip("8.8.8.8")).expect("main default");
+        assert_eq!((hop.port, hop.gateway), (0, Some(ip("192.168.0.254"))));
+        let hop = route(&rs, rc, 200, ip("192.168.0.77")).expect("connected");
+        assert_eq!((hop.port, hop.gateway), (0, None));
+        // no IPv6 route anywhere: no route (a lookup, not a fallback)
+        assert_eq!(route(&rs, rc, 200, ip("2001:db8::1")), None);
+        // main asked directly
+        assert!(route(&rs, rc, 254, ip("8.8.8.8")).is_some());
+        let t = rs.totals();
+        assert_eq!(t.route_lookups, vec![1, 4]);
+        assert_eq!(t.route_fallbacks, vec![0, 2]);
     }
 }

@@ -67,6 +67,8 @@ pub enum CompileError {
     TooManyActions(usize),
     #[error("too many compiled entries: {0} (at most 2^31)")]
     TooManyEntries(usize),
+    #[error("routing tables: {0}")]
+    Routes(#[from] crate::route::lpm::LpmError),
 }
 
 /// What an engine entry stands for.

@@ -17,5 +17,5 @@ pub mod table;
 
 pub use forward::{forward, NotForwarded};
 pub use lpm::{Lpm4, Lpm6, NextHopId, Stride4};
-pub use neigh::{Arp, Nd, NeighbourConfig, NeighbourTable, Resolution};
+pub use neigh::{Arp, Nd, NeighbourConfig, NeighbourTable, Resolution, SharedNeighbours};
 pub use table::{NextHop, RouteMatch, Routes};

@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use flowgate_config::appliance::MacAddr;
 
 use crate::build::ones_sum;
@@ -139,6 +140,27 @@ impl<T> NeighbourTable<T> {
         }
     }
 
+    /// Whether `ip` on `port` has an entry (in any state).
+    pub fn contains(&self, port: usize, ip: IpAddr) -> bool {
+        self.entries.contains_key(&(port, ip))
+    }
+
+    /// The neighbours with a MAC (reachable or stale), with it.
+    pub fn known(&self) -> impl Iterator<Item = (usize, IpAddr, MacAddr)> + '_ {
+        self.entries.iter().filter_map(|(k, s)| match s {
+            State::Reachable { mac, .. } | State::Stale { mac, .. } => Some((k.0, k.1, *mac)),
+            State::Incomplete { .. } => None,
+        })
+    }
+
+    /// The neighbours being resolved (a request is out, packets may be held).
+    pub fn unresolved(&self) -> impl Iterator<Item = (usize, IpAddr)> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, s)| matches!(s, State::Incomplete { .. }))
+            .map(|(k, _)| *k)
+    }
+
     /// Entries in the table.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -231,8 +253,13 @@ impl<T> NeighbourTable<T> {
 
     /// Records that `ip` on `port` has `mac` (an ARP reply or request from it, an NA, or an NS
     /// with a source link-layer option): the entry becomes reachable. Returns the items that
-    /// were held for it, to send to `mac` now, oldest first.
+    /// were held for it, to send to `mac` now, oldest first. A new neighbour is not recorded
+    /// when the table is full.
     pub fn learn(&mut self, port: usize, ip: IpAddr, mac: MacAddr, now: Instant) -> Vec<T> {
+        if self.entries.len() >= self.config.max_entries && !self.contains(port, ip) {
+            self.counters.table_full += 1;
+            return Vec::new();
+        }
         let fresh = State::Reachable {
             mac,
             confirmed: now,
@@ -297,6 +324,93 @@ impl<T> NeighbourTable<T> {
             self.entries.remove(&key);
         }
         out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared between workers
+
+/// What the workers learned, for one another: `(port, address) -> (MAC, learned at)`.
+///
+/// An ARP reply or neighbour advertisement lands on whichever worker's RX queue RSS picks
+/// (usually queue 0 for non-IP frames), not necessarily the worker holding packets for that
+/// neighbour. Every worker that sees one learns it in its own [`NeighbourTable`] and
+/// publishes it here; a worker with unresolved entries looks here before (re)sending a
+/// request, and every polling round while it holds packets. Read-mostly: readers take one
+/// `arc_swap` load; a write (copy, insert, swap) happens only when a MAC changes, a new
+/// neighbour appears, or an entry is older than `refresh`, so ARP traffic cannot turn it into
+/// a per-packet cost. Entries older than `max_age` are not answered and are pruned on writes.
+#[derive(Debug)]
+pub struct SharedNeighbours {
+    map: ArcSwap<HashMap<(usize, IpAddr), (MacAddr, Instant)>>,
+    /// Republish an unchanged entry only when older than this.
+    refresh: Duration,
+    /// Entries older than this are stale for everyone (not returned, pruned).
+    max_age: Duration,
+    max_entries: usize,
+}
+
+impl Default for SharedNeighbours {
+    fn default() -> Self {
+        let c = NeighbourConfig::default();
+        SharedNeighbours::new(c.reachable / 2, c.reachable, c.max_entries)
+    }
+}
+
+impl SharedNeighbours {
+    pub fn new(refresh: Duration, max_age: Duration, max_entries: usize) -> SharedNeighbours {
+        SharedNeighbours {
+            map: ArcSwap::from_pointee(HashMap::new()),
+            refresh,
+            max_age,
+            max_entries,
+        }
+    }
+
+    /// A fresh MAC for `ip` on `port`, if some worker learned it less than `max_age` ago.
+    pub fn get(&self, port: usize, ip: IpAddr, now: Instant) -> Option<MacAddr> {
+        let map = self.map.load();
+        let (mac, at) = map.get(&(port, ip))?;
+        (now.saturating_duration_since(*at) < self.max_age).then_some(*mac)
+    }
+
+    /// Publishes what a worker learned. Returns whether the shared table was written.
+    pub fn publish(&self, port: usize, ip: IpAddr, mac: MacAddr, now: Instant) -> bool {
+        {
+            let map = self.map.load();
+            if let Some((m, at)) = map.get(&(port, ip)) {
+                if *m == mac && now.saturating_duration_since(*at) < self.refresh {
+                    return false;
+                }
+            }
+        }
+        let (refresh, max_age, max) = (self.refresh, self.max_age, self.max_entries);
+        let mut wrote = false;
+        self.map.rcu(|old| {
+            let mut map: HashMap<_, _> = old
+                .iter()
+                .filter(|(_, (_, at))| now.saturating_duration_since(*at) < max_age)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            wrote = match map.get(&(port, ip)) {
+                Some((m, at)) => *m != mac || now.saturating_duration_since(*at) >= refresh,
+                None => map.len() < max,
+            };
+            if wrote {
+                map.insert((port, ip), (mac, now));
+            }
+            map
+        });
+        wrote
+    }
+
+    /// Entries (fresh or not).
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -738,6 +852,46 @@ mod tests {
     }
 
     #[test]
+    fn unresolved_lists_incomplete_only() {
+        let mut t = table();
+        let t0 = Instant::now();
+        t.resolve(0, ip("10.0.0.1"), 1, t0);
+        t.learn(0, ip("10.0.0.2"), MAC_A, t0);
+        assert_eq!(
+            t.unresolved().collect::<Vec<_>>(),
+            vec![(0, ip("10.0.0.1"))]
+        );
+        t.learn(0, ip("10.0.0.1"), MAC_B, t0);
+        assert_eq!(t.unresolved().count(), 0);
+    }
+
+    #[test]
+    fn shared_publish_get_refresh_and_age() {
+        let s = SharedNeighbours::new(Duration::from_secs(15), Duration::from_secs(30), 2);
+        let t0 = Instant::now();
+        let a = ip("192.168.0.1");
+        assert_eq!(s.get(0, a, t0), None);
+        assert!(s.publish(0, a, MAC_A, t0));
+        assert_eq!(s.get(0, a, t0), Some(MAC_A));
+        assert_eq!(s.get(1, a, t0), None, "per port");
+        // unchanged and recent: no write
+        assert!(!s.publish(0, a, MAC_A, t0 + Duration::from_secs(1)));
+        // changed: written at once
+        assert!(s.publish(0, a, MAC_B, t0 + Duration::from_secs(2)));
+        assert_eq!(s.get(0, a, t0 + Duration::from_secs(2)), Some(MAC_B));
+        // unchanged but old: refreshed
+        assert!(s.publish(0, a, MAC_B, t0 + Duration::from_secs(20)));
+        // too old: not answered
+        assert_eq!(s.get(0, a, t0 + Duration::from_secs(51)), None);
+        // bounded; old entries pruned by a write
+        assert!(s.publish(0, ip("10.0.0.1"), MAC_A, t0 + Duration::from_secs(20)));
+        assert!(!s.publish(0, ip("10.0.0.2"), MAC_A, t0 + Duration::from_secs(20)));
+        assert_eq!(s.len(), 2);
+        assert!(s.publish(0, ip("10.0.0.2"), MAC_A, t0 + Duration::from_secs(60)));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
     fn table_full_refuses() {
         let mut t = NeighbourTable::new(NeighbourConfig {
             max_entries: 1,
@@ -754,6 +908,12 @@ mod tests {
         );
         assert_eq!(t.resolve(0, ip("10.0.0.2"), 2, t0), Resolution::Refused(2));
         assert_eq!(t.counters.table_full, 1);
+        // learning is bounded too, but an existing entry is still updated
+        assert!(t.learn(0, ip("10.0.0.3"), MAC_A, t0).is_empty());
+        assert!(!t.contains(0, ip("10.0.0.3")));
+        assert_eq!(t.counters.table_full, 2);
+        t.learn(0, ip("10.0.0.1"), MAC_A, t0);
+        assert_eq!(t.lookup(0, ip("10.0.0.1")), Some(MAC_A));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use flowgate_config::appliance::{Appliance, Route, RoutingTable, MAIN_TABLE};
+use flowgate_config::appliance::{Appliance, InterfaceAddress, Route, RoutingTable, MAIN_TABLE};
 use flowgate_config::flows::Prefix;
 
 use super::lpm::{Lpm4, Lpm6, LpmError, NextHopId, Stride4};
@@ -120,9 +120,12 @@ impl Table {
 }
 
 /// Every routing table of a config. Index 0 is the main table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Routes {
     tables: Vec<Table>,
+    /// Each port's interface addresses (by port index): the source of the ARP requests and
+    /// neighbour solicitations the dataplane sends for its next hops.
+    addresses: Vec<Vec<InterfaceAddress>>,
 }
 
 /// The main table's routes: connected prefixes of the port addresses, then `[routes]`.
@@ -150,7 +153,61 @@ impl Routes {
             let RoutingTable { id, routes } = t;
             tables.push(Table::build(*id, routes)?);
         }
-        Ok(Routes { tables })
+        Ok(Routes {
+            tables,
+            addresses: appliance
+                .ports
+                .iter()
+                .map(|p| p.addresses.clone())
+                .collect(),
+        })
+    }
+
+    /// No table at all: every lookup answers `None` (`flowgate classify`, tests).
+    pub fn empty() -> Routes {
+        Routes::default()
+    }
+
+    /// How many tables (the main one included); table indexes are `0..count()`.
+    pub fn count(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// The index of table `id` (0 is the main table), for per-table counters.
+    #[inline]
+    pub fn index_of(&self, id: u32) -> Option<usize> {
+        self.tables.iter().position(|t| t.id == id)
+    }
+
+    /// The id of every table, by index.
+    pub fn ids(&self) -> Vec<u32> {
+        self.tables.iter().map(|t| t.id).collect()
+    }
+
+    /// Whether `ip` is an address of the appliance (any port): Linux's `local` table.
+    #[inline]
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        self.addresses.iter().flatten().any(|a| a.addr == ip)
+    }
+
+    /// Whether `ip` is one of port `port`'s addresses.
+    pub fn owns(&self, port: usize, ip: IpAddr) -> bool {
+        self.addresses
+            .get(port)
+            .is_some_and(|a| a.iter().any(|a| a.addr == ip))
+    }
+
+    /// The address port `port` speaks from to neighbour `target`: the port's address of the
+    /// same family whose subnet holds `target`, else its first address of that family.
+    pub fn source_for(&self, port: usize, target: IpAddr) -> Option<IpAddr> {
+        let addrs = self.addresses.get(port)?;
+        let same = |a: &&InterfaceAddress| a.addr.is_ipv4() == target.is_ipv4();
+        addrs
+            .iter()
+            .filter(same)
+            .find(|a| a.subnet().contains(target))
+            .or_else(|| addrs.iter().find(same))
+            .map(|a| a.addr)
     }
 
     /// The compiled table `id` ([`MAIN_TABLE`] or a `[[table]]` id).
@@ -289,5 +346,34 @@ routes = { default = "192.168.161.1", "172.16.0.0/12" = { port = "eth0" } }
         assert_eq!(r.lookup(MAIN_TABLE, ip("2606:4700::1")), None);
         assert!(r.lookup(200, ip("8.8.8.8")).is_some());
         assert!(r.memory() > 0);
+        assert_eq!(Routes::empty().lookup(200, ip("8.8.8.8")), None);
+    }
+
+    #[test]
+    fn indexes_and_sources() {
+        let r = routes();
+        assert_eq!(r.count(), 2);
+        assert_eq!(r.ids(), vec![MAIN_TABLE, 200]);
+        assert_eq!(r.index_of(MAIN_TABLE), Some(0));
+        assert_eq!(r.index_of(200), Some(1));
+        assert_eq!(r.index_of(7), None);
+        // the address in the neighbour's subnet, else the first of the family
+        assert_eq!(r.source_for(1, ip("10.9.8.7")), Some(ip("10.9.0.1")));
+        assert_eq!(
+            r.source_for(1, ip("192.168.161.1")),
+            Some(ip("192.168.161.2"))
+        );
+        assert_eq!(r.source_for(1, ip("172.16.0.1")), Some(ip("192.168.161.2")));
+        assert_eq!(
+            r.source_for(0, ip("2001:db8:0:1::1")),
+            Some(ip("2001:db8:0:1::10"))
+        );
+        assert_eq!(r.source_for(1, ip("2001:db8::1")), None);
+        assert_eq!(r.source_for(5, ip("10.0.0.1")), None);
+        assert!(r.owns(1, ip("10.9.0.1")));
+        assert!(!r.owns(0, ip("10.9.0.1")));
+        assert!(!r.owns(9, ip("10.9.0.1")));
+        assert!(r.is_local(ip("10.9.0.1")) && r.is_local(ip("2001:db8:0:1::10")));
+        assert!(!r.is_local(ip("10.9.0.2")));
     }
 }
