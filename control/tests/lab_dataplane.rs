@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{can_run_lab, tag, veth, wait_until, Netns, Proc};
+use common::{skip_without_lab, tag, veth, wait_until, Netns, Proc, TempDir};
 use flowgate_dataplane::build::{frame, FrameSpec};
 
 const FLOWS: &str = "
@@ -29,25 +29,8 @@ outflow quiet-5005 deny
 struct Lab {
     app: Netns,
     cli: Netns,
-    dir: tempdir::Dir,
+    dir: TempDir,
     flowgate: Option<Proc>,
-}
-
-mod tempdir {
-    /// A temporary directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Dir {
-            let p = std::env::temp_dir().join(format!("flowgate-test-{}", super::tag()));
-            std::fs::create_dir_all(&p).expect("temp dir");
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 impl Lab {
@@ -73,7 +56,7 @@ impl Lab {
         cli.must(&["ip", "addr", "add", "192.168.50.200/32", "dev", &peer]);
         cli.must(&["ethtool", "-K", &peer, "tx", "off"]);
         // a TCP echo on 22 and 23, a UDP echo on 5001 and 5005, all on 192.168.50.1
-        let dir = tempdir::Dir::new();
+        let dir = TempDir::new("test");
         std::fs::write(dir.0.join("lab.flows"), FLOWS).expect("write flows");
         let socket = dir.0.join("control.sock");
         let socket = socket.display();
@@ -254,17 +237,9 @@ fn rule_hits(stats: &serde_json::Value, list: &str, flow: &str) -> u64 {
         .sum()
 }
 
-fn skip() -> bool {
-    if !can_run_lab() {
-        eprintln!("skipped: needs root and iproute2 (network namespaces)");
-        return true;
-    }
-    false
-}
-
 #[test]
 fn permit_and_deny_through_the_kernel_and_outflow_deny_on_egress() {
-    if skip() {
+    if skip_without_lab() {
         return;
     }
     let mut lab = Lab::start();
@@ -309,7 +284,7 @@ fn permit_and_deny_through_the_kernel_and_outflow_deny_on_egress() {
 
 #[test]
 fn malformed_frames_never_crash_a_worker_and_are_counted() {
-    if skip() {
+    if skip_without_lab() {
         return;
     }
     let mut lab = Lab::start();

@@ -14,33 +14,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{can_run_lab, tag, veth, wait_until, Netns, Proc};
+use common::{skip_without_lab, tag, veth, wait_until, Netns, Proc, TempDir};
 use flowgate_dataplane::build::{checksum, ones_sum};
-
-mod tempdir {
-    /// A temporary directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Dir {
-            let p = std::env::temp_dir().join(format!("flowgate-routing-{}", super::tag()));
-            std::fs::create_dir_all(&p).expect("temp dir");
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn skip() -> bool {
-    if !can_run_lab() {
-        eprintln!("skipped: needs root and iproute2 (network namespaces)");
-        return true;
-    }
-    false
-}
 
 /// Make `nic` (in the appliance namespace) a NIC only flowgate reads: no IPv6, and an
 /// ingress drop so the appliance kernel never answers on it directly.
@@ -186,7 +161,7 @@ s.sendall(b'hi\n'); assert s.recv(16) == b'ok\n'
 /// gw1 connects to a TCP service on 192.168.161.10:80.
 #[test]
 fn seed_outflow_table_200_returns_replies_through_the_gateway_they_came_from() {
-    if skip() {
+    if skip_without_lab() {
         return;
     }
     let app = Netns::new("app");
@@ -225,7 +200,7 @@ fn seed_outflow_table_200_returns_replies_through_the_gateway_they_came_from() {
     count_answers(&gw0, &g0);
     count_answers(&gw1, &g1);
 
-    let dir = tempdir::Dir::new();
+    let dir = TempDir::new("routing");
     let service = dir.0.join("service.py");
     std::fs::write(
         &service,
@@ -382,7 +357,7 @@ else:
 /// time exceeded from the appliance's kernel.
 #[test]
 fn flow_table_forwards_with_macs_ttl_and_checksums_and_expired_ttl_gets_time_exceeded() {
-    if skip() {
+    if skip_without_lab() {
         return;
     }
     forward_lab("workers = [1]", "", "", "");
@@ -394,7 +369,7 @@ fn flow_table_forwards_with_macs_ttl_and_checksums_and_expired_ttl_gets_time_exc
 /// (`neighbours.from_shared` > 0 in some runs, not all: which worker gets it is the hash's).
 #[test]
 fn flow_table_with_two_workers_resolves_next_hops_learned_by_the_other() {
-    if skip() {
+    if skip_without_lab() {
         return;
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -489,7 +464,7 @@ fn forward_lab(workers: &str, eal_extra: &str, qpairs: &str, rx_queues: &str) {
     for (ns, ifc) in [(&a, &a0), (&b, &b0)] {
         ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
     }
-    let dir = tempdir::Dir::new();
+    let dir = TempDir::new("routing");
     let config = format!(
         r#"flows = "fwd.flows"
 [dataplane]

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{can_run_lab, tag};
+use common::{skip_without_lab, TempDir};
 use flowgate_dataplane::build::{frame, FrameSpec};
 
 const SET_A: &str = "flow a permit\n  match proto udp dstport 1000:1999\n\
@@ -38,12 +38,11 @@ fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn swaps_under_traffic_lose_nothing_and_count_every_packet_once() {
-    if !can_run_lab() {
-        eprintln!("skipped: needs root (DPDK vdevs)");
+    if skip_without_lab() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("flowgate-swap-{}", tag()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tmp = TempDir::new("swap");
+    let dir = tmp.0.clone();
     let ip = |s: &str| s.parse().expect("address");
     let frames: Vec<Vec<u8>> = (0..64u16)
         .map(|i| {
@@ -164,5 +163,4 @@ kernel = false
     assert_eq!(tx, permit, "{s:#}");
     assert_eq!(s["drops"]["flow-deny"].as_u64(), Some(deny));
     assert_eq!(s["drops"]["tx-full"].as_u64(), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 }

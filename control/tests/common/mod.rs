@@ -174,3 +174,29 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("flowgate-{what}-{}", tag()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// True (after saying why) when lab tests cannot run here: they need root and iproute2.
+pub fn skip_without_lab() -> bool {
+    if !can_run_lab() {
+        eprintln!("skipped: needs root and iproute2 (network namespaces, DPDK vdevs)");
+        return true;
+    }
+    false
+}
