@@ -299,6 +299,39 @@ impl<W: Word> Engine<W> {
         best
     }
 
+    /// Work `first` does for `key`: (trees searched, nodes visited, rules checked).
+    pub fn cost(&self, key: &[W; LANES]) -> (u32, u32, u32) {
+        let (mut trees, mut nodes, mut checked) = (0, 0, 0);
+        let mut best = NONE;
+        for t in &self.trees {
+            if t.min >= best {
+                break;
+            }
+            trees += 1;
+            let mut r = t.root;
+            while r & LEAF == 0 {
+                nodes += 1;
+                r = match self.nodes.get(r as usize) {
+                    Some(n) => n.next(key),
+                    None => return (trees, nodes, checked),
+                };
+            }
+            let mut i = (r & !LEAF) as usize;
+            while let Some(&p) = self.leaf_rules.get(i) {
+                if p >= best {
+                    break;
+                }
+                checked += 1;
+                if self.rules.get(p as usize).is_some_and(|b| b.matches(key)) {
+                    best = p;
+                    break;
+                }
+                i += 1;
+            }
+        }
+        (trees, nodes, checked)
+    }
+
     /// Heap bytes held by the structure.
     pub fn memory_bytes(&self) -> usize {
         self.rules.capacity() * std::mem::size_of::<RuleBox<W>>()

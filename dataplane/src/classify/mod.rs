@@ -334,6 +334,11 @@ impl Classifier {
         (self.v4.engine.shape(), self.v6.engine.shape())
     }
 
+    /// Work the IPv4 engine does for `key` (trees, nodes, rules checked), ignoring restarts.
+    pub fn cost(&self, key: &Key) -> (u32, u32, u32) {
+        self.v4.engine.cost(&key.lanes_v4())
+    }
+
     /// Whether lookups may restart after `ignore` entries (per family: IPv4, IPv6).
     pub fn has_restarts(&self) -> (bool, bool) {
         (self.v4.restarts, self.v6.restarts)
