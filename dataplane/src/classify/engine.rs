@@ -29,6 +29,8 @@ pub const FANOUT: usize = 8;
 pub const LEAF_SIZE: usize = 8;
 /// Depth guard: deeper nodes become leaves whatever their size.
 const MAX_DEPTH: u32 = 24;
+/// Keys per [`Engine::first_batch`] call at most.
+pub const BATCH: usize = 32;
 /// Number of rule groups (separate trees).
 pub const GROUPS: usize = 3;
 /// No rule: the answer of a search that found nothing.
@@ -265,6 +267,55 @@ impl<W: Word> Engine<W> {
             }
         }
         best
+    }
+
+    /// [`Engine::first`] for up to [`BATCH`] keys at once, level by level across the keys so
+    /// that the memory accesses of different keys overlap. `best[i]` answers `keys[i]`.
+    #[inline]
+    pub fn first_batch(&self, keys: &[[W; LANES]], best: &mut [u32]) {
+        let n = keys.len().min(best.len()).min(BATCH);
+        let (keys, best) = (&keys[..n], &mut best[..n]);
+        best.fill(NONE);
+        let mut cur = [LEAF; BATCH];
+        let cur = &mut cur[..n];
+        for t in &self.trees {
+            let mut live = false;
+            for (c, b) in cur.iter_mut().zip(best.iter()) {
+                *c = if t.min < *b { t.root } else { LEAF };
+                live |= t.min < *b;
+            }
+            if !live {
+                break;
+            }
+            loop {
+                let mut inner = false;
+                for (c, k) in cur.iter_mut().zip(keys) {
+                    if *c & LEAF == 0 {
+                        *c = match self.nodes.get(*c as usize) {
+                            Some(node) => node.next(k),
+                            None => LEAF,
+                        };
+                        inner = true;
+                    }
+                }
+                if !inner {
+                    break;
+                }
+            }
+            for ((c, k), b) in cur.iter().zip(keys).zip(best.iter_mut()) {
+                let mut i = (*c & !LEAF) as usize;
+                while let Some(&p) = self.leaf_rules.get(i) {
+                    if p >= *b {
+                        break;
+                    }
+                    if self.rules.get(p as usize).is_some_and(|r| r.matches(k)) {
+                        *b = p;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+        }
     }
 
     /// The best rule numbered `bound` or more that matches `key`, or [`NONE`].

@@ -34,7 +34,7 @@ pub use key::{Key, L4Kind};
 use engine::{Bounds, Engine, NONE};
 
 /// Keys per batch in [`Classifier::classify_batch`].
-pub const BATCH: usize = 32;
+pub const BATCH: usize = engine::BATCH;
 
 /// The outcome of a lookup: indexes into the classifier's action and flow tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -281,12 +281,33 @@ impl Classifier {
         }
     }
 
-    /// Classify `keys` into `out` (the shorter length wins), [`BATCH`] keys at a time.
+    /// Classify `keys` into `out` (the shorter length wins), [`BATCH`] keys at a time: the
+    /// IPv4 keys of a batch walk the engine together (see `Engine::first_batch`).
     pub fn classify_batch(&self, keys: &[Key], out: &mut [Verdict]) {
         for (k, o) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
-            for (k, o) in k.iter().zip(o.iter_mut()) {
-                *o = self.classify(k);
-            }
+            self.classify_chunk(k, o);
+        }
+    }
+
+    fn classify_chunk(&self, keys: &[Key], out: &mut [Verdict]) {
+        let n = keys.len().min(out.len());
+        let mut lanes = [[0u32; engine::LANES]; BATCH];
+        for (l, k) in lanes.iter_mut().zip(keys) {
+            *l = k.lanes_v4();
+        }
+        let mut best = [NONE; BATCH];
+        self.v4.engine.first_batch(&lanes[..n], &mut best[..n]);
+        for i in 0..n {
+            let key = &keys[i];
+            out[i] = if key.v6 {
+                self.v6.lookup(&key.lanes_v6(), self.default)
+            } else {
+                match self.v4.entries.get(best[i] as usize) {
+                    None => self.default,
+                    Some(e) if !e.ignore => e.verdict,
+                    Some(e) => self.v4.restart(&lanes[i], e.next, self.default),
+                }
+            };
         }
     }
 
