@@ -302,6 +302,19 @@ impl<W: Word> Engine<W> {
                     break;
                 }
             }
+            // Touch the first rule of every leaf so the misses of all keys overlap.
+            let mut touch = W::ZERO;
+            for c in cur.iter() {
+                let i = (*c & !LEAF) as usize;
+                if let Some(r) = self
+                    .leaf_rules
+                    .get(i)
+                    .and_then(|p| self.rules.get(*p as usize))
+                {
+                    touch = touch.max(r.lo[0]);
+                }
+            }
+            std::hint::black_box(touch);
             for ((c, k), b) in cur.iter().zip(keys).zip(best.iter_mut()) {
                 let mut i = (*c & !LEAF) as usize;
                 while let Some(&p) = self.leaf_rules.get(i) {
