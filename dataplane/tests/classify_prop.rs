@@ -64,7 +64,9 @@ fn test() -> impl Strategy<Value = Test> {
             Proto::UDP,
             Proto::Number(1),
             Proto::Number(58),
-            Proto::Number(47)
+            Proto::Number(47),
+            Proto::Number(0),
+            Proto::Number(255)
         ])
         .prop_map(Test::Proto),
         prefix().prop_map(Test::Src),
@@ -212,7 +214,7 @@ fn packet(rng: &mut Rng, a4: &[u32], a6: &[u128], ps: &[u16]) -> Packet {
             IpAddr::V4(Ipv4Addr::from(a())),
         )
     };
-    let proto = rng.pick(&[6u8, 17, 1, 58, 47, 0, 6, 17, 1, 58]);
+    let proto = rng.pick(&[6u8, 17, 1, 58, 47, 0, 255, 6, 17, 1, 58]);
     let icmp = if v6 { 58 } else { 1 };
     let l4 = match rng.next() % 8 {
         0 => L4::Fragment,

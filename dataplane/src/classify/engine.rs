@@ -44,8 +44,6 @@ pub const LANE_DST: usize = 4;
 /// A lane value: `u32` for the IPv4 engine, `u128` for the IPv6 one.
 pub trait Word: Copy + Ord + Default + Debug + Send + Sync + From<u32> + 'static {
     const MAX: Self;
-    /// `MAX` as a `u128`.
-    const MAX_U128: u128;
     const ZERO: Self;
     /// Address ranges up to this size count as "small" when partitioning.
     const SMALL_SPAN: Self;
@@ -53,11 +51,14 @@ pub trait Word: Copy + Ord + Default + Debug + Send + Sync + From<u32> + 'static
     fn wadd1(self) -> Self;
     /// The low bits of `v` (lowering computes in `u128`).
     fn from_u128(v: u128) -> Self;
+    /// The low 32 bits.
+    fn low_u32(self) -> u32;
+    /// The value as a `u128`.
+    fn to_u128(self) -> u128;
 }
 
 impl Word for u32 {
     const MAX: Self = u32::MAX;
-    const MAX_U128: u128 = u32::MAX as u128;
     const ZERO: Self = 0;
     const SMALL_SPAN: Self = 1 << 16;
     #[inline(always)]
@@ -72,11 +73,17 @@ impl Word for u32 {
     fn from_u128(v: u128) -> Self {
         v as u32
     }
+    #[inline(always)]
+    fn low_u32(self) -> u32 {
+        self
+    }
+    fn to_u128(self) -> u128 {
+        u128::from(self)
+    }
 }
 
 impl Word for u128 {
     const MAX: Self = u128::MAX;
-    const MAX_U128: u128 = u128::MAX;
     const ZERO: Self = 0;
     const SMALL_SPAN: Self = 1 << 64;
     #[inline(always)]
@@ -91,6 +98,13 @@ impl Word for u128 {
     fn from_u128(v: u128) -> Self {
         v
     }
+    #[inline(always)]
+    fn low_u32(self) -> u32 {
+        self as u32
+    }
+    fn to_u128(self) -> u128 {
+        self
+    }
 }
 
 /// A rule as the builder takes it: inclusive `[lo, hi]` per lane.
@@ -101,12 +115,23 @@ pub struct Bounds<W: Word> {
 }
 
 impl<W: Word> Bounds<W> {
-    /// The box that matches every key.
+    /// The box that matches every key: each lane's whole domain ([`lane_max`]).
     pub fn any() -> Self {
         Bounds {
             lo: [W::ZERO; LANES],
-            hi: [W::MAX; LANES],
+            hi: std::array::from_fn(lane_max::<W>),
         }
+    }
+
+    /// The box cut down to the lanes' domains; `None` if nothing is left.
+    pub fn clipped(mut self) -> Option<Self> {
+        for i in 0..LANES {
+            self.hi[i] = self.hi[i].min(lane_max::<W>(i));
+            if self.lo[i] > self.hi[i] {
+                return None;
+            }
+        }
+        Some(self)
     }
 
     pub fn matches(&self, key: &[W; LANES]) -> bool {
@@ -114,20 +139,78 @@ impl<W: Word> Bounds<W> {
     }
 }
 
-/// A rule as the lookup reads it: `key - lo <= span` (wrapping) per lane, 64 bytes for `u32`.
+/// The largest value a key can hold in each lane: addresses use the whole word; iface ids
+/// and ports are 16-bit, protocol 8-bit, L4 kind 0..=2 (`key::L4Kind`), the padding lane 0.
+pub fn lane_max<W: Word>(lane: usize) -> W {
+    const SMALL: [u32; LANES] = [0xffff, 0xff, 2, 0, 0, 0xffff, 0xffff, 0];
+    if lane == LANE_SRC || lane == LANE_DST {
+        W::MAX
+    } else {
+        W::from(SMALL[lane & (LANES - 1)])
+    }
+}
+
+/// A rule as the lookup reads it: `key - lo <= span` (wrapping) per field, with the small
+/// fields narrowed to their domain: 32 bytes for `u32` addresses.
 #[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 struct RuleBox<W: Word> {
-    lo: [W; LANES],
-    span: [W; LANES],
+    src: W,
+    src_span: W,
+    dst: W,
+    dst_span: W,
+    /// iface, sport, dport-or-type.
+    lo16: [u16; 3],
+    span16: [u16; 3],
+    /// proto, L4 kind.
+    lo8: [u8; 2],
+    span8: [u8; 2],
 }
 
 impl<W: Word> RuleBox<W> {
+    /// The lookup form of a box already clipped to the lane domains.
+    fn new(b: &Bounds<W>) -> Self {
+        let n16 = |l: usize| {
+            (
+                b.lo[l].low_u32() as u16,
+                b.hi[l].wsub(b.lo[l]).low_u32() as u16,
+            )
+        };
+        let n8 = |l: usize| {
+            (
+                b.lo[l].low_u32() as u8,
+                b.hi[l].wsub(b.lo[l]).low_u32() as u8,
+            )
+        };
+        let (i, s, d) = (n16(0), n16(5), n16(6));
+        let (p, k) = (n8(1), n8(2));
+        RuleBox {
+            src: b.lo[LANE_SRC],
+            src_span: b.hi[LANE_SRC].wsub(b.lo[LANE_SRC]),
+            dst: b.lo[LANE_DST],
+            dst_span: b.hi[LANE_DST].wsub(b.lo[LANE_DST]),
+            lo16: [i.0, s.0, d.0],
+            span16: [i.1, s.1, d.1],
+            lo8: [p.0, k.0],
+            span8: [p.1, k.1],
+        }
+    }
+
     #[inline(always)]
     fn matches(&self, key: &[W; LANES]) -> bool {
-        let mut ok = true;
-        for ((k, lo), span) in key.iter().zip(&self.lo).zip(&self.span) {
-            ok &= k.wsub(*lo) <= *span;
+        let k16 = [
+            key[0].low_u32() as u16,
+            key[5].low_u32() as u16,
+            key[6].low_u32() as u16,
+        ];
+        let k8 = [key[1].low_u32() as u8, key[2].low_u32() as u8];
+        let mut ok = key[LANE_SRC].wsub(self.src) <= self.src_span;
+        ok &= key[LANE_DST].wsub(self.dst) <= self.dst_span;
+        for ((k, lo), span) in k16.iter().zip(&self.lo16).zip(&self.span16) {
+            ok &= k.wrapping_sub(*lo) <= *span;
+        }
+        for ((k, lo), span) in k8.iter().zip(&self.lo8).zip(&self.span8) {
+            ok &= k.wrapping_sub(*lo) <= *span;
         }
         ok
     }
@@ -187,7 +270,9 @@ impl<W: Word> Engine<W> {
     /// Build from rules in priority order (index = rule number). With `prune`, rules behind
     /// a rule that covers a whole tree region are dropped from that region: `first` stays
     /// exact but `first_from` does not; build without `prune` when restarts are needed.
+    /// Every rule must lie within the lane domains ([`Bounds::clipped`]).
     pub fn build(rules: &[Bounds<W>], prune: bool) -> Self {
+        debug_assert!(rules.iter().all(|r| r.clipped() == Some(*r)));
         let mut b = Builder {
             rules,
             prune,
@@ -221,16 +306,7 @@ impl<W: Word> Engine<W> {
         let Builder {
             nodes, leaf_rules, ..
         } = b;
-        let rules = rules
-            .iter()
-            .map(|r| {
-                let mut span = [W::ZERO; LANES];
-                for (i, s) in span.iter_mut().enumerate() {
-                    *s = r.hi[i].wsub(r.lo[i]);
-                }
-                RuleBox { lo: r.lo, span }
-            })
-            .collect();
+        let rules = rules.iter().map(RuleBox::new).collect();
         Engine {
             rules,
             nodes,
@@ -311,7 +387,7 @@ impl<W: Word> Engine<W> {
                     .get(i)
                     .and_then(|p| self.rules.get(*p as usize))
                 {
-                    touch = touch.max(r.lo[0]);
+                    touch = touch.max(r.src);
                 }
             }
             std::hint::black_box(touch);
