@@ -26,7 +26,7 @@ pub const LANES: usize = 8;
 /// Children per tree node at most.
 pub const FANOUT: usize = 8;
 /// A node with at most this many rules becomes a leaf.
-pub const LEAF_SIZE: usize = 8;
+pub const LEAF_SIZE: usize = 5;
 /// Depth guard: deeper nodes become leaves whatever their size.
 const MAX_DEPTH: u32 = 24;
 /// Keys per [`Engine::first_batch`] call at most.
@@ -55,6 +55,11 @@ pub trait Word: Copy + Ord + Default + Debug + Send + Sync + From<u32> + 'static
     fn low_u32(self) -> u32;
     /// The value as a `u128`.
     fn to_u128(self) -> u128;
+    /// How many of `thr` are below `v`.
+    #[inline(always)]
+    fn count_gt(v: Self, thr: &[Self; FANOUT - 1]) -> usize {
+        thr.iter().map(|t| usize::from(v > *t)).sum()
+    }
 }
 
 impl Word for u32 {
@@ -198,21 +203,23 @@ impl<W: Word> RuleBox<W> {
 
     #[inline(always)]
     fn matches(&self, key: &[W; LANES]) -> bool {
+        // Every field is evaluated (no early exit): one well-predicted branch per rule
+        // instead of one per field.
         let k16 = [
             key[0].low_u32() as u16,
             key[5].low_u32() as u16,
             key[6].low_u32() as u16,
         ];
         let k8 = [key[1].low_u32() as u8, key[2].low_u32() as u8];
-        let mut ok = key[LANE_SRC].wsub(self.src) <= self.src_span;
-        ok &= key[LANE_DST].wsub(self.dst) <= self.dst_span;
+        let mut out = u32::from(key[LANE_SRC].wsub(self.src) > self.src_span);
+        out |= u32::from(key[LANE_DST].wsub(self.dst) > self.dst_span);
         for ((k, lo), span) in k16.iter().zip(&self.lo16).zip(&self.span16) {
-            ok &= k.wrapping_sub(*lo) <= *span;
+            out |= u32::from(k.wrapping_sub(*lo) > *span);
         }
         for ((k, lo), span) in k8.iter().zip(&self.lo8).zip(&self.span8) {
-            ok &= k.wrapping_sub(*lo) <= *span;
+            out |= u32::from(k.wrapping_sub(*lo) > *span);
         }
-        ok
+        out == 0
     }
 }
 
@@ -231,11 +238,7 @@ impl<W: Word> Node<W> {
     #[inline(always)]
     fn next(&self, key: &[W; LANES]) -> u32 {
         let v = key[usize::from(self.lane) & (LANES - 1)];
-        let mut c = 0usize;
-        for t in &self.thr {
-            c += usize::from(v > *t);
-        }
-        self.child[c & (FANOUT - 1)]
+        self.child[W::count_gt(v, &self.thr) & (FANOUT - 1)]
     }
 }
 
@@ -304,8 +307,12 @@ impl<W: Word> Engine<W> {
         }
         trees.sort_by_key(|t| t.min);
         let Builder {
-            nodes, leaf_rules, ..
+            mut nodes,
+            mut leaf_rules,
+            ..
         } = b;
+        nodes.shrink_to_fit();
+        leaf_rules.shrink_to_fit();
         let rules = rules.iter().map(RuleBox::new).collect();
         Engine {
             rules,

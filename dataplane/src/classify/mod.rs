@@ -88,7 +88,8 @@ struct Part<W: Word> {
 }
 
 impl<W: Word> Part<W> {
-    fn build(bounds: &[Bounds<W>], entries: Vec<Entry>) -> Self {
+    fn build(bounds: &[Bounds<W>], mut entries: Vec<Entry>) -> Self {
+        entries.shrink_to_fit();
         let restarts = entries.iter().any(|e| e.ignore);
         Part {
             engine: Engine::build(bounds, !restarts),
