@@ -29,6 +29,8 @@ pub const FANOUT: usize = 8;
 pub const LEAF_SIZE: usize = 5;
 /// Depth guard: deeper nodes become leaves whatever their size.
 const MAX_DEPTH: u32 = 24;
+/// Direct-index root tables have at most 2^this slots.
+const DIR_BITS_MAX: u32 = 12;
 /// Keys per [`Engine::first_batch`] call at most.
 pub const BATCH: usize = 32;
 /// Number of rule groups (separate trees).
@@ -55,6 +57,12 @@ pub trait Word: Copy + Ord + Default + Debug + Send + Sync + From<u32> + 'static
     fn low_u32(self) -> u32;
     /// The value as a `u128`.
     fn to_u128(self) -> u128;
+    /// Width in bits.
+    const BITS: u32;
+    /// `self >> shift` as an index (the caller keeps it small).
+    fn shr_usize(self, shift: u32) -> usize;
+    /// `i << shift`.
+    fn slot_start(i: usize, shift: u32) -> Self;
     /// How many of `thr` are below `v`.
     #[inline(always)]
     fn count_gt(v: Self, thr: &[Self; FANOUT - 1]) -> usize {
@@ -85,6 +93,14 @@ impl Word for u32 {
     fn to_u128(self) -> u128 {
         u128::from(self)
     }
+    const BITS: u32 = 32;
+    #[inline(always)]
+    fn shr_usize(self, shift: u32) -> usize {
+        self.checked_shr(shift).unwrap_or(0) as usize
+    }
+    fn slot_start(i: usize, shift: u32) -> Self {
+        (i as u32).checked_shl(shift).unwrap_or(0)
+    }
 }
 
 impl Word for u128 {
@@ -109,6 +125,14 @@ impl Word for u128 {
     }
     fn to_u128(self) -> u128 {
         self
+    }
+    const BITS: u32 = 128;
+    #[inline(always)]
+    fn shr_usize(self, shift: u32) -> usize {
+        self.checked_shr(shift).unwrap_or(0) as usize
+    }
+    fn slot_start(i: usize, shift: u32) -> Self {
+        (i as u128).checked_shl(shift).unwrap_or(0)
     }
 }
 
@@ -244,7 +268,13 @@ impl<W: Word> Node<W> {
 
 #[derive(Debug, Clone, Copy)]
 struct Tree {
+    /// Root reference; with `dir_len > 0`, unused: the root is a direct-index table.
     root: u32,
+    /// Direct-index root: `dir[dir_base + (key[dir_lane] >> dir_shift)]` is the reference.
+    dir_base: u32,
+    dir_len: u32,
+    dir_shift: u32,
+    dir_lane: u32,
     /// Best (lowest) and worst rule number in the tree.
     min: u32,
     max: u32,
@@ -257,6 +287,8 @@ pub struct Engine<W: Word> {
     nodes: Vec<Node<W>>,
     leaf_rules: Vec<u32>,
     trees: Vec<Tree>,
+    /// Direct-index root tables of the trees that have one.
+    dir: Vec<u32>,
 }
 
 /// Shape figures of a built engine (for reports and tuning).
@@ -297,13 +329,64 @@ impl<W: Word> Engine<W> {
             groups[g].push(i as u32);
         }
         let mut trees = Vec::new();
-        for g in groups {
+        let mut dir = Vec::new();
+        for (gi, g) in groups.into_iter().enumerate() {
             let (Some(&min), Some(&max)) = (g.first(), g.last()) else {
                 continue;
             };
             let region = Bounds::any();
-            let root = b.build(g, region, 0);
-            trees.push(Tree { root, min, max });
+            // Small-source and small-destination groups start with a direct-index table on
+            // the top bits of that address: every rule lands in one or two slots.
+            let lane = [LANE_SRC, LANE_DST, 0][gi];
+            let bits = (usize::BITS - g.len().leading_zeros()).clamp(4, DIR_BITS_MAX);
+            if gi < 2 && g.len() > LEAF_SIZE {
+                let shift = W::BITS - bits;
+                let slots = 1usize << bits;
+                let mut lists: Vec<Vec<u32>> = vec![Vec::new(); slots];
+                for &r in &g {
+                    let (lo, hi) = (rules[r as usize].lo[lane], rules[r as usize].hi[lane]);
+                    if let Some(ls) = lists.get_mut(lo.shr_usize(shift)..=hi.shr_usize(shift)) {
+                        ls.iter_mut().for_each(|l| l.push(r));
+                    }
+                }
+                let base = dir.len() as u32;
+                let mut i = 0;
+                while i < slots {
+                    let mut j = i;
+                    while j + 1 < slots && lists[j + 1] == lists[i] {
+                        j += 1;
+                    }
+                    let mut reg = region;
+                    reg.lo[lane] = W::slot_start(i, shift);
+                    reg.hi[lane] = W::slot_start(j + 1, shift).wsub(W::from(1));
+                    if j + 1 == slots {
+                        reg.hi[lane] = W::MAX;
+                    }
+                    let r = b.build(std::mem::take(&mut lists[i]), reg, 1);
+                    dir.resize(dir.len() + (j + 1 - i), r);
+                    i = j + 1;
+                }
+                trees.push(Tree {
+                    root: LEAF,
+                    dir_base: base,
+                    dir_len: slots as u32,
+                    dir_shift: shift,
+                    dir_lane: lane as u32,
+                    min,
+                    max,
+                });
+            } else {
+                let root = b.build(g, region, 0);
+                trees.push(Tree {
+                    root,
+                    dir_base: 0,
+                    dir_len: 0,
+                    dir_shift: 0,
+                    dir_lane: 0,
+                    min,
+                    max,
+                });
+            }
         }
         trees.sort_by_key(|t| t.min);
         let Builder {
@@ -314,12 +397,28 @@ impl<W: Word> Engine<W> {
         nodes.shrink_to_fit();
         leaf_rules.shrink_to_fit();
         let rules = rules.iter().map(RuleBox::new).collect();
+        dir.shrink_to_fit();
         Engine {
             rules,
             nodes,
             leaf_rules,
             trees,
+            dir,
         }
+    }
+
+    /// The root reference of `t` for `key` (through its direct-index table if it has one).
+    #[inline(always)]
+    fn root(&self, t: &Tree, key: &[W; LANES]) -> u32 {
+        if t.dir_len == 0 {
+            return t.root;
+        }
+        let v = key[t.dir_lane as usize & (LANES - 1)];
+        let slot = v.shr_usize(t.dir_shift).min(t.dir_len as usize - 1);
+        self.dir
+            .get(t.dir_base as usize + slot)
+            .copied()
+            .unwrap_or(LEAF)
     }
 
     /// The best rule matching `key`, or [`NONE`].
@@ -330,7 +429,7 @@ impl<W: Word> Engine<W> {
             if t.min >= best {
                 break;
             }
-            let mut r = t.root;
+            let mut r = self.root(t, key);
             while r & LEAF == 0 {
                 r = match self.nodes.get(r as usize) {
                     Some(n) => n.next(key),
@@ -363,8 +462,8 @@ impl<W: Word> Engine<W> {
         let cur = &mut cur[..n];
         for t in &self.trees {
             let mut live = false;
-            for (c, b) in cur.iter_mut().zip(best.iter()) {
-                *c = if t.min < *b { t.root } else { LEAF };
+            for ((c, b), k) in cur.iter_mut().zip(best.iter()).zip(keys) {
+                *c = if t.min < *b { self.root(t, k) } else { LEAF };
                 live |= t.min < *b;
             }
             if !live {
@@ -424,7 +523,7 @@ impl<W: Word> Engine<W> {
             if t.max < bound {
                 continue;
             }
-            let mut r = t.root;
+            let mut r = self.root(t, key);
             while r & LEAF == 0 {
                 r = match self.nodes.get(r as usize) {
                     Some(n) => n.next(key),
@@ -455,7 +554,7 @@ impl<W: Word> Engine<W> {
                 break;
             }
             trees += 1;
-            let mut r = t.root;
+            let mut r = self.root(t, key);
             while r & LEAF == 0 {
                 nodes += 1;
                 r = match self.nodes.get(r as usize) {
@@ -485,12 +584,17 @@ impl<W: Word> Engine<W> {
             + self.nodes.capacity() * std::mem::size_of::<Node<W>>()
             + self.leaf_rules.capacity() * std::mem::size_of::<u32>()
             + self.trees.capacity() * std::mem::size_of::<Tree>()
+            + self.dir.capacity() * std::mem::size_of::<u32>()
     }
 
     pub fn shape(&self) -> Shape {
         let mut max_depth = 0;
         for t in &self.trees {
             let mut stack = vec![(t.root, 0u32)];
+            let b = t.dir_base as usize;
+            if let Some(d) = self.dir.get(b..b + t.dir_len as usize) {
+                stack.extend(d.iter().map(|r| (*r, 1u32)));
+            }
             while let Some((r, d)) = stack.pop() {
                 max_depth = max_depth.max(d);
                 if r & LEAF == 0 {
