@@ -30,7 +30,7 @@ pub const LEAF_SIZE: usize = 5;
 /// Depth guard: deeper nodes become leaves whatever their size.
 const MAX_DEPTH: u32 = 24;
 /// Direct-index root tables have at most 2^this slots.
-const DIR_BITS_MAX: u32 = 12;
+const DIR_BITS_MAX: u32 = 14;
 /// Keys per [`Engine::first_batch`] call at most.
 pub const BATCH: usize = 32;
 /// Number of rule groups (separate trees).
