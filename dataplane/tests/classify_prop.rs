@@ -264,6 +264,10 @@ fn check(file: &FlowsFile, seed: u64, packets: usize) -> Result<(), TestCaseErro
         let keys: Vec<Key> = pkts.iter().map(|p| c.key(p)).collect();
         let mut out = vec![Verdict::default(); keys.len()];
         c.classify_batch(&keys, &mut out);
+        let c2 = c.clone().with_interleaved_batches(true);
+        let mut out2 = vec![Verdict::default(); keys.len()];
+        c2.classify_batch(&keys, &mut out2);
+        prop_assert_eq!(&out, &out2, "interleaved batch differs");
         for (i, p) in pkts.iter().enumerate() {
             let want = decide(file.list(kind), p, &default);
             prop_assert_eq!(&c.decide(p), &want, "single, packet {:?}", p);

@@ -85,16 +85,25 @@ struct Part<W: Word> {
     entries: Vec<Entry>,
     /// Any ignore entry (restarts possible).
     restarts: bool,
+    /// Batches walk the engine level by level across keys (worth it once the structure
+    /// outgrows the L1/L2 caches; below that the per-key loop is faster).
+    interleave: bool,
 }
+
+/// Engines at least this large (bytes) use the interleaved batch walk.
+const INTERLEAVE_BYTES: usize = 256 * 1024;
 
 impl<W: Word> Part<W> {
     fn build(bounds: &[Bounds<W>], mut entries: Vec<Entry>) -> Self {
         entries.shrink_to_fit();
         let restarts = entries.iter().any(|e| e.ignore);
+        let engine = Engine::build(bounds, !restarts);
+        let interleave = engine.memory_bytes() >= INTERLEAVE_BYTES;
         Part {
-            engine: Engine::build(bounds, !restarts),
+            engine,
             entries,
             restarts,
+            interleave,
         }
     }
 
@@ -283,8 +292,15 @@ impl Classifier {
     }
 
     /// Classify `keys` into `out` (the shorter length wins), [`BATCH`] keys at a time: the
-    /// IPv4 keys of a batch walk the engine together (see `Engine::first_batch`).
+    /// IPv4 keys of a batch walk the engine together (see `Engine::first_batch`) when the
+    /// IPv4 engine is over 256 KiB; smaller engines stay in cache and use the per-key loop.
     pub fn classify_batch(&self, keys: &[Key], out: &mut [Verdict]) {
+        if !self.v4.interleave {
+            for (k, o) in keys.iter().zip(out.iter_mut()) {
+                *o = self.classify(k);
+            }
+            return;
+        }
         for (k, o) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
             self.classify_chunk(k, o);
         }
@@ -310,6 +326,18 @@ impl Classifier {
                 }
             };
         }
+    }
+
+    /// Force the batch strategy (interleaved walk or per-key loop) whatever the size: for
+    /// tests and measurements; answers are the same either way.
+    pub fn with_interleaved_batches(mut self, on: bool) -> Self {
+        self.v4.interleave = on;
+        self
+    }
+
+    /// Whether `classify_batch` uses the interleaved walk.
+    pub fn interleaved_batches(&self) -> bool {
+        self.v4.interleave
     }
 
     /// The action of a verdict.
