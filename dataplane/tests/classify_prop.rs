@@ -64,7 +64,9 @@ fn test() -> impl Strategy<Value = Test> {
             Proto::UDP,
             Proto::Number(1),
             Proto::Number(58),
-            Proto::Number(47)
+            Proto::Number(47),
+            Proto::Number(0),
+            Proto::Number(255)
         ])
         .prop_map(Test::Proto),
         prefix().prop_map(Test::Src),
@@ -212,7 +214,7 @@ fn packet(rng: &mut Rng, a4: &[u32], a6: &[u128], ps: &[u16]) -> Packet {
             IpAddr::V4(Ipv4Addr::from(a())),
         )
     };
-    let proto = rng.pick(&[6u8, 17, 1, 58, 47, 0, 6, 17, 1, 58]);
+    let proto = rng.pick(&[6u8, 17, 1, 58, 47, 0, 255, 6, 17, 1, 58]);
     let icmp = if v6 { 58 } else { 1 };
     let l4 = match rng.next() % 8 {
         0 => L4::Fragment,
@@ -262,6 +264,10 @@ fn check(file: &FlowsFile, seed: u64, packets: usize) -> Result<(), TestCaseErro
         let keys: Vec<Key> = pkts.iter().map(|p| c.key(p)).collect();
         let mut out = vec![Verdict::default(); keys.len()];
         c.classify_batch(&keys, &mut out);
+        let c2 = c.clone().with_interleaved_batches(true);
+        let mut out2 = vec![Verdict::default(); keys.len()];
+        c2.classify_batch(&keys, &mut out2);
+        prop_assert_eq!(&out, &out2, "interleaved batch differs");
         for (i, p) in pkts.iter().enumerate() {
             let want = decide(file.list(kind), p, &default);
             prop_assert_eq!(&c.decide(p), &want, "single, packet {:?}", p);

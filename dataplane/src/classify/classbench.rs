@@ -219,6 +219,21 @@ pub fn verify(c: &Classifier, trace: &[CbPacket]) -> Result<(), ClassbenchError>
     let keys: Vec<Key> = trace.iter().map(|p| p.key).collect();
     let mut batched = vec![Verdict::default(); keys.len()];
     c.classify_batch(&keys, &mut batched);
+    // Both batch strategies must agree (the per-size choice must not change answers).
+    let mut other = vec![Verdict::default(); keys.len()];
+    let forced = c.clone().with_interleaved_batches(!c.interleaved_batches());
+    forced.classify_batch(&keys, &mut other);
+    if let Some(i) = batched.iter().zip(&other).position(|(a, b)| a != b) {
+        return Err(ClassbenchError::Mismatch {
+            count: batched.iter().zip(&other).filter(|(a, b)| a != b).count(),
+            line: i + 1,
+            expected: trace[i].expected,
+            got: format!(
+                "{} / {} (the two batch strategies differ)",
+                batched[i].rule, other[i].rule
+            ),
+        });
+    }
     let mut first = None;
     let mut count = 0;
     for (i, (p, b)) in trace.iter().zip(&batched).enumerate() {
@@ -273,6 +288,27 @@ pub fn tsc_mhz() -> (f64, &'static str) {
     }
 }
 
+/// On-CPU time of the calling thread in ns (`/proc/thread-self/schedstat`, first field), if
+/// the kernel provides it: unlike wall time it does not count time the thread waited for a CPU
+/// on a shared machine.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Wall and on-CPU time of `f`, in ns.
+fn timed(f: impl FnOnce()) -> (f64, Option<f64>) {
+    let c0 = thread_cpu_ns();
+    let t0 = Instant::now();
+    f();
+    let wall = t0.elapsed().as_nanos() as f64;
+    let cpu = match (c0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64),
+        _ => None,
+    };
+    (wall, cpu)
+}
+
 /// What `run_classbench` measured.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -285,13 +321,20 @@ pub struct Report {
     /// Compiling the parsed rules into the classifier.
     pub build_s: f64,
     pub memory_bytes: usize,
+    /// Wall-clock ns per packet (what `dpdk-test-acl` reports, in TSC cycles).
     pub ns_batched: f64,
     pub ns_single: f64,
+    /// On-CPU ns per packet (time slices lost to other processes excluded), if available.
+    pub cpu_ns_batched: Option<f64>,
+    pub cpu_ns_single: Option<f64>,
     pub tsc_mhz: f64,
     pub tsc_source: &'static str,
     pub trees: usize,
     pub nodes: usize,
     pub max_depth: u32,
+    pub leaf_slots: usize,
+    /// Mean work per trace packet: trees searched, nodes visited, rules checked.
+    pub mean_cost: (f64, f64, f64),
 }
 
 impl Report {
@@ -323,12 +366,18 @@ impl fmt::Display for Report {
         writeln!(f, "build time:      {:.4} s", self.build_s)?;
         writeln!(
             f,
-            "memory:          {} bytes ({:.3} MiB); {} trees, {} nodes, depth {}",
+            "memory:          {} bytes ({:.3} MiB); {} trees, {} nodes, {} leaf slots, depth {}",
             self.memory_bytes,
             self.memory_bytes as f64 / (1024.0 * 1024.0),
             self.trees,
             self.nodes,
+            self.leaf_slots,
             self.max_depth
+        )?;
+        writeln!(
+            f,
+            "work per packet: {:.2} trees, {:.2} nodes, {:.2} rules checked",
+            self.mean_cost.0, self.mean_cost.1, self.mean_cost.2
         )?;
         writeln!(
             f,
@@ -344,12 +393,30 @@ impl fmt::Display for Report {
             self.cycles_single(),
             self.mpps_single()
         )?;
+        if let (Some(b), Some(s)) = (self.cpu_ns_batched, self.cpu_ns_single) {
+            writeln!(
+                f,
+                "on-CPU:          {b:.2} ns/pkt batched ({:.2} Mpps), {s:.2} ns/pkt single ({:.2} Mpps)",
+                1000.0 / b,
+                1000.0 / s
+            )?;
+        }
         write!(
             f,
             "tsc:             {:.3} MHz ({})",
             self.tsc_mhz, self.tsc_source
         )
     }
+}
+
+fn mean_cost(c: &Classifier, keys: &[Key]) -> (f64, f64, f64) {
+    let mut t = (0u64, 0u64, 0u64);
+    for k in keys {
+        let (a, b, d) = c.cost(k);
+        t = (t.0 + u64::from(a), t.1 + u64::from(b), t.2 + u64::from(d));
+    }
+    let n = keys.len().max(1) as f64;
+    (t.0 as f64 / n, t.1 as f64 / n, t.2 as f64 / n)
 }
 
 /// Load, build (timed), verify every trace line, then time `iters` passes over the trace,
@@ -371,22 +438,25 @@ pub fn run_classbench(
     let iters = iters.max(1);
     let mut out = vec![Verdict::default(); BATCH];
     let mut sum = 0u64;
-    let t2 = Instant::now();
-    for _ in 0..iters {
-        for chunk in keys.chunks(BATCH) {
-            c.classify_batch(std::hint::black_box(chunk), &mut out);
-            sum = sum.wrapping_add(u64::from(out[0].rule));
+    let n = f64::from(iters) * keys.len() as f64;
+    let (wall_b, cpu_b) = timed(|| {
+        for _ in 0..iters {
+            for chunk in keys.chunks(BATCH) {
+                c.classify_batch(std::hint::black_box(chunk), &mut out);
+                sum = sum.wrapping_add(u64::from(out[0].rule));
+            }
         }
-    }
-    let ns_batched = t2.elapsed().as_nanos() as f64 / (f64::from(iters) * keys.len() as f64);
-    let t3 = Instant::now();
-    for _ in 0..iters {
-        for k in &keys {
-            sum = sum.wrapping_add(u64::from(c.classify(std::hint::black_box(k)).rule));
+    });
+    let (wall_s, cpu_s) = timed(|| {
+        for _ in 0..iters {
+            for k in &keys {
+                sum = sum.wrapping_add(u64::from(c.classify(std::hint::black_box(k)).rule));
+            }
         }
-    }
-    let ns_single = t3.elapsed().as_nanos() as f64 / (f64::from(iters) * keys.len() as f64);
+    });
     std::hint::black_box(sum);
+    let (ns_batched, ns_single) = (wall_b / n, wall_s / n);
+    let (cpu_ns_batched, cpu_ns_single) = (cpu_b.map(|v| v / n), cpu_s.map(|v| v / n));
     let (tsc_mhz, tsc_source) = tsc_mhz();
     let (shape, _) = c.shape();
     Ok(Report {
@@ -399,11 +469,15 @@ pub fn run_classbench(
         memory_bytes: c.memory_bytes(),
         ns_batched,
         ns_single,
+        cpu_ns_batched,
+        cpu_ns_single,
         tsc_mhz,
         tsc_source,
         trees: shape.trees,
         nodes: shape.nodes,
         max_depth: shape.max_depth,
+        leaf_slots: shape.leaf_slots,
+        mean_cost: mean_cost(&c, &keys),
     })
 }
 

@@ -26,9 +26,13 @@ pub const LANES: usize = 8;
 /// Children per tree node at most.
 pub const FANOUT: usize = 8;
 /// A node with at most this many rules becomes a leaf.
-pub const LEAF_SIZE: usize = 8;
+pub const LEAF_SIZE: usize = 5;
 /// Depth guard: deeper nodes become leaves whatever their size.
 const MAX_DEPTH: u32 = 24;
+/// Direct-index root tables have at most 2^this slots.
+const DIR_BITS_MAX: u32 = 14;
+/// Keys per [`Engine::first_batch`] call at most.
+pub const BATCH: usize = 32;
 /// Number of rule groups (separate trees).
 pub const GROUPS: usize = 3;
 /// No rule: the answer of a search that found nothing.
@@ -42,8 +46,6 @@ pub const LANE_DST: usize = 4;
 /// A lane value: `u32` for the IPv4 engine, `u128` for the IPv6 one.
 pub trait Word: Copy + Ord + Default + Debug + Send + Sync + From<u32> + 'static {
     const MAX: Self;
-    /// `MAX` as a `u128`.
-    const MAX_U128: u128;
     const ZERO: Self;
     /// Address ranges up to this size count as "small" when partitioning.
     const SMALL_SPAN: Self;
@@ -51,11 +53,25 @@ pub trait Word: Copy + Ord + Default + Debug + Send + Sync + From<u32> + 'static
     fn wadd1(self) -> Self;
     /// The low bits of `v` (lowering computes in `u128`).
     fn from_u128(v: u128) -> Self;
+    /// The low 32 bits.
+    fn low_u32(self) -> u32;
+    /// The value as a `u128`.
+    fn to_u128(self) -> u128;
+    /// Width in bits.
+    const BITS: u32;
+    /// `self >> shift` as an index (the caller keeps it small).
+    fn shr_usize(self, shift: u32) -> usize;
+    /// `i << shift`.
+    fn slot_start(i: usize, shift: u32) -> Self;
+    /// How many of `thr` are below `v`.
+    #[inline(always)]
+    fn count_gt(v: Self, thr: &[Self; FANOUT - 1]) -> usize {
+        thr.iter().map(|t| usize::from(v > *t)).sum()
+    }
 }
 
 impl Word for u32 {
     const MAX: Self = u32::MAX;
-    const MAX_U128: u128 = u32::MAX as u128;
     const ZERO: Self = 0;
     const SMALL_SPAN: Self = 1 << 16;
     #[inline(always)]
@@ -70,11 +86,25 @@ impl Word for u32 {
     fn from_u128(v: u128) -> Self {
         v as u32
     }
+    #[inline(always)]
+    fn low_u32(self) -> u32 {
+        self
+    }
+    fn to_u128(self) -> u128 {
+        u128::from(self)
+    }
+    const BITS: u32 = 32;
+    #[inline(always)]
+    fn shr_usize(self, shift: u32) -> usize {
+        self.checked_shr(shift).unwrap_or(0) as usize
+    }
+    fn slot_start(i: usize, shift: u32) -> Self {
+        (i as u32).checked_shl(shift).unwrap_or(0)
+    }
 }
 
 impl Word for u128 {
     const MAX: Self = u128::MAX;
-    const MAX_U128: u128 = u128::MAX;
     const ZERO: Self = 0;
     const SMALL_SPAN: Self = 1 << 64;
     #[inline(always)]
@@ -89,6 +119,21 @@ impl Word for u128 {
     fn from_u128(v: u128) -> Self {
         v
     }
+    #[inline(always)]
+    fn low_u32(self) -> u32 {
+        self as u32
+    }
+    fn to_u128(self) -> u128 {
+        self
+    }
+    const BITS: u32 = 128;
+    #[inline(always)]
+    fn shr_usize(self, shift: u32) -> usize {
+        self.checked_shr(shift).unwrap_or(0) as usize
+    }
+    fn slot_start(i: usize, shift: u32) -> Self {
+        (i as u128).checked_shl(shift).unwrap_or(0)
+    }
 }
 
 /// A rule as the builder takes it: inclusive `[lo, hi]` per lane.
@@ -99,12 +144,23 @@ pub struct Bounds<W: Word> {
 }
 
 impl<W: Word> Bounds<W> {
-    /// The box that matches every key.
+    /// The box that matches every key: each lane's whole domain ([`lane_max`]).
     pub fn any() -> Self {
         Bounds {
             lo: [W::ZERO; LANES],
-            hi: [W::MAX; LANES],
+            hi: std::array::from_fn(lane_max::<W>),
         }
+    }
+
+    /// The box cut down to the lanes' domains; `None` if nothing is left.
+    pub fn clipped(mut self) -> Option<Self> {
+        for i in 0..LANES {
+            self.hi[i] = self.hi[i].min(lane_max::<W>(i));
+            if self.lo[i] > self.hi[i] {
+                return None;
+            }
+        }
+        Some(self)
     }
 
     pub fn matches(&self, key: &[W; LANES]) -> bool {
@@ -112,22 +168,82 @@ impl<W: Word> Bounds<W> {
     }
 }
 
-/// A rule as the lookup reads it: `key - lo <= span` (wrapping) per lane, 64 bytes for `u32`.
+/// The largest value a key can hold in each lane: addresses use the whole word; iface ids
+/// and ports are 16-bit, protocol 8-bit, L4 kind 0..=2 (`key::L4Kind`), the padding lane 0.
+pub fn lane_max<W: Word>(lane: usize) -> W {
+    const SMALL: [u32; LANES] = [0xffff, 0xff, 2, 0, 0, 0xffff, 0xffff, 0];
+    if lane == LANE_SRC || lane == LANE_DST {
+        W::MAX
+    } else {
+        W::from(SMALL[lane & (LANES - 1)])
+    }
+}
+
+/// A rule as the lookup reads it: `key - lo <= span` (wrapping) per field, with the small
+/// fields narrowed to their domain: 32 bytes for `u32` addresses.
 #[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 struct RuleBox<W: Word> {
-    lo: [W; LANES],
-    span: [W; LANES],
+    src: W,
+    src_span: W,
+    dst: W,
+    dst_span: W,
+    /// iface, sport, dport-or-type.
+    lo16: [u16; 3],
+    span16: [u16; 3],
+    /// proto, L4 kind.
+    lo8: [u8; 2],
+    span8: [u8; 2],
 }
 
 impl<W: Word> RuleBox<W> {
+    /// The lookup form of a box already clipped to the lane domains.
+    fn new(b: &Bounds<W>) -> Self {
+        let n16 = |l: usize| {
+            (
+                b.lo[l].low_u32() as u16,
+                b.hi[l].wsub(b.lo[l]).low_u32() as u16,
+            )
+        };
+        let n8 = |l: usize| {
+            (
+                b.lo[l].low_u32() as u8,
+                b.hi[l].wsub(b.lo[l]).low_u32() as u8,
+            )
+        };
+        let (i, s, d) = (n16(0), n16(5), n16(6));
+        let (p, k) = (n8(1), n8(2));
+        RuleBox {
+            src: b.lo[LANE_SRC],
+            src_span: b.hi[LANE_SRC].wsub(b.lo[LANE_SRC]),
+            dst: b.lo[LANE_DST],
+            dst_span: b.hi[LANE_DST].wsub(b.lo[LANE_DST]),
+            lo16: [i.0, s.0, d.0],
+            span16: [i.1, s.1, d.1],
+            lo8: [p.0, k.0],
+            span8: [p.1, k.1],
+        }
+    }
+
     #[inline(always)]
     fn matches(&self, key: &[W; LANES]) -> bool {
-        let mut ok = true;
-        for ((k, lo), span) in key.iter().zip(&self.lo).zip(&self.span) {
-            ok &= k.wsub(*lo) <= *span;
+        // Every field is evaluated (no early exit): one well-predicted branch per rule
+        // instead of one per field.
+        let k16 = [
+            key[0].low_u32() as u16,
+            key[5].low_u32() as u16,
+            key[6].low_u32() as u16,
+        ];
+        let k8 = [key[1].low_u32() as u8, key[2].low_u32() as u8];
+        let mut out = u32::from(key[LANE_SRC].wsub(self.src) > self.src_span);
+        out |= u32::from(key[LANE_DST].wsub(self.dst) > self.dst_span);
+        for ((k, lo), span) in k16.iter().zip(&self.lo16).zip(&self.span16) {
+            out |= u32::from(k.wrapping_sub(*lo) > *span);
         }
-        ok
+        for ((k, lo), span) in k8.iter().zip(&self.lo8).zip(&self.span8) {
+            out |= u32::from(k.wrapping_sub(*lo) > *span);
+        }
+        out == 0
     }
 }
 
@@ -146,17 +262,19 @@ impl<W: Word> Node<W> {
     #[inline(always)]
     fn next(&self, key: &[W; LANES]) -> u32 {
         let v = key[usize::from(self.lane) & (LANES - 1)];
-        let mut c = 0usize;
-        for t in &self.thr {
-            c += usize::from(v > *t);
-        }
-        self.child[c & (FANOUT - 1)]
+        self.child[W::count_gt(v, &self.thr) & (FANOUT - 1)]
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Tree {
+    /// Root reference; with `dir_len > 0`, unused: the root is a direct-index table.
     root: u32,
+    /// Direct-index root: `dir[dir_base + (key[dir_lane] >> dir_shift)]` is the reference.
+    dir_base: u32,
+    dir_len: u32,
+    dir_shift: u32,
+    dir_lane: u32,
     /// Best (lowest) and worst rule number in the tree.
     min: u32,
     max: u32,
@@ -169,6 +287,8 @@ pub struct Engine<W: Word> {
     nodes: Vec<Node<W>>,
     leaf_rules: Vec<u32>,
     trees: Vec<Tree>,
+    /// Direct-index root tables of the trees that have one.
+    dir: Vec<u32>,
 }
 
 /// Shape figures of a built engine (for reports and tuning).
@@ -185,7 +305,9 @@ impl<W: Word> Engine<W> {
     /// Build from rules in priority order (index = rule number). With `prune`, rules behind
     /// a rule that covers a whole tree region are dropped from that region: `first` stays
     /// exact but `first_from` does not; build without `prune` when restarts are needed.
+    /// Every rule must lie within the lane domains ([`Bounds::clipped`]).
     pub fn build(rules: &[Bounds<W>], prune: bool) -> Self {
+        debug_assert!(rules.iter().all(|r| r.clipped() == Some(*r)));
         let mut b = Builder {
             rules,
             prune,
@@ -207,34 +329,96 @@ impl<W: Word> Engine<W> {
             groups[g].push(i as u32);
         }
         let mut trees = Vec::new();
-        for g in groups {
+        let mut dir = Vec::new();
+        for (gi, g) in groups.into_iter().enumerate() {
             let (Some(&min), Some(&max)) = (g.first(), g.last()) else {
                 continue;
             };
             let region = Bounds::any();
-            let root = b.build(g, region, 0);
-            trees.push(Tree { root, min, max });
+            // Small-source and small-destination groups start with a direct-index table on
+            // the top bits of that address: every rule lands in one or two slots.
+            let lane = [LANE_SRC, LANE_DST, 0][gi];
+            let bits = (usize::BITS - g.len().leading_zeros()).clamp(4, DIR_BITS_MAX);
+            if gi < 2 && g.len() > LEAF_SIZE {
+                let shift = W::BITS - bits;
+                let slots = 1usize << bits;
+                let mut lists: Vec<Vec<u32>> = vec![Vec::new(); slots];
+                for &r in &g {
+                    let (lo, hi) = (rules[r as usize].lo[lane], rules[r as usize].hi[lane]);
+                    if let Some(ls) = lists.get_mut(lo.shr_usize(shift)..=hi.shr_usize(shift)) {
+                        ls.iter_mut().for_each(|l| l.push(r));
+                    }
+                }
+                let base = dir.len() as u32;
+                let mut i = 0;
+                while i < slots {
+                    let mut j = i;
+                    while j + 1 < slots && lists[j + 1] == lists[i] {
+                        j += 1;
+                    }
+                    let mut reg = region;
+                    reg.lo[lane] = W::slot_start(i, shift);
+                    reg.hi[lane] = W::slot_start(j + 1, shift).wsub(W::from(1));
+                    if j + 1 == slots {
+                        reg.hi[lane] = W::MAX;
+                    }
+                    let r = b.build(std::mem::take(&mut lists[i]), reg, 1);
+                    dir.resize(dir.len() + (j + 1 - i), r);
+                    i = j + 1;
+                }
+                trees.push(Tree {
+                    root: LEAF,
+                    dir_base: base,
+                    dir_len: slots as u32,
+                    dir_shift: shift,
+                    dir_lane: lane as u32,
+                    min,
+                    max,
+                });
+            } else {
+                let root = b.build(g, region, 0);
+                trees.push(Tree {
+                    root,
+                    dir_base: 0,
+                    dir_len: 0,
+                    dir_shift: 0,
+                    dir_lane: 0,
+                    min,
+                    max,
+                });
+            }
         }
         trees.sort_by_key(|t| t.min);
         let Builder {
-            nodes, leaf_rules, ..
+            mut nodes,
+            mut leaf_rules,
+            ..
         } = b;
-        let rules = rules
-            .iter()
-            .map(|r| {
-                let mut span = [W::ZERO; LANES];
-                for (i, s) in span.iter_mut().enumerate() {
-                    *s = r.hi[i].wsub(r.lo[i]);
-                }
-                RuleBox { lo: r.lo, span }
-            })
-            .collect();
+        nodes.shrink_to_fit();
+        leaf_rules.shrink_to_fit();
+        let rules = rules.iter().map(RuleBox::new).collect();
+        dir.shrink_to_fit();
         Engine {
             rules,
             nodes,
             leaf_rules,
             trees,
+            dir,
         }
+    }
+
+    /// The root reference of `t` for `key` (through its direct-index table if it has one).
+    #[inline(always)]
+    fn root(&self, t: &Tree, key: &[W; LANES]) -> u32 {
+        if t.dir_len == 0 {
+            return t.root;
+        }
+        let v = key[t.dir_lane as usize & (LANES - 1)];
+        let slot = v.shr_usize(t.dir_shift).min(t.dir_len as usize - 1);
+        self.dir
+            .get(t.dir_base as usize + slot)
+            .copied()
+            .unwrap_or(LEAF)
     }
 
     /// The best rule matching `key`, or [`NONE`].
@@ -245,7 +429,7 @@ impl<W: Word> Engine<W> {
             if t.min >= best {
                 break;
             }
-            let mut r = t.root;
+            let mut r = self.root(t, key);
             while r & LEAF == 0 {
                 r = match self.nodes.get(r as usize) {
                     Some(n) => n.next(key),
@@ -267,6 +451,68 @@ impl<W: Word> Engine<W> {
         best
     }
 
+    /// [`Engine::first`] for up to [`BATCH`] keys at once, level by level across the keys so
+    /// that the memory accesses of different keys overlap. `best[i]` answers `keys[i]`.
+    #[inline]
+    pub fn first_batch(&self, keys: &[[W; LANES]], best: &mut [u32]) {
+        let n = keys.len().min(best.len()).min(BATCH);
+        let (keys, best) = (&keys[..n], &mut best[..n]);
+        best.fill(NONE);
+        let mut cur = [LEAF; BATCH];
+        let cur = &mut cur[..n];
+        for t in &self.trees {
+            let mut live = false;
+            for ((c, b), k) in cur.iter_mut().zip(best.iter()).zip(keys) {
+                *c = if t.min < *b { self.root(t, k) } else { LEAF };
+                live |= t.min < *b;
+            }
+            if !live {
+                break;
+            }
+            loop {
+                let mut inner = false;
+                for (c, k) in cur.iter_mut().zip(keys) {
+                    if *c & LEAF == 0 {
+                        *c = match self.nodes.get(*c as usize) {
+                            Some(node) => node.next(k),
+                            None => LEAF,
+                        };
+                        inner = true;
+                    }
+                }
+                if !inner {
+                    break;
+                }
+            }
+            // Touch the first rule of every leaf so the misses of all keys overlap.
+            let mut touch = W::ZERO;
+            for c in cur.iter() {
+                let i = (*c & !LEAF) as usize;
+                if let Some(r) = self
+                    .leaf_rules
+                    .get(i)
+                    .and_then(|p| self.rules.get(*p as usize))
+                {
+                    touch = touch.max(r.src);
+                }
+            }
+            std::hint::black_box(touch);
+            for ((c, k), b) in cur.iter().zip(keys).zip(best.iter_mut()) {
+                let mut i = (*c & !LEAF) as usize;
+                while let Some(&p) = self.leaf_rules.get(i) {
+                    if p >= *b {
+                        break;
+                    }
+                    if self.rules.get(p as usize).is_some_and(|r| r.matches(k)) {
+                        *b = p;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+        }
+    }
+
     /// The best rule numbered `bound` or more that matches `key`, or [`NONE`].
     pub fn first_from(&self, key: &[W; LANES], bound: u32) -> u32 {
         let mut best = NONE;
@@ -277,7 +523,7 @@ impl<W: Word> Engine<W> {
             if t.max < bound {
                 continue;
             }
-            let mut r = t.root;
+            let mut r = self.root(t, key);
             while r & LEAF == 0 {
                 r = match self.nodes.get(r as usize) {
                     Some(n) => n.next(key),
@@ -299,18 +545,56 @@ impl<W: Word> Engine<W> {
         best
     }
 
+    /// Work `first` does for `key`: (trees searched, nodes visited, rules checked).
+    pub fn cost(&self, key: &[W; LANES]) -> (u32, u32, u32) {
+        let (mut trees, mut nodes, mut checked) = (0, 0, 0);
+        let mut best = NONE;
+        for t in &self.trees {
+            if t.min >= best {
+                break;
+            }
+            trees += 1;
+            let mut r = self.root(t, key);
+            while r & LEAF == 0 {
+                nodes += 1;
+                r = match self.nodes.get(r as usize) {
+                    Some(n) => n.next(key),
+                    None => return (trees, nodes, checked),
+                };
+            }
+            let mut i = (r & !LEAF) as usize;
+            while let Some(&p) = self.leaf_rules.get(i) {
+                if p >= best {
+                    break;
+                }
+                checked += 1;
+                if self.rules.get(p as usize).is_some_and(|b| b.matches(key)) {
+                    best = p;
+                    break;
+                }
+                i += 1;
+            }
+        }
+        (trees, nodes, checked)
+    }
+
     /// Heap bytes held by the structure.
     pub fn memory_bytes(&self) -> usize {
         self.rules.capacity() * std::mem::size_of::<RuleBox<W>>()
             + self.nodes.capacity() * std::mem::size_of::<Node<W>>()
             + self.leaf_rules.capacity() * std::mem::size_of::<u32>()
             + self.trees.capacity() * std::mem::size_of::<Tree>()
+            + self.dir.capacity() * std::mem::size_of::<u32>()
     }
 
     pub fn shape(&self) -> Shape {
         let mut max_depth = 0;
         for t in &self.trees {
             let mut stack = vec![(t.root, 0u32)];
+            let b = t.dir_base as usize;
+            if let Some(d) = self.dir.get(b..b + t.dir_len as usize) {
+                stack.extend(d.iter().map(|r| (*r, 1u32)));
+            }
             while let Some((r, d)) = stack.pop() {
                 max_depth = max_depth.max(d);
                 if r & LEAF == 0 {

@@ -11,7 +11,7 @@
 
 use flowgate_config::flows::{mask128, mask32, Family, Prefix, Rule, Test};
 
-use super::engine::{Bounds, Word, LANES};
+use super::engine::{lane_max, Bounds, Word, LANES};
 use super::key::{lane, L4Kind};
 
 type Set = Vec<(u128, u128)>;
@@ -64,8 +64,8 @@ pub fn lower_rule<W: Word>(
     family: Family,
     iface_id: impl Fn(&str) -> u16,
 ) -> Vec<Bounds<W>> {
-    let max = W::MAX_U128;
-    let mut lanes: [Set; LANES] = std::array::from_fn(|_| vec![(0, max)]);
+    let maxes: [u128; LANES] = std::array::from_fn(|l| lane_max::<W>(l).to_u128());
+    let mut lanes: [Set; LANES] = std::array::from_fn(|l| vec![(0, maxes[l])]);
     for c in &rule.conds {
         let (ln, lo, hi, kind) = match &c.test {
             Test::Iface(name) => {
@@ -103,7 +103,7 @@ pub fn lower_rule<W: Word>(
                 Some(L4Kind::Icmp),
             ),
         };
-        lanes[ln] = intersect(&lanes[ln], &one(lo, hi, c.negated, max));
+        lanes[ln] = intersect(&lanes[ln], &one(lo, hi, c.negated, maxes[ln]));
         if let Some(k) = kind {
             let k = u128::from(k as u8);
             lanes[lane::KIND] = intersect(&lanes[lane::KIND], &[(k, k)]);
@@ -114,7 +114,7 @@ pub fn lower_rule<W: Word>(
         if set.is_empty() {
             return Vec::new();
         }
-        if set.len() == 1 && set[0] == (0, max) {
+        if set.len() == 1 && set[0] == (0, maxes[ln]) {
             continue;
         }
         let mut next = Vec::with_capacity(out.len() * set.len());

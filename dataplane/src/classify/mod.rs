@@ -34,7 +34,7 @@ pub use key::{Key, L4Kind};
 use engine::{Bounds, Engine, NONE};
 
 /// Keys per batch in [`Classifier::classify_batch`].
-pub const BATCH: usize = 32;
+pub const BATCH: usize = engine::BATCH;
 
 /// The outcome of a lookup: indexes into the classifier's action and flow tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -87,15 +87,25 @@ struct Part<W: Word> {
     entries: Vec<Entry>,
     /// Any ignore entry (restarts possible).
     restarts: bool,
+    /// Batches walk the engine level by level across keys (worth it once the structure
+    /// outgrows the L1/L2 caches; below that the per-key loop is faster).
+    interleave: bool,
 }
 
+/// Engines at least this large (bytes) use the interleaved batch walk.
+const INTERLEAVE_BYTES: usize = 256 * 1024;
+
 impl<W: Word> Part<W> {
-    fn build(bounds: &[Bounds<W>], entries: Vec<Entry>) -> Self {
+    fn build(bounds: &[Bounds<W>], mut entries: Vec<Entry>) -> Self {
+        entries.shrink_to_fit();
         let restarts = entries.iter().any(|e| e.ignore);
+        let engine = Engine::build(bounds, !restarts);
+        let interleave = engine.memory_bytes() >= INTERLEAVE_BYTES;
         Part {
-            engine: Engine::build(bounds, !restarts),
+            engine,
             entries,
             restarts,
+            interleave,
         }
     }
 
@@ -283,13 +293,53 @@ impl Classifier {
         }
     }
 
-    /// Classify `keys` into `out` (the shorter length wins), [`BATCH`] keys at a time.
+    /// Classify `keys` into `out` (the shorter length wins), [`BATCH`] keys at a time: the
+    /// IPv4 keys of a batch walk the engine together (see `Engine::first_batch`) when the
+    /// IPv4 engine is over 256 KiB; smaller engines stay in cache and use the per-key loop.
     pub fn classify_batch(&self, keys: &[Key], out: &mut [Verdict]) {
-        for (k, o) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
-            for (k, o) in k.iter().zip(o.iter_mut()) {
+        if !self.v4.interleave {
+            for (k, o) in keys.iter().zip(out.iter_mut()) {
                 *o = self.classify(k);
             }
+            return;
         }
+        for (k, o) in keys.chunks(BATCH).zip(out.chunks_mut(BATCH)) {
+            self.classify_chunk(k, o);
+        }
+    }
+
+    fn classify_chunk(&self, keys: &[Key], out: &mut [Verdict]) {
+        let n = keys.len().min(out.len());
+        let mut lanes = [[0u32; engine::LANES]; BATCH];
+        for (l, k) in lanes.iter_mut().zip(keys) {
+            *l = k.lanes_v4();
+        }
+        let mut best = [NONE; BATCH];
+        self.v4.engine.first_batch(&lanes[..n], &mut best[..n]);
+        for i in 0..n {
+            let key = &keys[i];
+            out[i] = if key.v6 {
+                self.v6.lookup(&key.lanes_v6(), self.default)
+            } else {
+                match self.v4.entries.get(best[i] as usize) {
+                    None => self.default,
+                    Some(e) if !e.ignore => e.verdict,
+                    Some(e) => self.v4.restart(&lanes[i], e.next, self.default),
+                }
+            };
+        }
+    }
+
+    /// Force the batch strategy (interleaved walk or per-key loop) whatever the size: for
+    /// tests and measurements; answers are the same either way.
+    pub fn with_interleaved_batches(mut self, on: bool) -> Self {
+        self.v4.interleave = on;
+        self
+    }
+
+    /// Whether `classify_batch` uses the interleaved walk.
+    pub fn interleaved_batches(&self) -> bool {
+        self.v4.interleave
     }
 
     /// The action of a verdict.
@@ -334,6 +384,11 @@ impl Classifier {
     /// Shape of the IPv4 and IPv6 engines.
     pub fn shape(&self) -> (Shape, Shape) {
         (self.v4.engine.shape(), self.v6.engine.shape())
+    }
+
+    /// Work the IPv4 engine does for `key` (trees, nodes, rules checked), ignoring restarts.
+    pub fn cost(&self, key: &Key) -> (u32, u32, u32) {
+        self.v4.engine.cost(&key.lanes_v4())
     }
 
     /// Whether lookups may restart after `ignore` entries (per family: IPv4, IPv6).
