@@ -56,6 +56,11 @@ impl CompiledList {
         }
     }
 
+    /// Whether the list has no rules at all: its default decides every packet.
+    pub fn is_empty(&self) -> bool {
+        self.slots == 1
+    }
+
     /// How many counter slots a worker keeps for this list.
     pub fn slots(&self) -> usize {
         self.slots

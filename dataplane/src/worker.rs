@@ -125,6 +125,8 @@ pub struct Worker<'p> {
     /// Packets (indexes) that may teach a neighbour (ARP, NS, NA from a port).
     learn: [u8; BATCH],
     n_learn: usize,
+    /// Bytes of the frames the last `parse` read.
+    parsed_bytes: u64,
     to: [To; BATCH],
 }
 
@@ -160,6 +162,7 @@ impl<'p> Worker<'p> {
             l3: [0; BATCH],
             learn: [0; BATCH],
             n_learn: 0,
+            parsed_bytes: 0,
             to: [To::Drop(DropReason::TxFull); BATCH],
         }
     }
@@ -212,11 +215,13 @@ impl<'p> Worker<'p> {
     fn ingress(&mut self, port: u16, burst: &mut Burst) {
         let pc = &self.counters.ports[usize::from(port)];
         pc.rx.add(burst.len() as u64);
-        pc.rx_bytes.add(burst.bytes());
         let rules = self.rules.load();
         let role = self.roles[usize::from(port)];
         let iface = rules.flows.port_iface[usize::from(port)];
         let n = self.parse(burst, iface, role.kernel.then_some(To::Kernel(port)), true);
+        self.counters.ports[usize::from(port)]
+            .rx_bytes
+            .add(self.parsed_bytes);
         if self.n_learn > 0 {
             self.learn_from(port, burst, &rules);
         }
@@ -338,7 +343,9 @@ impl<'p> Worker<'p> {
     fn parse(&mut self, burst: &Burst, iface: u16, non_ip: Option<To>, learn: bool) -> usize {
         let mut n = 0;
         self.n_learn = 0;
+        self.parsed_bytes = 0;
         for (i, frame) in burst.iter().enumerate() {
+            self.parsed_bytes += frame.len() as u64;
             self.to[i] = match wire::parse(frame) {
                 Frame::Ip(facts) => {
                     self.keys[n] = key_of(&facts, iface);
@@ -379,6 +386,25 @@ impl<'p> Worker<'p> {
     /// kernel's own packets, whose TTL a re-route does not touch).
     fn outflows(&mut self, rules: &RuleSet, n: usize, input: Option<u16>, burst: &mut Burst) {
         let list = &rules.outflows;
+        if list.is_empty() && n > 0 {
+            // no outflows: the default decides every packet; count it once for the batch
+            let rc = &rules.counters[self.index.min(rules.counters.len() - 1)];
+            let v = list.classifier.classify(&self.keys[0]);
+            let kind = count(list, v, &rc.outflow_rules, &rc.outflow_verdicts);
+            let more = n as u64 - 1;
+            if let Some(c) = rc.outflow_rules.get(list.slot(v)) {
+                c.add(more);
+            }
+            if let Some(k) = kind {
+                rc.outflow_verdicts[k as usize].add(more);
+            }
+            if kind != Some(VerdictKind::Permit) {
+                for j in 0..n {
+                    self.to[usize::from(self.key_pkt[j])] = To::Drop(DropReason::OutflowDeny);
+                }
+            }
+            return;
+        }
         list.classifier
             .classify_batch(&self.keys[..n], &mut self.verdicts[..n]);
         let rc = &rules.counters[self.index.min(rules.counters.len() - 1)];
