@@ -83,7 +83,14 @@ pub struct RuleSet {
     pub routes: Routes,
     /// One set of verdict and per-rule counters per worker, for this generation.
     pub counters: Vec<RuleCounters>,
+    /// For each flow action (by [`Verdict::action`]): the index of the director an
+    /// `Action::Director` names in the appliance's `directors` (and `DirectorSet`), or
+    /// [`NO_DIRECTOR`] (so the packet path never compares names).
+    pub flow_directors: Vec<u16>,
 }
+
+/// In [`RuleSet::flow_directors`]: not a director action, or a director not configured.
+pub const NO_DIRECTOR: u16 = u16::MAX;
 
 /// The action of a default policy.
 pub fn default_action(p: DefaultPolicy) -> Action {
@@ -116,6 +123,21 @@ impl RuleSet {
             .map(|_| RuleCounters::new(rs.flows.slots(), rs.outflows.slots(), routes.count()))
             .collect();
         rs.routes = routes;
+        rs.flow_directors = rs
+            .flows
+            .classifier
+            .actions()
+            .iter()
+            .map(|a| match a {
+                Action::Director(name) => appliance
+                    .directors
+                    .iter()
+                    .position(|d| &d.name == name)
+                    .and_then(|i| u16::try_from(i).ok())
+                    .unwrap_or(NO_DIRECTOR),
+                _ => NO_DIRECTOR,
+            })
+            .collect();
         Ok(rs)
     }
 
@@ -141,7 +163,17 @@ impl RuleSet {
             outflows,
             routes: Routes::empty(),
             counters,
+            flow_directors: Vec::new(),
         })
+    }
+
+    /// The director index of a flow verdict's action ([`NO_DIRECTOR`] if none).
+    #[inline]
+    pub fn director_of(&self, v: Verdict) -> u16 {
+        self.flow_directors
+            .get(usize::from(v.action))
+            .copied()
+            .unwrap_or(NO_DIRECTOR)
     }
 
     /// The counters of this generation, summed over workers.
