@@ -215,12 +215,21 @@ impl<'p> Worker<'p> {
             return;
         }
         self.last_dstats = self.now_ms;
-        let Some(shared) = self.directors else { return };
-        let Some(slot) = shared.stats.get(self.index) else {
+        self.publish_director_stats(false);
+    }
+
+    /// Copy the director counters out for the control side; unless `wait`, only if the
+    /// reader does not hold them (next time otherwise).
+    fn publish_director_stats(&mut self, wait: bool) {
+        let Some(slot) = self.directors.and_then(|d| d.stats.get(self.index)) else {
             return;
         };
-        // the reader holds it briefly; never wait for it (next time)
-        if let Ok(mut out) = slot.try_lock() {
+        let guard = if wait {
+            slot.lock().ok()
+        } else {
+            slot.try_lock().ok()
+        };
+        if let Some(mut out) = guard {
             for (o, dw) in out.iter_mut().zip(&self.dws) {
                 *o = dw.counters();
             }
@@ -362,6 +371,7 @@ impl<'p> Worker<'p> {
             }
         }
         self.flush_all();
+        self.publish_director_stats(true);
     }
 
     /// Frames from physical port `port`: flows, then kernel / peer (through the outflows) /
