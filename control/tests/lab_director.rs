@@ -324,6 +324,7 @@ servers = [
 
     let s = fg.stop();
     let d = &s["directors"]["maildirect"];
+    eprintln!("directors: {d:#}");
     let conns = |srv: &str| d["servers"][srv]["connections"].as_u64().unwrap_or(0);
     assert!(
         conns("mail1") >= 12 + 5 && conns("mail2") >= 12 + 20,
