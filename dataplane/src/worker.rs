@@ -15,6 +15,12 @@
 //! re-routes the leaving packet once with T (the kernel's own packets keep their TTL).
 //! Only an unresolved next hop leaves the fast path: its packets are held (at most 4) while
 //! an ARP request / neighbour solicitation goes out.
+//!
+//! Directors (`docs/director.md`, "In the dataplane"): a flow verdict `director D` goes to
+//! this worker's [`DirectorWorker`] for D (schedule, NAT rewrite), then is routed with the
+//! main table towards the server as above. With a NAT director, packets from the ports are
+//! first offered to the directors as replies (rewritten back to the VIP, routed to the
+//! client) before the flows see them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
