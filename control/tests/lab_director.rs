@@ -113,12 +113,12 @@ impl Flowgate {
             .stop(Duration::from_secs(10))
     }
 
-    /// Stop (SIGTERM), check the clean exit, return the final counters.
-    fn stop(mut self) -> serde_json::Value {
+    /// Stop (SIGTERM), check the clean exit, return the final counters and the stderr.
+    fn stop(mut self) -> (serde_json::Value, String) {
         let (code, out, err) = self.stop_raw();
         assert_eq!(code, Some(0), "clean exit: {out}\n{err}");
         let text = std::fs::read_to_string(&self.stats).expect("stats json");
-        serde_json::from_str(&text).expect("stats parse")
+        (serde_json::from_str(&text).expect("stats parse"), err)
     }
 }
 
@@ -322,7 +322,12 @@ servers = [
     let (a, b) = tally(&r);
     assert!(a >= 5 && b >= 5, "mail1 is back: {a}/{b}");
 
-    let s = fg.stop();
+    let (s, err) = fg.stop();
+    // the health checks' state changes, as printed by `flowgate run`
+    let down = err.find("director maildirect/mail1: down");
+    let up = err.rfind("director maildirect/mail1: up");
+    assert!(down.is_some() && up > down, "{err}");
+    assert!(err.contains("director maildirect:"), "the report: {err}");
     let d = &s["directors"]["maildirect"];
     eprintln!("directors: {d:#}");
     let conns = |srv: &str| d["servers"][srv]["connections"].as_u64().unwrap_or(0);
