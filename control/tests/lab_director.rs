@@ -2,7 +2,8 @@
 //! ports 25/110/143 to the `maildirect` director (wrr, NAT), which spreads connections over two
 //! real servers in namespaces of their own; their replies come back through the appliance and
 //! leave with the VIP as source. A server's listener killed mid-test is marked down by the
-//! tcp health check and gets no new connection; restarted, it gets them again.
+//! tcp health check and gets no new connection; restarted, it gets them again. The same in
+//! gateway mode (direct routing: the servers own the VIP, only the MACs are rewritten).
 //!
 //! Needs root (namespaces); traffic is bounded (about 100 short connections); the lab is
 //! removed when the test ends.
@@ -208,6 +209,27 @@ fn seed_mail_flow_balances_over_two_nat_servers_with_health_checks() {
     if skip() {
         return;
     }
+    mail_lab(Mode::Nat);
+}
+
+/// The same in gateway mode (direct routing): the servers own the VIP (on `lo`), the
+/// appliance only rewrites the MACs, and the servers' answers come back as plain routed
+/// traffic (a `table 100` flow: no route there, main answers), not through the director.
+#[test]
+fn seed_mail_flow_in_gateway_mode_routes_to_the_servers_macs() {
+    if skip() {
+        return;
+    }
+    mail_lab(Mode::Gateway);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Nat,
+    Gateway,
+}
+
+fn mail_lab(mode: Mode) {
     let app = Netns::new("app");
     let cli = Netns::new("cli");
     let sw = Netns::new("sw");
@@ -244,6 +266,10 @@ fn seed_mail_flow_balances_over_two_nat_servers_with_health_checks() {
     s2.must(&["ip", "addr", "add", "10.0.0.12/24", "dev", &e2]);
     for s in [&s1, &s2] {
         s.must(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
+        if mode == Mode::Gateway {
+            s.must(&["ip", "addr", "add", "192.168.0.2/32", "dev", "lo"]);
+            s.must(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
+        }
     }
     // veth leaves checksums partial otherwise
     for (ns, ifc) in [(&cli, &c0), (&s1, &e1), (&s2, &e2)] {
@@ -258,6 +284,10 @@ fn seed_mail_flow_balances_over_two_nat_servers_with_health_checks() {
     let mail1 = server(&s1, &server_py, "mail1");
     let _mail2 = server(&s2, &server_py, "mail2");
 
+    let mode_name = match mode {
+        Mode::Nat => "nat",
+        Mode::Gateway => "gateway",
+    };
     let config = format!(
         r#"flows = "mail.flows"
 [dataplane]
@@ -271,10 +301,13 @@ addresses = ["192.168.0.1/24", "192.168.0.2/24"]
 name = "eth1"
 device = "net_af_packet1,iface={nic1}"
 addresses = ["10.0.0.1/24"]
+[[table]]
+id = 100
+routes = {{ "203.0.113.0/24" = "10.0.0.254" }}
 [[director]]
 name = "maildirect"
 scheduler = "wrr"
-mode = "nat"
+mode = "{mode_name}"
 virtual = {{ address = "192.168.0.2" }}
 check = {{ kind = "tcp", port = 25, interval_ms = 200, timeout_ms = 150, rise = 1, fall = 2 }}
 servers = [
@@ -287,6 +320,7 @@ servers = [
                  \x20   match proto tcp dst 192.168.0.2 dstport 110\n\
                  \x20   match proto tcp dst 192.168.0.2 dstport 143\n\
                  \x20   match proto tcp dst 192.168.0.2 dstport 25\n\
+                 flow dr-answers table 100\n    match proto tcp src 192.168.0.2\n\
                  flow rest permit\n    match\n";
     let fg = Flowgate::start(&app, &dir.0, "mail", &config, flows, "10.0.0.0/24 dev eth1");
     // the first checks may run before the TAPs have their addresses: let them settle
@@ -336,7 +370,7 @@ servers = [
         "{d:#}"
     );
     assert!(
-        d["packets_out"].as_u64().unwrap_or(0) > 0,
+        (d["packets_out"].as_u64().unwrap_or(0) > 0) == (mode == Mode::Nat),
         "NAT replies: {d:#}"
     );
     assert_eq!(d["servers"]["mail1"]["up"], true, "{d:#}");
