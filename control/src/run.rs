@@ -17,6 +17,8 @@ use flowgate_control::{ControlOptions, NicStatsFn, Shared};
 use flowgate_dataplane::counters::{
     DropReason, Totals, VerdictKind, WorkerCounters, NEIGHBOUR_COLUMNS, PORT_COLUMNS,
 };
+use flowgate_dataplane::director::health::{self, HealthChecker, HealthOptions};
+use flowgate_dataplane::director::{DirectorCounters, DirectorSet, SharedDirectors, WorkerOptions};
 use flowgate_dataplane::dpdk::{self, PortStats};
 use flowgate_dataplane::plant::Plant;
 use flowgate_dataplane::ruleset::RuleSet;
@@ -83,6 +85,15 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     .map_err(|e| anyhow!("starting the control thread: {e}"))?;
     let published = &shared.rules;
     let counters = &shared.workers;
+    let directors = Arc::new(SharedDirectors::new(
+        DirectorSet::build(&app.directors).map_err(|e| anyhow!("directors: {e}"))?,
+        app.dataplane.workers.len(),
+    ));
+    let _health = start_health(&app, &directors)?;
+    let dir_opts = WorkerOptions {
+        seed: per_boot_seed(),
+        ..WorkerOptions::default()
+    };
     let stop = AtomicBool::new(false);
     let started = Instant::now();
     eprintln!(
@@ -106,7 +117,8 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                 Arc::clone(&counters[w]),
                 published,
                 &stop,
-            );
+            )
+            .with_directors(&directors, dir_opts);
             let eal = &plant.eal;
             let h = std::thread::Builder::new()
                 .name(format!("fg-worker-{w}"))
@@ -134,6 +146,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                     "{}",
                     report(&app, &r, counters, &plant.nic_stats(), started.elapsed())
                 );
+                eprint!("{}", director_report(&directors));
             }
             let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
             if term.load(Ordering::Relaxed) || timed_out {
@@ -157,9 +170,11 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let nic = plant.nic_stats();
     let rules = published.load_full();
     eprint!("{}", report(&app, &rules, counters, &nic, elapsed));
+    eprint!("{}", director_report(&directors));
     if let Some(path) = &opts.stats_json {
         let mut json = stats_json(&app, &rules, counters, &nic, elapsed);
         json["all_generations"] = all_generations;
+        json["directors"] = directors_json(&directors);
         std::fs::write(path, format!("{json:#}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
     }
@@ -256,14 +271,140 @@ pub fn report(
             drops.join(", ")
         }
     );
-    if r.flow_verdicts[VerdictKind::Director as usize] > 0 {
+    s
+}
+
+/// Start the health checks of the appliance's directors: each state change is published
+/// as a new `DirectorSet` snapshot (the workers see it on their next burst) and printed.
+fn start_health(
+    app: &Appliance,
+    directors: &Arc<SharedDirectors>,
+) -> anyhow::Result<Option<HealthChecker>> {
+    let targets = health::targets(&app.directors).map_err(|e| anyhow!("health checks: {e}"))?;
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let shared = Arc::clone(directors);
+    let checker = HealthChecker::start_with(targets, HealthOptions::default(), move |e| {
+        let cur = shared.set.load();
+        let name = cur
+            .get(e.director)
+            .and_then(|d| {
+                d.servers
+                    .get(e.server)
+                    .map(|s| format!("{}/{}", d.name, s.name))
+            })
+            .unwrap_or_else(|| format!("{}/{}", e.director, e.server));
+        match cur.with_server_up(e.director, e.server, e.up) {
+            Ok(next) => {
+                shared.set.store(Arc::new(next));
+                eprintln!(
+                    "flowgate: director {name}: {} ({})",
+                    if e.up { "up" } else { "down" },
+                    e.reason
+                );
+            }
+            Err(err) => eprintln!("flowgate: director {name}: {err}"),
+        }
+    })
+    .map_err(|e| anyhow!("health checks: {e}"))?;
+    Ok(Some(checker))
+}
+
+/// A connection-table hash seed that differs per boot (against hostile clients).
+fn per_boot_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) ^ WorkerOptions::default().seed
+}
+
+/// The directors' counters, summed over workers, as a person reads them.
+pub fn director_report(directors: &SharedDirectors) -> String {
+    let set = directors.set.load();
+    if set.is_empty() {
+        return String::new();
+    }
+    let totals = directors.totals();
+    let mut s = String::new();
+    for (d, c) in set.iter().zip(&totals) {
+        let drops: Vec<String> = flowgate_dataplane::director::DropReason::ALL
+            .iter()
+            .filter(|r| c.drops[r.index()] > 0)
+            .map(|r| format!("{} {}", r.name(), c.drops[r.index()]))
+            .collect();
         let _ = writeln!(
             s,
-            "note: director verdicts are counted and dropped in this build \
-             (the director stage is not in the dataplane yet)"
+            "director {}: conns {}, packets in {} out {}, drops: {}",
+            d.name,
+            c.conns,
+            c.packets_in,
+            c.packets_out,
+            if drops.is_empty() {
+                "none".into()
+            } else {
+                drops.join(", ")
+            }
         );
+        for (srv, sc) in d.servers.iter().zip(&c.servers) {
+            let _ = writeln!(
+                s,
+                "  {:<20} {:<4} conns {:>8} active {:>6} packets {:>10} bytes {:>12}",
+                srv.name,
+                if srv.up { "up" } else { "down" },
+                sc.conns,
+                sc.active,
+                sc.packets_in + sc.packets_out,
+                sc.bytes_in + sc.bytes_out
+            );
+        }
     }
     s
+}
+
+/// The `directors` section of `--stats-json`: per director, per server name.
+pub fn directors_json(directors: &SharedDirectors) -> serde_json::Value {
+    let set = directors.set.load();
+    let totals = directors.totals();
+    let mut out = serde_json::Map::new();
+    for (d, c) in set.iter().zip(&totals) {
+        out.insert(d.name.clone(), director_json(d, c));
+    }
+    serde_json::Value::Object(out)
+}
+
+fn director_json(
+    d: &flowgate_dataplane::director::DirectorState,
+    c: &DirectorCounters,
+) -> serde_json::Value {
+    let mut servers = serde_json::Map::new();
+    for (srv, sc) in d.servers.iter().zip(&c.servers) {
+        servers.insert(
+            srv.name.clone(),
+            serde_json::json!({
+                "connections": sc.conns,
+                "packets": sc.packets_in + sc.packets_out,
+                "bytes": sc.bytes_in + sc.bytes_out,
+                "packets_in": sc.packets_in,
+                "packets_out": sc.packets_out,
+                "active": sc.active,
+                "inactive": sc.inactive,
+                "up": srv.up,
+            }),
+        );
+    }
+    let mut drops = serde_json::Map::new();
+    for r in flowgate_dataplane::director::DropReason::ALL {
+        drops.insert(r.name().into(), c.drops[r.index()].into());
+    }
+    serde_json::json!({
+        "connections": c.conns,
+        "packets_in": c.packets_in,
+        "packets_out": c.packets_out,
+        "nodest_expired": c.nodest_expired,
+        "drops": drops,
+        "servers": servers,
+    })
 }
 
 /// The counters as JSON (`--stats-json`), for scripts and benchmarks.

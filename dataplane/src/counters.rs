@@ -32,8 +32,10 @@ pub enum DropReason {
     FlowDeny,
     /// An outflow denied it.
     OutflowDeny,
-    /// `director` verdict: the L4 director is not in the dataplane yet (counted and dropped).
+    /// `director` verdict naming no director the worker runs (none configured or wired).
     DirectorUnavailable,
+    /// The director dropped it (its own counters say why: `no_server`, `not_syn`, ...).
+    DirectorDrop,
     /// `table` verdict: no route in the table nor in the main table.
     NoRoute,
     /// Routed, TTL / hop limit exhausted, and the input port has no TAP to let the kernel
@@ -56,7 +58,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = Malformed::ALL.len() + 12;
+    pub const COUNT: usize = Malformed::ALL.len() + 13;
 
     pub fn index(self) -> usize {
         let m = Malformed::ALL.len();
@@ -74,6 +76,7 @@ impl DropReason {
             DropReason::NeighbourUnresolved => m + 9,
             DropReason::NeighbourTableFull => m + 10,
             DropReason::RouteTruncated => m + 11,
+            DropReason::DirectorDrop => m + 12,
         }
     }
 
@@ -94,6 +97,7 @@ impl DropReason {
                 DropReason::NeighbourUnresolved,
                 DropReason::NeighbourTableFull,
                 DropReason::RouteTruncated,
+                DropReason::DirectorDrop,
             ])
     }
 
@@ -102,7 +106,8 @@ impl DropReason {
             DropReason::Malformed(r) => r.name(),
             DropReason::FlowDeny => "flow-deny",
             DropReason::OutflowDeny => "outflow-deny",
-            DropReason::DirectorUnavailable => "director-not-implemented",
+            DropReason::DirectorUnavailable => "director-unavailable",
+            DropReason::DirectorDrop => "director-drop",
             DropReason::NoRoute => "no-route",
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NeighbourHoldOverflow => "neighbour-hold-overflow",

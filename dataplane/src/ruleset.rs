@@ -88,7 +88,14 @@ pub struct RuleSet {
     pub routes: Routes,
     /// One set of verdict and per-rule counters per worker, for this generation.
     pub counters: Vec<RuleCounters>,
+    /// For each flow action (by [`Verdict::action`]): the index of the director an
+    /// `Action::Director` names in the appliance's `directors` (and `DirectorSet`), or
+    /// [`NO_DIRECTOR`] (so the packet path never compares names).
+    pub flow_directors: Vec<u16>,
 }
+
+/// In [`RuleSet::flow_directors`]: not a director action, or a director not configured.
+pub const NO_DIRECTOR: u16 = u16::MAX;
 
 /// The action of a default policy.
 pub fn default_action(p: DefaultPolicy) -> Action {
@@ -121,6 +128,21 @@ impl RuleSet {
             .map(|_| RuleCounters::new(rs.flows.slots(), rs.outflows.slots(), routes.count()))
             .collect();
         rs.routes = routes;
+        rs.flow_directors = rs
+            .flows
+            .classifier
+            .actions()
+            .iter()
+            .map(|a| match a {
+                Action::Director(name) => appliance
+                    .directors
+                    .iter()
+                    .position(|d| &d.name == name)
+                    .and_then(|i| u16::try_from(i).ok())
+                    .unwrap_or(NO_DIRECTOR),
+                _ => NO_DIRECTOR,
+            })
+            .collect();
         Ok(rs)
     }
 
@@ -146,7 +168,17 @@ impl RuleSet {
             outflows,
             routes: Routes::empty(),
             counters,
+            flow_directors: Vec::new(),
         })
+    }
+
+    /// The director index of a flow verdict's action ([`NO_DIRECTOR`] if none).
+    #[inline]
+    pub fn director_of(&self, v: Verdict) -> u16 {
+        self.flow_directors
+            .get(usize::from(v.action))
+            .copied()
+            .unwrap_or(NO_DIRECTOR)
     }
 
     /// The counters of this generation, summed over workers.
@@ -202,5 +234,49 @@ mod tests {
         let o = &rs.outflows.classifier;
         assert_eq!(rs.outflows.port_iface[1], o.iface_id("eth1"));
         assert_ne!(rs.outflows.port_iface[0], rs.outflows.port_iface[1]);
+    }
+
+    /// A flow's `director NAME` maps to the director's index in the config; an unknown
+    /// name and the other actions to `NO_DIRECTOR`.
+    #[test]
+    fn director_actions_map_to_director_indexes() {
+        let config = r#"
+flows = "f.flows"
+[dataplane]
+workers = [0]
+[[port]]
+name = "eth0"
+device = "net_null0"
+addresses = ["192.168.0.1/24"]
+[[director]]
+name = "web"
+scheduler = "rr"
+mode = "nat"
+servers = [{ name = "w1", address = "10.0.0.11" }]
+[[director]]
+name = "mail"
+scheduler = "wrr"
+mode = "nat"
+servers = [{ name = "m1", address = "10.0.0.21" }]
+"#;
+        let app = flowgate_config::appliance::parse_with_cpus("t.toml", config, 1).expect("config");
+        let file = parse(
+            "flow m director mail match proto tcp dstport 25 \
+             flow w director web match proto tcp dstport 80 \
+             flow p permit match",
+        )
+        .expect("flows")
+        .file;
+        let rs = RuleSet::compile(file, &app, 1).expect("compiles");
+        let c = &rs.flows.classifier;
+        let of = |line: &str| {
+            let pkt = parse_packet_line(line).expect("packet");
+            rs.director_of(c.classify(&c.key(&pkt)))
+        };
+        let tcp =
+            |d: u16| format!("iface=eth0 proto=tcp src=1.1.1.1 dst=2.2.2.2 sport=9 dport={d}");
+        assert_eq!(of(&tcp(25)), 1);
+        assert_eq!(of(&tcp(80)), 0);
+        assert_eq!(of(&tcp(22)), NO_DIRECTOR);
     }
 }

@@ -15,6 +15,12 @@
 //! re-routes the leaving packet once with T (the kernel's own packets keep their TTL).
 //! Only an unresolved next hop leaves the fast path: its packets are held (at most 4) while
 //! an ARP request / neighbour solicitation goes out.
+//!
+//! Directors (`docs/director.md`, "In the dataplane"): a flow verdict `director D` goes to
+//! this worker's [`DirectorWorker`] for D (schedule, NAT rewrite), then is routed with the
+//! main table towards the server as above. With a NAT director, packets from the ports are
+//! first offered to the directors as replies (rewritten back to the VIP, routed to the
+//! client) before the flows see them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,18 +28,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use flowgate_config::appliance::MacAddr;
+use flowgate_config::appliance::{MacAddr, Mode};
 use flowgate_config::flows::{Action, Family, L4};
 
 use crate::classify::{Key, L4Kind, Verdict, BATCH};
 use crate::counters::{DropReason, RuleCounters, VerdictKind, WorkerCounters};
+use crate::director::shared::STATS_EVERY_MS;
+use crate::director::{
+    DirectorSet, DirectorWorker, SharedDirectors, Verdict as DirVerdict, WorkerOptions,
+};
 use crate::dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue};
 use crate::route::forward::{decrement_ttl, rewrite_macs, NotForwarded};
 use crate::route::neigh::{multicast_mac, ArpOp, NdKind};
 use crate::route::{
     Arp, Nd, NeighbourConfig, NeighbourTable, NextHop, Resolution, SharedNeighbours,
 };
-use crate::ruleset::{CompiledList, RuleSet};
+use crate::ruleset::{CompiledList, RuleSet, NO_DIRECTOR};
 use crate::wire::{self, field, Frame, IpFacts};
 
 /// After this many consecutive empty polling rounds the worker naps briefly (see
@@ -45,6 +55,11 @@ pub const NEIGHBOUR_TICK: Duration = Duration::from_millis(100);
 /// While this worker waits for a next hop, how often it looks for it in the shared table
 /// (a walk over its own table: not every polling round).
 pub const SHARED_POLL: Duration = Duration::from_millis(1);
+
+/// Connection-table entries each director's expiry sweep visits per polling round.
+pub const EXPIRE_BUDGET: usize = 64;
+/// The main routing table: director output (to servers, NAT replies to clients) uses it.
+pub const MAIN_TABLE: u32 = 254;
 
 const ICMPV6: u8 = 58;
 const ND_SOLICIT: u8 = 135;
@@ -128,6 +143,19 @@ pub struct Worker<'p> {
     /// Bytes of the frames the last `parse` read.
     parsed_bytes: u64,
     to: [To; BATCH],
+    /// The directors' published snapshot (`None`: no director wired in).
+    directors: Option<&'p SharedDirectors>,
+    /// This worker's tables and counters, one per director (index as in the `DirectorSet`).
+    dws: Vec<DirectorWorker>,
+    /// Some director is in NAT mode: packets from the ports are first tried as replies.
+    nat_any: bool,
+    /// The directors' clock: milliseconds since `epoch`, read once per polling round.
+    epoch: Instant,
+    now_ms: u64,
+    last_dstats: u64,
+    /// Packets (indexes) of the burst taken as NAT replies, and their output port.
+    reply_pkt: [u8; BATCH],
+    reply_port: [u16; BATCH],
 }
 
 impl<'p> Worker<'p> {
@@ -164,6 +192,147 @@ impl<'p> Worker<'p> {
             n_learn: 0,
             parsed_bytes: 0,
             to: [To::Drop(DropReason::TxFull); BATCH],
+            directors: None,
+            dws: Vec::new(),
+            nat_any: false,
+            epoch: now,
+            now_ms: 0,
+            last_dstats: 0,
+            reply_pkt: [0; BATCH],
+            reply_port: [0; BATCH],
+        }
+    }
+
+    /// Run the directors of `shared`: this worker's connection tables are allocated now (from
+    /// the current snapshot) and live as long as the worker, across rule swaps.
+    pub fn with_directors(mut self, shared: &'p SharedDirectors, opts: WorkerOptions) -> Self {
+        let set = shared.set.load();
+        self.dws = set.iter().map(|st| DirectorWorker::new(st, opts)).collect();
+        self.nat_any = set.iter().any(|st| st.mode == Mode::Nat);
+        self.directors = Some(shared);
+        self
+    }
+
+    /// Once per polling round: expire connections (bounded), and every
+    /// [`STATS_EVERY_MS`] copy the counters out for the control side.
+    fn director_round(&mut self) {
+        self.now_ms = self.now.saturating_duration_since(self.epoch).as_millis() as u64;
+        for dw in &mut self.dws {
+            dw.expire(self.now_ms, EXPIRE_BUDGET);
+        }
+        if self.now_ms.saturating_sub(self.last_dstats) < STATS_EVERY_MS {
+            return;
+        }
+        self.last_dstats = self.now_ms;
+        self.publish_director_stats(false);
+    }
+
+    /// Copy the director counters out for the control side; unless `wait`, only if the
+    /// reader does not hold them (next time otherwise).
+    fn publish_director_stats(&mut self, wait: bool) {
+        let Some(slot) = self.directors.and_then(|d| d.stats.get(self.index)) else {
+            return;
+        };
+        let guard = if wait {
+            slot.lock().ok()
+        } else {
+            slot.try_lock().ok()
+        };
+        if let Some(mut out) = guard {
+            for (o, dw) in out.iter_mut().zip(&self.dws) {
+                *o = dw.counters();
+            }
+        }
+    }
+
+    /// Packet `p`, classified `director d`: the director schedules it (and in NAT mode
+    /// rewrites its destination to the server). Where it goes (the server) and its new key
+    /// (iface to be set by the caller), or where it goes instead.
+    fn director_forward(
+        &mut self,
+        burst: &mut Burst,
+        p: usize,
+        d: u16,
+        set: Option<&DirectorSet>,
+    ) -> Result<(IpAddr, Key), To> {
+        let unavailable = To::Drop(DropReason::DirectorUnavailable);
+        if d == NO_DIRECTOR {
+            return Err(unavailable);
+        }
+        let (Some(set), Some(dw)) = (set, self.dws.get_mut(usize::from(d))) else {
+            return Err(unavailable);
+        };
+        let Some(st) = set.get(usize::from(d)) else {
+            return Err(unavailable);
+        };
+        if st.mode == Mode::Tunnel {
+            // IP-in-IP grows the frame: not wired yet
+            return Err(unavailable);
+        }
+        let Some(frame) = burst.packet_mut(p) else {
+            return Err(To::Drop(DropReason::RouteTruncated));
+        };
+        let Frame::Ip(facts) = wire::parse(frame) else {
+            return Err(unavailable);
+        };
+        match dw.forward(st, frame, &facts, self.now_ms) {
+            DirVerdict::Drop(_) => Err(To::Drop(DropReason::DirectorDrop)),
+            DirVerdict::Forward { to, .. } => match wire::parse(frame) {
+                Frame::Ip(after) => Ok((to, key_of(&after, 0))),
+                _ => Err(To::Drop(DropReason::DirectorDrop)),
+            },
+        }
+    }
+
+    /// Packet `p` (key `j`) from `port`: a NAT reply of one of the directors? Then it is
+    /// rewritten (source back to the VIP), routed with the main table towards the client,
+    /// and `Some(output port)` (or `None` with its drop set in `to`) is returned in the
+    /// outer `Some`; `None` when it is no reply (it goes on to the flows).
+    fn director_reply(
+        &mut self,
+        burst: &mut Burst,
+        p: usize,
+        j: usize,
+        port: u16,
+        set: &DirectorSet,
+        rules: &RuleSet,
+    ) -> Option<Option<u16>> {
+        let frame = burst.packet_mut(p)?;
+        let Frame::Ip(facts) = wire::parse(frame) else {
+            return None;
+        };
+        let mut verdict = None;
+        for (i, dw) in self.dws.iter_mut().enumerate() {
+            let Some(st) = set.get(i) else { continue };
+            if let Some(v) = dw.reply(st, frame, &facts, self.now_ms) {
+                verdict = Some(v);
+                break;
+            }
+        }
+        let to = match verdict? {
+            DirVerdict::Drop(_) => {
+                self.to[p] = To::Drop(DropReason::DirectorDrop);
+                return Some(None);
+            }
+            DirVerdict::Forward { to, .. } => to,
+        };
+        let rc = &rules.counters[self.index.min(rules.counters.len() - 1)];
+        let Some(hop) = route(rules, rc, MAIN_TABLE, to) else {
+            self.to[p] = To::Drop(DropReason::NoRoute);
+            return Some(None);
+        };
+        match self.take_ttl(burst, p, &self.keys[j], port) {
+            Err(t) => {
+                self.to[p] = t;
+                Some(None)
+            }
+            Ok(()) => {
+                self.to[p] = To::Hop {
+                    port: hop.port as u16,
+                    via: hop.neighbour(to),
+                };
+                Some(Some(hop.port as u16))
+            }
         }
     }
 
@@ -173,6 +342,9 @@ impl<'p> Worker<'p> {
         let mut burst = Burst::new();
         while !self.stop.load(Ordering::Relaxed) {
             self.now = Instant::now();
+            if !self.dws.is_empty() {
+                self.director_round();
+            }
             if self.pending && self.now.saturating_duration_since(self.last_shared) >= SHARED_POLL {
                 self.last_shared = self.now;
                 self.resolve_from_shared();
@@ -208,6 +380,7 @@ impl<'p> Worker<'p> {
             }
         }
         self.flush_all();
+        self.publish_director_stats(true);
     }
 
     /// Frames from physical port `port`: flows, then kernel / peer (through the outflows) /
@@ -218,19 +391,51 @@ impl<'p> Worker<'p> {
         let rules = self.rules.load();
         let role = self.roles[usize::from(port)];
         let iface = rules.flows.port_iface[usize::from(port)];
-        let n = self.parse(burst, iface, role.kernel.then_some(To::Kernel(port)), true);
+        let mut n = self.parse(burst, iface, role.kernel.then_some(To::Kernel(port)), true);
         self.counters.ports[usize::from(port)]
             .rx_bytes
             .add(self.parsed_bytes);
         if self.n_learn > 0 {
             self.learn_from(port, burst, &rules);
         }
+        let dset = self.directors.map(|d| d.set.load());
+        let dset: Option<&DirectorSet> = dset.as_deref().map(|a| a.as_ref());
+        // NAT replies first (as IPVS does for its established connections): they leave the
+        // key list, which keeps only what the flows decide
+        let mut replies = 0usize;
+        if self.nat_any && n > 0 {
+            if let Some(set) = dset {
+                let mut kept = 0usize;
+                for j in 0..n {
+                    let p = usize::from(self.key_pkt[j]);
+                    let is_reply = match self.keys[j].l4 {
+                        L4Kind::Ports => self.director_reply(burst, p, j, port, set, &rules),
+                        _ => None,
+                    };
+                    match is_reply {
+                        None => {
+                            self.keys[kept] = self.keys[j];
+                            self.key_pkt[kept] = self.key_pkt[j];
+                            kept += 1;
+                        }
+                        Some(out) => {
+                            if let Some(out) = out {
+                                self.reply_pkt[replies] = p as u8;
+                                self.reply_port[replies] = out;
+                                replies += 1;
+                            }
+                        }
+                    }
+                }
+                n = kept;
+            }
+        }
+        let mut egress = 0usize;
         if n > 0 {
             let list = &rules.flows;
             list.classifier
                 .classify_batch(&self.keys[..n], &mut self.verdicts[..n]);
             let rc = &rules.counters[self.index.min(rules.counters.len() - 1)];
-            let mut egress = 0usize;
             for j in 0..n {
                 let v = self.verdicts[j];
                 let kind = count(list, v, &rc.flow_rules, &rc.flow_verdicts);
@@ -250,7 +455,30 @@ impl<'p> Worker<'p> {
                         None => To::Drop(DropReason::NoKernel),
                     },
                     Some(VerdictKind::Deny) => To::Drop(DropReason::FlowDeny),
-                    Some(VerdictKind::Director) => To::Drop(DropReason::DirectorUnavailable),
+                    Some(VerdictKind::Director) => {
+                        let d = rules.director_of(v);
+                        match self.director_forward(burst, p, d, dset) {
+                            Err(to) => to,
+                            Ok((server, key)) => match route(&rules, rc, MAIN_TABLE, server) {
+                                None => To::Drop(DropReason::NoRoute),
+                                Some(hop) => match self.take_ttl(burst, p, &key, port) {
+                                    Err(to) => to,
+                                    Ok(()) => {
+                                        self.keys[egress] = key;
+                                        self.keys[egress].iface =
+                                            rules.outflows.port_iface[hop.port];
+                                        self.key_pkt[egress] = p as u8;
+                                        self.routed[egress] = true;
+                                        egress += 1;
+                                        To::Hop {
+                                            port: hop.port as u16,
+                                            via: hop.neighbour(server),
+                                        }
+                                    }
+                                },
+                            },
+                        }
+                    }
                     Some(VerdictKind::Table) => {
                         let table = table_of(list, v);
                         let dst = dst_of(&self.keys[j]);
@@ -288,9 +516,23 @@ impl<'p> Worker<'p> {
                     None => To::Drop(DropReason::FlowDeny),
                 };
             }
-            if egress > 0 {
-                self.outflows(&rules, egress, Some(port), burst);
-            }
+        }
+        // the NAT replies join the outflows with their rewritten keys
+        for r in 0..replies {
+            let p = usize::from(self.reply_pkt[r]);
+            let Some(Frame::Ip(facts)) = burst.packet(p).map(wire::parse) else {
+                continue;
+            };
+            self.keys[egress] = key_of(
+                &facts,
+                rules.outflows.port_iface[usize::from(self.reply_port[r])],
+            );
+            self.key_pkt[egress] = p as u8;
+            self.routed[egress] = true;
+            egress += 1;
+        }
+        if egress > 0 {
+            self.outflows(&rules, egress, Some(port), burst);
         }
         self.dispatch(burst, &rules);
     }

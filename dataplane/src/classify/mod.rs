@@ -342,6 +342,11 @@ impl Classifier {
         self.v4.interleave
     }
 
+    /// Every distinct action, by [`Verdict::action`].
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+
     /// The action of a verdict.
     pub fn action(&self, v: Verdict) -> Option<&Action> {
         self.actions.get(usize::from(v.action))

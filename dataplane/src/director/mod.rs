@@ -24,11 +24,13 @@ pub mod health;
 pub mod maglev;
 pub mod rewrite;
 pub mod schedule;
+pub mod shared;
 pub mod state;
 pub mod steer;
 pub mod worker;
 
 pub use counters::{DirectorCounters, DropReason, ServerCounters};
+pub use shared::SharedDirectors;
 pub use state::{DirectorError, DirectorOptions, DirectorSet, DirectorState, ServerState};
 pub use worker::{DirectorWorker, Verdict, WorkerOptions};
 

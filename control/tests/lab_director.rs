@@ -1,0 +1,381 @@
+//! `director` verdicts through real kernels: the seed's `mail` flow hands TCP to 192.168.0.2
+//! ports 25/110/143 to the `maildirect` director (wrr, NAT), which spreads connections over two
+//! real servers in namespaces of their own; their replies come back through the appliance and
+//! leave with the VIP as source. A server's listener killed mid-test is marked down by the
+//! tcp health check and gets no new connection; restarted, it gets them again. The same in
+//! gateway mode (direct routing: the servers own the VIP, only the MACs are rewritten).
+//!
+//! Needs root (namespaces); traffic is bounded (about 100 short connections); the lab is
+//! removed when the test ends.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{can_run_lab, tag, veth, wait_until, Netns, Proc};
+
+mod tempdir {
+    /// A temporary directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            let p = std::env::temp_dir().join(format!("flowgate-director-{}", super::tag()));
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn skip() -> bool {
+    if !can_run_lab() {
+        eprintln!("skipped: needs root and iproute2 (network namespaces)");
+        return true;
+    }
+    false
+}
+
+/// Make `nic` (in the appliance namespace) a NIC only flowgate reads: no IPv6, and an
+/// ingress drop so the appliance kernel never answers on it directly.
+fn nic_for_flowgate(app: &Netns, nic: &str) {
+    app.must(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{nic}.disable_ipv6=1"),
+    ]);
+    let nft = format!(
+        "table netdev nic_{nic} {{ chain nic_in {{ type filter hook ingress device \"{nic}\" priority 0; policy drop; }}; }}"
+    );
+    app.must(&["nft", &nft]);
+}
+
+fn sysctl(ns: &Netns, kv: &str) {
+    ns.must(&["sysctl", "-qw", kv]);
+}
+
+/// A running flowgate with its stats file.
+struct Flowgate {
+    proc: Option<Proc>,
+    stats: PathBuf,
+}
+
+impl Flowgate {
+    /// Start flowgate in `app` with `config` (its `flows = "NAME.flows"`) and `flows`; wait
+    /// until the kernel sees the TAPs' addresses and `ready` in its routing table.
+    fn start(app: &Netns, dir: &Path, name: &str, config: &str, flows: &str, ready: &str) -> Self {
+        std::fs::write(dir.join(format!("{name}.flows")), flows).expect("write flows");
+        let cfg = dir.join(format!("{name}.toml"));
+        // a control socket of this test's own (tests run side by side)
+        let socket = dir.join(format!("{name}.sock"));
+        let config = config.replacen(
+            "\n[dataplane]",
+            &format!(
+                "\n[control]\nsocket = \"{}\"\n[dataplane]",
+                socket.display()
+            ),
+            1,
+        );
+        std::fs::write(&cfg, config).expect("write config");
+        let stats = dir.join(format!("{name}.json"));
+        let proc = app.spawn(&[
+            env!("CARGO_BIN_EXE_flowgate"),
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8 path"),
+            "--duration",
+            "60",
+            "--stats-json",
+            stats.to_str().expect("utf-8 path"),
+        ]);
+        let mut fg = Flowgate {
+            proc: Some(proc),
+            stats,
+        };
+        let up = wait_until(Duration::from_secs(20), || {
+            let out = app.run(&["ip", "route", "show"]);
+            String::from_utf8_lossy(&out.stdout).contains(ready)
+        });
+        if !up {
+            let (code, out, err) = fg.stop_raw();
+            panic!("flowgate did not come up ({code:?}): {out}\n{err}");
+        }
+        fg
+    }
+
+    fn stop_raw(&mut self) -> (Option<i32>, String, String) {
+        self.proc
+            .take()
+            .expect("flowgate running")
+            .stop(Duration::from_secs(10))
+    }
+
+    /// Stop (SIGTERM), check the clean exit, return the final counters and the stderr.
+    fn stop(mut self) -> (serde_json::Value, String) {
+        let (code, out, err) = self.stop_raw();
+        assert_eq!(code, Some(0), "clean exit: {out}\n{err}");
+        let text = std::fs::read_to_string(&self.stats).expect("stats json");
+        (serde_json::from_str(&text).expect("stats parse"), err)
+    }
+}
+
+const SERVER: &str = r#"
+import socket, sys, threading
+name = sys.argv[1].encode()
+def serve(c):
+    try:
+        c.settimeout(5); c.sendall(name + b'\n'); f = c.makefile('rb')
+        for line in f:
+            c.sendall(name + b':' + line)
+    except OSError:
+        pass
+    finally:
+        c.close()
+def listen(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', port)); s.listen(64)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+for p in (110, 143):
+    threading.Thread(target=listen, args=(p,), daemon=True).start()
+listen(25)
+"#;
+
+/// `n` connections, one after the other, to 192.168.0.2:`port`: per connection the server
+/// name of its greeting, or `MIXED a b` if the echo came from another server, or `ERR ...`.
+const CLIENT: &str = r#"
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    try:
+        s = socket.create_connection(('192.168.0.2', port), timeout=3)
+        f = s.makefile('rb')
+        a = f.readline().strip().decode()
+        s.sendall(b'x%d\n' % i)
+        b = f.readline().strip().decode()
+        s.close()
+        print(a if b == '%s:x%d' % (a, i) else 'MIXED %s %s' % (a, b))
+    except Exception as e:
+        print('ERR', e)
+    sys.stdout.flush()
+"#;
+
+fn connections(cli: &Netns, client: &Path, port: u16, n: usize) -> Vec<String> {
+    let out = cli.run(&[
+        "python3",
+        client.to_str().expect("utf-8 path"),
+        &port.to_string(),
+        &n.to_string(),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn tally(results: &[String]) -> (usize, usize) {
+    for r in results {
+        assert!(
+            r == "mail1" || r == "mail2",
+            "a connection failed: {r} (all: {results:?})"
+        );
+    }
+    (
+        results.iter().filter(|r| *r == "mail1").count(),
+        results.iter().filter(|r| *r == "mail2").count(),
+    )
+}
+
+fn server(ns: &Netns, script: &Path, name: &str) -> Proc {
+    let p = ns.spawn(&["python3", script.to_str().expect("utf-8 path"), name]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let out = ns.run(&["ss", "-ltnH"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.contains(":25 ") && text.contains(":110 ") && text.contains(":143 ")
+        }),
+        "{name} listening"
+    );
+    p
+}
+
+#[test]
+fn seed_mail_flow_balances_over_two_nat_servers_with_health_checks() {
+    if skip() {
+        return;
+    }
+    mail_lab(Mode::Nat);
+}
+
+/// The same in gateway mode (direct routing): the servers own the VIP (on `lo`), the
+/// appliance only rewrites the MACs, and the servers' answers come back as plain routed
+/// traffic (a `table 100` flow: no route there, main answers), not through the director.
+#[test]
+fn seed_mail_flow_in_gateway_mode_routes_to_the_servers_macs() {
+    if skip() {
+        return;
+    }
+    mail_lab(Mode::Gateway);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Nat,
+    Gateway,
+}
+
+fn mail_lab(mode: Mode) {
+    let app = Netns::new("app");
+    let cli = Netns::new("cli");
+    let sw = Netns::new("sw");
+    let s1 = Netns::new("mail1");
+    let s2 = Netns::new("mail2");
+    let t = tag();
+    let (nic0, nic1) = (format!("fa0{t}"), format!("fa1{t}"));
+    let (c0, w0, w1, w2) = (
+        format!("fc0{t}"),
+        format!("fw0{t}"),
+        format!("fw1{t}"),
+        format!("fw2{t}"),
+    );
+    let (e1, e2) = (format!("fe1{t}"), format!("fe2{t}"));
+    veth(&app, &nic0, &cli, &c0);
+    veth(&app, &nic1, &sw, &w0);
+    veth(&sw, &w1, &s1, &e1);
+    veth(&sw, &w2, &s2, &e2);
+    sw.must(&["ip", "link", "add", "br0", "type", "bridge"]);
+    for w in [&w0, &w1, &w2] {
+        sw.must(&["ip", "link", "set", w, "master", "br0"]);
+    }
+    sw.must(&["ip", "link", "set", "br0", "up"]);
+    nic_for_flowgate(&app, &nic0);
+    nic_for_flowgate(&app, &nic1);
+    for kv in [
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+    ] {
+        sysctl(&app, kv);
+    }
+    cli.must(&["ip", "addr", "add", "192.168.0.100/24", "dev", &c0]);
+    s1.must(&["ip", "addr", "add", "10.0.0.11/24", "dev", &e1]);
+    s2.must(&["ip", "addr", "add", "10.0.0.12/24", "dev", &e2]);
+    for s in [&s1, &s2] {
+        s.must(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
+        if mode == Mode::Gateway {
+            s.must(&["ip", "addr", "add", "192.168.0.2/32", "dev", "lo"]);
+            s.must(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
+        }
+    }
+    // veth leaves checksums partial otherwise
+    for (ns, ifc) in [(&cli, &c0), (&s1, &e1), (&s2, &e2)] {
+        ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
+    }
+
+    let dir = tempdir::Dir::new();
+    let server_py = dir.0.join("server.py");
+    let client_py = dir.0.join("client.py");
+    std::fs::write(&server_py, SERVER).expect("write server");
+    std::fs::write(&client_py, CLIENT).expect("write client");
+    let mail1 = server(&s1, &server_py, "mail1");
+    let _mail2 = server(&s2, &server_py, "mail2");
+
+    let mode_name = match mode {
+        Mode::Nat => "nat",
+        Mode::Gateway => "gateway",
+    };
+    let config = format!(
+        r#"flows = "mail.flows"
+[dataplane]
+workers = [1]
+eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"]
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface={nic0}"
+addresses = ["192.168.0.1/24", "192.168.0.2/24"]
+[[port]]
+name = "eth1"
+device = "net_af_packet1,iface={nic1}"
+addresses = ["10.0.0.1/24"]
+[[table]]
+id = 100
+routes = {{ "203.0.113.0/24" = "10.0.0.254" }}
+[[director]]
+name = "maildirect"
+scheduler = "wrr"
+mode = "{mode_name}"
+virtual = {{ address = "192.168.0.2" }}
+check = {{ kind = "tcp", port = 25, interval_ms = 200, timeout_ms = 150, rise = 1, fall = 2 }}
+servers = [
+  {{ name = "mail1", address = "10.0.0.11", weight = 10 }},
+  {{ name = "mail2", address = "10.0.0.12", weight = 10 }},
+]
+"#
+    );
+    let flows = "flow mail director maildirect\n\
+                 \x20   match proto tcp dst 192.168.0.2 dstport 110\n\
+                 \x20   match proto tcp dst 192.168.0.2 dstport 143\n\
+                 \x20   match proto tcp dst 192.168.0.2 dstport 25\n\
+                 flow dr-answers table 100\n    match proto tcp src 192.168.0.2\n\
+                 flow rest permit\n    match\n";
+    let fg = Flowgate::start(&app, &dir.0, "mail", &config, flows, "10.0.0.0/24 dev eth1");
+    // the first checks may run before the TAPs have their addresses: let them settle
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // 1. both servers up: 40 connections to port 25, and some to 110 and 143
+    let r = connections(&cli, &client_py, 25, 40);
+    assert_eq!(r.len(), 40, "{r:?}");
+    let (a, b) = tally(&r);
+    assert!(
+        a >= 12 && b >= 12,
+        "wrr 10/10 spreads the connections: {a}/{b}"
+    );
+    for port in [110, 143] {
+        let r = connections(&cli, &client_py, port, 6);
+        assert_eq!(r.len(), 6, "{r:?}");
+        let (a, b) = tally(&r);
+        assert!(a >= 1 && b >= 1, "port {port}: {a}/{b}");
+    }
+
+    // 2. mail1's listener dies: once the check marks it down, everything goes to mail2
+    let _ = mail1.stop(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = connections(&cli, &client_py, 25, 20);
+    assert_eq!(r.len(), 20, "{r:?}");
+    assert_eq!(tally(&r), (0, 20), "mail1 is down: {r:?}");
+
+    // 3. mail1 back: the check marks it up, new connections reach it again
+    let _mail1 = server(&s1, &server_py, "mail1");
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = connections(&cli, &client_py, 25, 20);
+    assert_eq!(r.len(), 20, "{r:?}");
+    let (a, b) = tally(&r);
+    assert!(a >= 5 && b >= 5, "mail1 is back: {a}/{b}");
+
+    let (s, err) = fg.stop();
+    // the health checks' state changes, as printed by `flowgate run`
+    let down = err.find("director maildirect/mail1: down");
+    let up = err.rfind("director maildirect/mail1: up");
+    assert!(down.is_some() && up > down, "{err}");
+    assert!(err.contains("director maildirect:"), "the report: {err}");
+    let d = &s["directors"]["maildirect"];
+    eprintln!("directors: {d:#}");
+    let conns = |srv: &str| d["servers"][srv]["connections"].as_u64().unwrap_or(0);
+    assert!(
+        conns("mail1") >= 12 + 5 && conns("mail2") >= 12 + 20,
+        "{d:#}"
+    );
+    assert!(
+        (d["packets_out"].as_u64().unwrap_or(0) > 0) == (mode == Mode::Nat),
+        "NAT replies: {d:#}"
+    );
+    assert_eq!(d["servers"]["mail1"]["up"], true, "{d:#}");
+    assert!(
+        s["verdicts"]["director"].as_u64().unwrap_or(0) >= 86 * 3,
+        "{s:#}"
+    );
+}
