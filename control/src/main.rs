@@ -2,6 +2,7 @@
 
 mod bench;
 mod classify_cmd;
+mod director_hook;
 mod run;
 
 use std::path::PathBuf;

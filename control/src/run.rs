@@ -25,6 +25,7 @@ use flowgate_dataplane::ruleset::RuleSet;
 use flowgate_dataplane::worker::Worker;
 
 use crate::classify_cmd::{self, Refused};
+use crate::director_hook::DirectorHook;
 
 /// Options of `flowgate run`.
 #[derive(Debug)]
@@ -77,18 +78,16 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             .collect()
     });
     let shared = Arc::new(Shared::new(app.clone(), rules, Some(nic_stats)));
-    let control = flowgate_control::start(
-        Arc::clone(&shared),
-        text,
-        ControlOptions::from_appliance(&app),
-    )
-    .map_err(|e| anyhow!("starting the control thread: {e}"))?;
     let published = &shared.rules;
     let counters = &shared.workers;
     let directors = Arc::new(SharedDirectors::new(
         DirectorSet::build(&app.directors).map_err(|e| anyhow!("directors: {e}"))?,
         app.dataplane.workers.len(),
     ));
+    let mut control_opts = ControlOptions::from_appliance(&app);
+    control_opts.director = Some(Box::new(DirectorHook::new(Arc::clone(&directors))));
+    let control = flowgate_control::start(Arc::clone(&shared), text, control_opts)
+        .map_err(|e| anyhow!("starting the control thread: {e}"))?;
     let _health = start_health(&app, &directors)?;
     let dir_opts = WorkerOptions {
         seed: per_boot_seed(),

@@ -13,32 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{can_run_lab, tag, veth, wait_until, Netns, Proc};
-
-mod tempdir {
-    /// A temporary directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Dir {
-            let p = std::env::temp_dir().join(format!("flowgate-director-{}", super::tag()));
-            std::fs::create_dir_all(&p).expect("temp dir");
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn skip() -> bool {
-    if !can_run_lab() {
-        eprintln!("skipped: needs root and iproute2 (network namespaces)");
-        return true;
-    }
-    false
-}
+use common::{skip_without_lab, tag, veth, wait_until, Netns, Proc, TempDir};
 
 /// Make `nic` (in the appliance namespace) a NIC only flowgate reads: no IPv6, and an
 /// ingress drop so the appliance kernel never answers on it directly.
@@ -206,7 +181,7 @@ fn server(ns: &Netns, script: &Path, name: &str) -> Proc {
 
 #[test]
 fn seed_mail_flow_balances_over_two_nat_servers_with_health_checks() {
-    if skip() {
+    if skip_without_lab() {
         return;
     }
     mail_lab(Mode::Nat);
@@ -217,7 +192,7 @@ fn seed_mail_flow_balances_over_two_nat_servers_with_health_checks() {
 /// traffic (a `table 100` flow: no route there, main answers), not through the director.
 #[test]
 fn seed_mail_flow_in_gateway_mode_routes_to_the_servers_macs() {
-    if skip() {
+    if skip_without_lab() {
         return;
     }
     mail_lab(Mode::Gateway);
@@ -276,7 +251,7 @@ fn mail_lab(mode: Mode) {
         ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
     }
 
-    let dir = tempdir::Dir::new();
+    let dir = TempDir::new("director");
     let server_py = dir.0.join("server.py");
     let client_py = dir.0.join("client.py");
     std::fs::write(&server_py, SERVER).expect("write server");
@@ -355,6 +330,32 @@ servers = [
     assert_eq!(r.len(), 20, "{r:?}");
     let (a, b) = tally(&r);
     assert!(a >= 5 && b >= 5, "mail1 is back: {a}/{b}");
+
+    // 4. flowctl: disable (drain) mail2 over the control socket, then enable it again
+    let socket = dir.0.join("mail.sock");
+    let flowctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("flowctl");
+        assert!(
+            out.status.success(),
+            "flowctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    flowctl(&["director", "disable", "maildirect", "mail2"]);
+    let listed = flowctl(&["--json", "director", "list"]);
+    assert!(listed.contains("\"enabled\":false"), "{listed}");
+    let r = connections(&cli, &client_py, 25, 10);
+    assert_eq!(tally(&r), (10, 0), "mail2 disabled: {r:?}");
+    flowctl(&["director", "enable", "maildirect", "mail2"]);
+    flowctl(&["director", "weight", "maildirect", "mail1", "0"]);
+    let r = connections(&cli, &client_py, 25, 10);
+    assert_eq!(tally(&r), (0, 10), "mail1 drained by weight 0: {r:?}");
 
     let (s, err) = fg.stop();
     // the health checks' state changes, as printed by `flowgate run`
