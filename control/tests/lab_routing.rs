@@ -11,29 +11,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{skip_without_lab, tag, veth, wait_until, Netns, Proc, TempDir};
+use common::{
+    nic_for_flowgate, skip_without_lab, sysctl, tag, veth, wait_until, Flowgate, Netns, TempDir,
+};
 use flowgate_dataplane::build::{checksum, ones_sum};
-
-/// Make `nic` (in the appliance namespace) a NIC only flowgate reads: no IPv6, and an
-/// ingress drop so the appliance kernel never answers on it directly.
-fn nic_for_flowgate(app: &Netns, nic: &str) {
-    app.must(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{nic}.disable_ipv6=1"),
-    ]);
-    let nft = format!(
-        "table netdev nic_{nic} {{ chain nic_in {{ type filter hook ingress device \"{nic}\" priority 0; policy drop; }}; }}"
-    );
-    app.must(&["nft", &nft]);
-}
-
-fn sysctl(ns: &Netns, kv: &str) {
-    ns.must(&["sysctl", "-qw", kv]);
-}
 
 fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
     let out = ns.must(&["cat", &format!("/sys/class/net/{ifname}/address")]);
@@ -43,71 +26,6 @@ fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
         .map(|h| u8::from_str_radix(h, 16).expect("mac hex"))
         .collect();
     bytes.try_into().expect("6 bytes")
-}
-
-/// A running flowgate with its stats file.
-struct Flowgate {
-    proc: Option<Proc>,
-    stats: PathBuf,
-}
-
-impl Flowgate {
-    /// Start flowgate in `app` with `config` (its `flows = "NAME.flows"`) and `flows`; wait
-    /// until the kernel sees the TAPs' addresses and `ready` in its routing table.
-    fn start(app: &Netns, dir: &Path, name: &str, config: &str, flows: &str, ready: &str) -> Self {
-        std::fs::write(dir.join(format!("{name}.flows")), flows).expect("write flows");
-        let cfg = dir.join(format!("{name}.toml"));
-        // a control socket of this test's own (tests run side by side)
-        let socket = dir.join(format!("{name}.sock"));
-        let config = config.replacen(
-            "\n[dataplane]",
-            &format!(
-                "\n[control]\nsocket = \"{}\"\n[dataplane]",
-                socket.display()
-            ),
-            1,
-        );
-        std::fs::write(&cfg, config).expect("write config");
-        let stats = dir.join(format!("{name}.json"));
-        let proc = app.spawn(&[
-            env!("CARGO_BIN_EXE_flowgate"),
-            "run",
-            "--config",
-            cfg.to_str().expect("utf-8 path"),
-            "--duration",
-            "60",
-            "--stats-json",
-            stats.to_str().expect("utf-8 path"),
-        ]);
-        let mut fg = Flowgate {
-            proc: Some(proc),
-            stats,
-        };
-        let up = wait_until(Duration::from_secs(20), || {
-            let out = app.run(&["ip", "route", "show"]);
-            String::from_utf8_lossy(&out.stdout).contains(ready)
-        });
-        if !up {
-            let (code, out, err) = fg.stop_raw();
-            panic!("flowgate did not come up ({code:?}): {out}\n{err}");
-        }
-        fg
-    }
-
-    fn stop_raw(&mut self) -> (Option<i32>, String, String) {
-        self.proc
-            .take()
-            .expect("flowgate running")
-            .stop(Duration::from_secs(10))
-    }
-
-    /// Stop (SIGTERM), check the clean exit, return the final counters.
-    fn stop(mut self) -> serde_json::Value {
-        let (code, out, err) = self.stop_raw();
-        assert_eq!(code, Some(0), "clean exit: {out}\n{err}");
-        let text = std::fs::read_to_string(&self.stats).expect("stats json");
-        serde_json::from_str(&text).expect("stats parse")
-    }
 }
 
 fn drops(s: &serde_json::Value, why: &str) -> u64 {
@@ -258,7 +176,7 @@ routes = {{ default = "192.168.161.1" }}
     let fg = Flowgate::start(&app, &dir.0, "plain", &config("plain"), flows, ready);
     let (at_gw0, at_gw1) = (nft_count(&gw0), nft_count(&gw1));
     assert!(!connect(), "without the outflow the connection fails");
-    let s = fg.stop();
+    let (s, _) = fg.stop();
     assert!(nft_count(&gw0) > at_gw0, "answers went to gw0: {s:#}");
     assert_eq!(nft_count(&gw1), at_gw1, "no answer reached gw1");
     assert_eq!(table(&s, 200), (0, 0));
@@ -270,7 +188,7 @@ routes = {{ default = "192.168.161.1" }}
     let (at_gw0, at_gw1) = (nft_count(&gw0), nft_count(&gw1));
     assert!(connect(), "with the outflow the connection succeeds");
     assert!(connect(), "and again (the next hop is known)");
-    let s = fg.stop();
+    let (s, _) = fg.stop();
     assert_eq!(
         nft_count(&gw0),
         at_gw0,
@@ -300,7 +218,7 @@ routes = {{ default = "192.168.161.1" }}
         !connect(),
         "iface eth1 does not catch answers routed to eth0"
     );
-    let s = fg.stop();
+    let (s, _) = fg.stop();
     assert!(nft_count(&gw0) > at_gw0, "answers went to gw0");
     assert_eq!(nft_count(&gw1), at_gw1);
     assert_eq!(table(&s, 200), (0, 0), "no answer was re-routed: {s:#}");
@@ -525,7 +443,7 @@ routes = {{ "10.2.0.0/16" = "192.168.200.2", "2001:db8:2::/48" = "2001:db8:200::
         "sniffer and echo ready"
     );
     if !a.run(&["python3", "-c", UDP_CLIENT]).status.success() {
-        let s = fg.stop();
+        let (s, _) = fg.stop();
         panic!("UDP through the appliance and back failed: {s:#}");
     }
     assert!(
@@ -587,7 +505,7 @@ routes = {{ "10.2.0.0/16" = "192.168.200.2", "2001:db8:2::/48" = "2001:db8:200::
 
     let failed_by = Duration::from_millis(4500);
     std::thread::sleep(failed_by.saturating_sub(sent_dead.elapsed()));
-    let s = fg.stop();
+    let (s, _) = fg.stop();
     assert_eq!(drops(&s, "neighbour-hold-overflow"), 2, "{s:#}");
     assert_eq!(drops(&s, "neighbour-unresolved"), 4, "{s:#}");
     assert_eq!(drops(&s, "no-route"), 1, "{s:#}");

@@ -2,6 +2,7 @@
 //! are removed when the test ends, passed or failed.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -199,4 +200,94 @@ pub fn skip_without_lab() -> bool {
         return true;
     }
     false
+}
+
+/// Make `nic` (in the appliance namespace) a NIC only flowgate reads: no IPv6, and an
+/// ingress drop so the appliance kernel never answers on it directly.
+pub fn nic_for_flowgate(app: &Netns, nic: &str) {
+    app.must(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{nic}.disable_ipv6=1"),
+    ]);
+    let nft = format!(
+        "table netdev nic_{nic} {{ chain nic_in {{ type filter hook ingress device \"{nic}\" priority 0; policy drop; }}; }}"
+    );
+    app.must(&["nft", &nft]);
+}
+
+pub fn sysctl(ns: &Netns, kv: &str) {
+    ns.must(&["sysctl", "-qw", kv]);
+}
+
+/// A running flowgate with its stats file.
+pub struct Flowgate {
+    proc: Option<Proc>,
+    stats: PathBuf,
+}
+
+impl Flowgate {
+    /// Start flowgate in `app` with `config` (its `flows = "NAME.flows"`) and `flows`; wait
+    /// until the kernel sees the TAPs' addresses and `ready` in its routing table.
+    pub fn start(
+        app: &Netns,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        flows: &str,
+        ready: &str,
+    ) -> Self {
+        std::fs::write(dir.join(format!("{name}.flows")), flows).expect("write flows");
+        let cfg = dir.join(format!("{name}.toml"));
+        // a control socket of this test's own (tests run side by side)
+        let socket = dir.join(format!("{name}.sock"));
+        let config = config.replacen(
+            "\n[dataplane]",
+            &format!(
+                "\n[control]\nsocket = \"{}\"\n[dataplane]",
+                socket.display()
+            ),
+            1,
+        );
+        std::fs::write(&cfg, config).expect("write config");
+        let stats = dir.join(format!("{name}.json"));
+        let proc = app.spawn(&[
+            env!("CARGO_BIN_EXE_flowgate"),
+            "run",
+            "--config",
+            cfg.to_str().expect("utf-8 path"),
+            "--duration",
+            "60",
+            "--stats-json",
+            stats.to_str().expect("utf-8 path"),
+        ]);
+        let mut fg = Flowgate {
+            proc: Some(proc),
+            stats,
+        };
+        let up = wait_until(Duration::from_secs(20), || {
+            let out = app.run(&["ip", "route", "show"]);
+            String::from_utf8_lossy(&out.stdout).contains(ready)
+        });
+        if !up {
+            let (code, out, err) = fg.stop_raw();
+            panic!("flowgate did not come up ({code:?}): {out}\n{err}");
+        }
+        fg
+    }
+
+    pub fn stop_raw(&mut self) -> (Option<i32>, String, String) {
+        self.proc
+            .take()
+            .expect("flowgate running")
+            .stop(Duration::from_secs(10))
+    }
+
+    /// Stop (SIGTERM), check the clean exit, return the final counters and the stderr.
+    pub fn stop(mut self) -> (serde_json::Value, String) {
+        let (code, out, err) = self.stop_raw();
+        assert_eq!(code, Some(0), "clean exit: {out}\n{err}");
+        let text = std::fs::read_to_string(&self.stats).expect("stats json");
+        (serde_json::from_str(&text).expect("stats parse"), err)
+    }
 }
