@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use flowgate_config::appliance::Appliance;
+use flowgate_config::appliance::{Appliance, Mode};
 use flowgate_config::flows::ListKind;
 use flowgate_control::protocol::{NicStats, Request};
 use flowgate_control::{ControlOptions, NicStatsFn, Shared};
@@ -89,6 +89,17 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let control = flowgate_control::start(Arc::clone(&shared), text, control_opts)
         .map_err(|e| anyhow!("starting the control thread: {e}"))?;
     let _health = start_health(&app, &directors)?;
+    if app.dataplane.workers.len() > 1 {
+        for d in app.directors.iter().filter(|d| d.mode == Mode::Nat) {
+            eprintln!(
+                "flowgate: warning: director {} is in NAT mode with {} workers: a reply is \
+                 looked up only by the worker that receives it (no reply steering yet), so \
+                 run NAT directors with one worker (docs/director.md)",
+                d.name,
+                app.dataplane.workers.len()
+            );
+        }
+    }
     let dir_opts = WorkerOptions {
         seed: per_boot_seed(),
         ..WorkerOptions::default()
