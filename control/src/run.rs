@@ -10,16 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use flowgate_config::appliance::{Appliance, Mode};
+use flowgate_config::appliance::Appliance;
 use flowgate_config::flows::ListKind;
 use flowgate_control::protocol::{NicStats, Request};
 use flowgate_control::{ControlOptions, NicStatsFn, Shared};
 use flowgate_dataplane::counters::{
-    DropReason, Totals, VerdictKind, WorkerCounters, NEIGHBOUR_COLUMNS, PORT_COLUMNS,
+    DropReason, Totals, VerdictKind, WorkerCounters, HANDOFF_COLUMNS, NEIGHBOUR_COLUMNS,
+    PORT_COLUMNS,
 };
 use flowgate_dataplane::director::health::{self, HealthChecker, HealthOptions};
 use flowgate_dataplane::director::{DirectorCounters, DirectorSet, SharedDirectors, WorkerOptions};
 use flowgate_dataplane::dpdk::{self, PortStats};
+use flowgate_dataplane::handoff::Handoff;
 use flowgate_dataplane::plant::Plant;
 use flowgate_dataplane::ruleset::RuleSet;
 use flowgate_dataplane::worker::Worker;
@@ -89,16 +91,19 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let control = flowgate_control::start(Arc::clone(&shared), text, control_opts)
         .map_err(|e| anyhow!("starting the control thread: {e}"))?;
     let _health = start_health(&app, &directors)?;
-    if app.dataplane.workers.len() > 1 {
-        for d in app.directors.iter().filter(|d| d.mode == Mode::Nat) {
-            eprintln!(
-                "flowgate: warning: director {} is in NAT mode with {} workers: a reply is \
-                 looked up only by the worker that receives it (no reply steering yet), so \
-                 run NAT directors with one worker (docs/director.md)",
-                d.name,
-                app.dataplane.workers.len()
-            );
-        }
+    // several workers and a NAT director: packets go to the worker owning their connection
+    let handoff = Handoff::new(
+        app.dataplane.workers.len(),
+        app.ports.len(),
+        &directors.set.load(),
+    )
+    .map_err(|e| anyhow!("hand-over rings: {e}"))?;
+    if let Some(h) = &handoff {
+        eprintln!(
+            "flowgate: NAT directors with {} workers: packets are handed to the worker owning \
+             their connection (client endpoint)",
+            h.workers()
+        );
     }
     let dir_opts = WorkerOptions {
         seed: per_boot_seed(),
@@ -129,6 +134,10 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                 &stop,
             )
             .with_directors(&directors, dir_opts);
+            let worker = match &handoff {
+                Some(h) => worker.with_handoff(h).map_err(|e| anyhow!(e))?,
+                None => worker,
+            };
             let eal = &plant.eal;
             let h = std::thread::Builder::new()
                 .name(format!("fg-worker-{w}"))
@@ -281,6 +290,13 @@ pub fn report(
             drops.join(", ")
         }
     );
+    if t.handoff.iter().any(|&n| n > 0) {
+        let _ = writeln!(
+            s,
+            "hand-over between workers: {} handed out, {} handed in",
+            t.handoff[0], t.handoff[1]
+        );
+    }
     s
 }
 
@@ -484,6 +500,9 @@ pub fn stats_json(
         "outflow_verdicts": verdicts(r.outflow_verdicts),
         "drops": serde_json::Value::Object(drops),
         "neighbours": NEIGHBOUR_COLUMNS.iter().zip(t.neighbours)
+            .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(v)))
+            .collect::<serde_json::Map<_, _>>(),
+        "handoff": HANDOFF_COLUMNS.iter().zip(t.handoff)
             .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(v)))
             .collect::<serde_json::Map<_, _>>(),
         "tables": rules.routes.ids().iter().enumerate().map(|(i, id)| serde_json::json!({

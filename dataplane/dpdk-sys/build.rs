@@ -87,6 +87,7 @@ const OPAQUE: &[&str] = &[
     "rte_mempool",
     "rte_device",
     "rte_eth_dev_portconf",
+    "rte_ring",
 ];
 
 fn main() {

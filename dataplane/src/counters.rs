@@ -55,10 +55,12 @@ pub enum DropReason {
     TxFull,
     /// From the kernel, but not a frame we can read.
     KernelMalformed,
+    /// For a NAT connection another worker owns, but that worker's ring was full.
+    HandoffFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = Malformed::ALL.len() + 13;
+    pub const COUNT: usize = Malformed::ALL.len() + 14;
 
     pub fn index(self) -> usize {
         let m = Malformed::ALL.len();
@@ -77,6 +79,7 @@ impl DropReason {
             DropReason::NeighbourTableFull => m + 10,
             DropReason::RouteTruncated => m + 11,
             DropReason::DirectorDrop => m + 12,
+            DropReason::HandoffFull => m + 13,
         }
     }
 
@@ -98,6 +101,7 @@ impl DropReason {
                 DropReason::NeighbourTableFull,
                 DropReason::RouteTruncated,
                 DropReason::DirectorDrop,
+                DropReason::HandoffFull,
             ])
     }
 
@@ -117,6 +121,7 @@ impl DropReason {
             DropReason::NoKernel => "no-kernel-port",
             DropReason::TxFull => "tx-full",
             DropReason::KernelMalformed => "kernel-malformed",
+            DropReason::HandoffFull => "handoff-full",
         }
     }
 }
@@ -179,12 +184,25 @@ pub struct NeighbourCounters {
 /// Names of the [`Totals::neighbours`] columns.
 pub const NEIGHBOUR_COLUMNS: [&str; 3] = ["solicits", "learned", "from_shared"];
 
+/// NAT director packets moved between workers (`crate::handoff`).
+#[derive(Debug, Default)]
+pub struct HandoffCounters {
+    /// Handed by this worker to the worker owning their connection.
+    pub handed_out: Counter,
+    /// Received by this worker from the others.
+    pub handed_in: Counter,
+}
+
+/// Names of the [`Totals::handoff`] columns.
+pub const HANDOFF_COLUMNS: [&str; 2] = ["handed_out", "handed_in"];
+
 /// What one worker counts for the whole run (ports, drops).
 #[derive(Debug)]
 pub struct WorkerCounters {
     pub ports: Vec<PortCounters>,
     pub drops: Vec<Counter>,
     pub neighbours: NeighbourCounters,
+    pub handoff: HandoffCounters,
     /// Bursts polled that carried at least one frame.
     pub busy_polls: Counter,
 }
@@ -195,6 +213,7 @@ impl WorkerCounters {
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
             drops: (0..DropReason::COUNT).map(|_| Counter::default()).collect(),
             neighbours: NeighbourCounters::default(),
+            handoff: HandoffCounters::default(),
             busy_polls: Counter::default(),
         }
     }
@@ -244,6 +263,8 @@ pub struct Totals {
     pub drops: Vec<u64>,
     /// [`NEIGHBOUR_COLUMNS`].
     pub neighbours: [u64; 3],
+    /// [`HANDOFF_COLUMNS`].
+    pub handoff: [u64; 2],
 }
 
 /// A sum of several workers' rule counters of one generation.
@@ -300,6 +321,10 @@ impl Totals {
                 .iter_mut()
                 .zip([&n.solicits, &n.learned, &n.from_shared])
             {
+                *a += c.get();
+            }
+            let h = &w.handoff;
+            for (a, c) in t.handoff.iter_mut().zip([&h.handed_out, &h.handed_in]) {
                 *a += c.get();
             }
         }
@@ -359,8 +384,12 @@ mod tests {
         b.dropped(DropReason::FlowDeny);
         a.neighbours.from_shared.add(1);
         b.neighbours.solicits.add(2);
+        a.handoff.handed_out.add(3);
+        b.handoff.handed_in.add(2);
+        b.handoff.handed_out.add(1);
         let t = Totals::sum([&a, &b]);
         assert_eq!(t.neighbours, [2, 0, 1]);
+        assert_eq!(t.handoff, [4, 2]);
         assert_eq!(t.ports[1][0], 12);
         assert_eq!(t.ports[0][0], 0);
         let ra = RuleCounters::new(3, 1, 2);

@@ -674,6 +674,140 @@ impl Drop for Burst {
     }
 }
 
+impl Burst {
+    /// Receives into the free slots from `reader`'s ring; returns how many arrived.
+    #[inline]
+    pub fn rx_ring(&mut self, reader: &mut RingReader<'_>) -> usize {
+        let room = (BURST_SIZE - self.len) as u32;
+        // SAFETY: the reader is the ring's only consumer (single-consumer dequeue); the ring
+        // holds owned mbufs put there by `Ring::enqueue`, whose ownership passes to the burst;
+        // pkts[len..] has `room` writable slots and at most `room` are written.
+        let n = unsafe {
+            sys::fg_ring_sc_dequeue_burst(
+                reader.ring.raw.as_ptr(),
+                self.pkts.as_mut_ptr().add(self.len),
+                room,
+            )
+        } as usize;
+        self.len += n;
+        n
+    }
+
+    /// Sets the application tag of mbuf `i` (the mbuf's `hash.usr`, free once received):
+    /// what a worker tells the worker it hands the packet to.
+    #[inline]
+    pub fn set_tag(&mut self, i: usize, tag: u32) {
+        if i < self.len {
+            // SAFETY: pkts[i] is an owned valid mbuf; &mut self gives exclusive access.
+            unsafe { sys::fg_pktmbuf_set_tag(self.pkts[i], tag) };
+        }
+    }
+
+    /// The application tag of mbuf `i` (see [`Burst::set_tag`]).
+    #[inline]
+    pub fn tag(&self, i: usize) -> Option<u32> {
+        // SAFETY: pkts[..len] are owned valid mbufs.
+        (i < self.len).then(|| unsafe { sys::fg_pktmbuf_tag(self.pkts[i]) })
+    }
+}
+
+/// A ring of mbufs between threads (DPDK `rte_ring`): any thread may enqueue (multi-producer),
+/// one [`RingReader`] dequeues (single consumer). What is left in it when it is dropped is
+/// freed.
+pub struct Ring {
+    raw: NonNull<sys::rte_ring>,
+    reader_taken: AtomicBool,
+}
+
+// SAFETY: the ring is created multi-producer, so `enqueue` from several threads at once is
+// what it is built for; dequeueing needs the single `RingReader` (handed out once) or
+// `&mut Ring` (drop); the mbufs inside are owned by the ring, Send as `Mbuf` is.
+unsafe impl Send for Ring {}
+// SAFETY: as above: every `&self` operation is a multi-producer enqueue or a count.
+unsafe impl Sync for Ring {}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring").field("len", &self.len()).finish()
+    }
+}
+
+impl Ring {
+    /// A ring named `name` (unique in the process) holding up to `size - 1` mbufs; `size` must
+    /// be a power of two.
+    pub fn new(name: &str, size: u32) -> Result<Ring> {
+        ensure_eal()?;
+        if !size.is_power_of_two() || size < 2 {
+            return Err(DpdkError::InvalidArgument {
+                what: format!("ring size {size}"),
+                why: "must be a power of two, at least 2",
+            });
+        }
+        let cname = cstring("ring name", name)?;
+        // SAFETY: the EAL is initialised; the name is a valid NUL-terminated string that
+        // DPDK copies; NULL (with rte_errno) on failure.
+        let raw = unsafe { sys::fg_ring_create_mp_sc(cname.as_ptr(), size, SOCKET_ANY) };
+        let raw = NonNull::new(raw)
+            .ok_or_else(|| call_error(format!("rte_ring_create({name})"), -rte_errno()))?;
+        Ok(Ring {
+            raw,
+            reader_taken: AtomicBool::new(false),
+        })
+    }
+
+    /// The ring's one consumer; `None` once it was handed out.
+    pub fn reader(&self) -> Option<RingReader<'_>> {
+        (!self.reader_taken.swap(true, Ordering::AcqRel)).then_some(RingReader { ring: self })
+    }
+
+    /// Moves as many mbufs of `burst` as the ring has room for into it, in order; the others
+    /// stay in the burst (moved to its front). Returns how many went in. Safe from any thread.
+    #[inline]
+    pub fn enqueue(&self, burst: &mut Burst) -> usize {
+        // SAFETY: multi-producer enqueue on a live ring; pkts[..len] are owned valid mbufs
+        // whose ownership passes to the ring for the first `n` of them.
+        let n = unsafe {
+            sys::fg_ring_mp_enqueue_burst(
+                self.raw.as_ptr(),
+                burst.pkts.as_mut_ptr(),
+                burst.len as u32,
+            )
+        } as usize;
+        burst.pkts.copy_within(n..burst.len, 0);
+        burst.len -= n;
+        n
+    }
+
+    /// Mbufs in the ring now.
+    pub fn len(&self) -> usize {
+        // SAFETY: reading the ring's indexes is allowed from any thread.
+        unsafe { sys::fg_ring_count(self.raw.as_ptr()) as usize }
+    }
+
+    /// Whether the ring holds no mbuf now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        let mut reader = RingReader { ring: self };
+        let mut burst = Burst::new();
+        while burst.rx_ring(&mut reader) > 0 {
+            burst.clear();
+        }
+        // SAFETY: `&mut self`: no reader or producer is left; the ring is empty and freed once.
+        unsafe { sys::fg_ring_free(self.raw.as_ptr()) };
+    }
+}
+
+/// The single consumer of a [`Ring`].
+#[derive(Debug)]
+pub struct RingReader<'r> {
+    ring: &'r Ring,
+}
+
 /// Link state of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkStatus {

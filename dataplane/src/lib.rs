@@ -7,6 +7,7 @@
 //!   direct routing and IP-in-IP).
 //! - [`route`]: routing tables (LPM), forwarding rewrite, neighbour resolution.
 //! - [`worker`]: the poll-mode worker (rx, parse, classify, dispatch, tx).
+//! - [`handoff`]: NAT director packets handed to the worker owning their connection.
 //! - [`plant`]: bringing ports and TAPs up and down.
 //! - [`counters`]: per-worker counters (single writer) and their sums.
 //! - [`build`]: crafting real frames for tests, benchmark pcaps and fixtures.
@@ -19,6 +20,7 @@ pub mod counters;
 pub mod director;
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod handoff;
 pub mod plant;
 pub mod route;
 pub mod ruleset;

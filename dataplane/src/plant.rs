@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use flowgate_config::appliance::{Appliance, Device, MacAddr};
+use flowgate_config::appliance::{Appliance, Device, MacAddr, Mode};
 
 use crate::dpdk::{self, DpdkError, Eal, Mempool, Port, PortStats};
 use crate::route::SharedNeighbours;
@@ -103,6 +103,7 @@ impl Plant {
         let mbufs = (rxq + kernel_ports * workers) * usize::from(DESC)
             + (app.ports.len() + kernel_ports) * workers * usize::from(DESC)
             + workers * (2 * app.ports.len() + 1) * dpdk::BURST_SIZE
+            + handoff_mbufs(app, workers)
             + 4096;
         let mbufs =
             u32::try_from(mbufs.next_power_of_two() - 1).map_err(|_| PlantError::TooMany {
@@ -273,6 +274,17 @@ impl Plant {
             }
         }
         errors
+    }
+}
+
+/// Mbufs the hand-over rings between workers may hold (`crate::handoff`): they exist with
+/// several workers and a NAT director.
+fn handoff_mbufs(app: &Appliance, workers: usize) -> usize {
+    let nat = app.directors.iter().any(|d| d.mode == Mode::Nat);
+    if workers > 1 && nat {
+        workers * app.ports.len() * crate::handoff::RING_SIZE as usize
+    } else {
+        0
     }
 }
 

@@ -20,7 +20,9 @@
 //! this worker's [`DirectorWorker`] for D (schedule, NAT rewrite), then is routed with the
 //! main table towards the server as above. With a NAT director, packets from the ports are
 //! first offered to the directors as replies (rewritten back to the VIP, routed to the
-//! client) before the flows see them.
+//! client) before the flows see them. With several workers, a NAT director's packets are
+//! finished by the worker owning their connection ([`crate::handoff`]): a worker hands the
+//! others theirs over rings, and polls its own rings like RX queues.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +39,8 @@ use crate::director::shared::STATS_EVERY_MS;
 use crate::director::{
     DirectorSet, DirectorWorker, SharedDirectors, Verdict as DirVerdict, WorkerOptions,
 };
-use crate::dpdk::{Burst, Mbuf, Mempool, RxQueue, TxQueue};
+use crate::dpdk::{Burst, Mbuf, Mempool, RingReader, RxQueue, TxQueue};
+use crate::handoff::{Handoff, Tag};
 use crate::route::forward::{decrement_ttl, rewrite_macs, NotForwarded};
 use crate::route::neigh::{multicast_mac, ArpOp, NdKind};
 use crate::route::{
@@ -78,6 +81,8 @@ enum To {
         via: IpAddr,
     },
     Drop(DropReason),
+    /// To the worker owning its NAT connection (the mbuf's tag says what it is).
+    Handoff(u8),
 }
 
 /// What the worker knows of one port.
@@ -156,6 +161,17 @@ pub struct Worker<'p> {
     /// Packets (indexes) of the burst taken as NAT replies, and their output port.
     reply_pkt: [u8; BATCH],
     reply_port: [u16; BATCH],
+    /// Hand-over of NAT director packets between workers (`None`: one worker, no NAT).
+    handoff: Option<&'p Handoff>,
+    /// This worker's hand-over rings, one per input port, polled like RX queues.
+    ho_rx: Vec<(u16, RingReader<'p>)>,
+    /// By owner worker: what the current burst hands over.
+    ho_out: Vec<Burst>,
+    /// The burst being handled came from a hand-over ring (its tags are meaningful).
+    handed: bool,
+    /// Packets of a handed burst that a flow already sent to a director, and which.
+    fwd_pkt: [u8; BATCH],
+    fwd_dir: [u16; BATCH],
 }
 
 impl<'p> Worker<'p> {
@@ -200,6 +216,81 @@ impl<'p> Worker<'p> {
             last_dstats: 0,
             reply_pkt: [0; BATCH],
             reply_port: [0; BATCH],
+            handoff: None,
+            ho_rx: Vec::new(),
+            ho_out: Vec::new(),
+            handed: false,
+            fwd_pkt: [0; BATCH],
+            fwd_dir: [0; BATCH],
+        }
+    }
+
+    /// Hand NAT director packets to the worker owning their connection, and finish those
+    /// the others hand to this one (`crate::handoff`). Takes this worker's ring readers: an
+    /// error if another worker object took them already.
+    pub fn with_handoff(mut self, handoff: &'p Handoff) -> Result<Self, String> {
+        if self.index >= handoff.workers() || handoff.workers() > usize::from(u8::MAX) {
+            return Err(format!(
+                "worker {} is not one of the hand-over's {} workers",
+                self.index,
+                handoff.workers()
+            ));
+        }
+        for p in 0..handoff.ports() {
+            let reader = handoff
+                .ring(self.index, p)
+                .and_then(|r| r.reader())
+                .ok_or_else(|| {
+                    format!("worker {}: hand-over ring {p} already taken", self.index)
+                })?;
+            self.ho_rx.push((p as u16, reader));
+        }
+        self.ho_out = (0..handoff.workers()).map(|_| Burst::new()).collect();
+        self.handoff = Some(handoff);
+        Ok(self)
+    }
+
+    /// The worker to hand packet `key`, sent to director `d` by a flow, to: its owner when
+    /// that is another worker and `d` is a NAT director.
+    #[inline]
+    fn forward_owner(&self, d: u16, key: &Key) -> Option<u8> {
+        let h = self.handoff?;
+        if self.handed || key.l4 != L4Kind::Ports || !h.is_nat(d) {
+            return None;
+        }
+        let o = h.owner(key.v6, key.src, key.sport);
+        (o != self.index).then_some(o as u8)
+    }
+
+    /// The worker to hand packet `key` to as a possible NAT reply (no reply of this worker's
+    /// connections): its client endpoint's owner, when the packet comes from a NAT server and
+    /// that owner is another worker.
+    #[inline]
+    fn reply_owner(&self, key: &Key) -> Option<u8> {
+        let h = self.handoff?;
+        if self.handed || key.l4 != L4Kind::Ports || !h.from_nat_server(key) {
+            return None;
+        }
+        let o = h.owner(key.v6, key.dst, key.dport);
+        (o != self.index).then_some(o as u8)
+    }
+
+    /// Put what this burst handed over into the owners' rings for `port`; what does not fit
+    /// is dropped and counted.
+    fn flush_handoff(&mut self, port: u16) {
+        let Some(h) = self.handoff else { return };
+        for w in 0..self.ho_out.len() {
+            let out = &mut self.ho_out[w];
+            if out.is_empty() {
+                continue;
+            }
+            let n = out.len();
+            let sent = h.ring(w, usize::from(port)).map_or(0, |r| r.enqueue(out));
+            out.clear();
+            self.counters.handoff.handed_out.add(sent as u64);
+            for _ in sent..n {
+                self.counters.dropped(DropReason::HandoffFull);
+            }
         }
     }
 
@@ -361,6 +452,15 @@ impl<'p> Worker<'p> {
                     self.ingress(port, &mut burst);
                 }
             }
+            for i in 0..self.ho_rx.len() {
+                let port = self.ho_rx[i].0;
+                if burst.rx_ring(&mut self.ho_rx[i].1) > 0 {
+                    work += burst.len();
+                    self.handed = true;
+                    self.ingress(port, &mut burst);
+                    self.handed = false;
+                }
+            }
             for i in 0..self.queues.tap_rx.len() {
                 let port = self.queues.tap_rx[i].0;
                 if burst.rx(&mut self.queues.tap_rx[i].1) > 0 {
@@ -383,18 +483,29 @@ impl<'p> Worker<'p> {
         self.publish_director_stats(true);
     }
 
-    /// Frames from physical port `port`: flows, then kernel / peer (through the outflows) /
-    /// drop.
+    /// Frames from physical port `port` (or handed over by another worker, received from
+    /// that port): flows, then kernel / peer (through the outflows) / drop.
     fn ingress(&mut self, port: u16, burst: &mut Burst) {
-        let pc = &self.counters.ports[usize::from(port)];
-        pc.rx.add(burst.len() as u64);
+        let handed = self.handed;
+        if handed {
+            self.counters.handoff.handed_in.add(burst.len() as u64);
+        } else {
+            self.counters.ports[usize::from(port)]
+                .rx
+                .add(burst.len() as u64);
+        }
         let rules = self.rules.load();
         let role = self.roles[usize::from(port)];
         let iface = rules.flows.port_iface[usize::from(port)];
-        let mut n = self.parse(burst, iface, role.kernel.then_some(To::Kernel(port)), true);
-        self.counters.ports[usize::from(port)]
-            .rx_bytes
-            .add(self.parsed_bytes);
+        let non_ip = role.kernel.then_some(To::Kernel(port));
+        let mut n = self.parse(burst, iface, non_ip, !handed);
+        if !handed {
+            self.counters.ports[usize::from(port)]
+                .rx_bytes
+                .add(self.parsed_bytes);
+        }
+        let rc = &rules.counters[self.index.min(rules.counters.len() - 1)];
+        let mut handing = false;
         if self.n_learn > 0 {
             self.learn_from(port, burst, &rules);
         }
@@ -403,17 +514,33 @@ impl<'p> Worker<'p> {
         // NAT replies first (as IPVS does for its established connections): they leave the
         // key list, which keeps only what the flows decide
         let mut replies = 0usize;
+        let mut forwards = 0usize;
         if self.nat_any && n > 0 {
             if let Some(set) = dset {
                 let mut kept = 0usize;
                 for j in 0..n {
                     let p = usize::from(self.key_pkt[j]);
+                    if handed {
+                        if let Tag::Forward(d) = Tag::decode(burst.tag(p).unwrap_or(0)) {
+                            // a flow of the handing worker chose the director already
+                            self.fwd_pkt[forwards] = p as u8;
+                            self.fwd_dir[forwards] = d;
+                            forwards += 1;
+                            continue;
+                        }
+                    }
                     let is_reply = match self.keys[j].l4 {
                         L4Kind::Ports => self.director_reply(burst, p, j, port, set, &rules),
                         _ => None,
                     };
                     match is_reply {
                         None => {
+                            if let Some(o) = self.reply_owner(&self.keys[j]) {
+                                burst.set_tag(p, Tag::Reply.encode());
+                                self.to[p] = To::Handoff(o);
+                                handing = true;
+                                continue;
+                            }
                             self.keys[kept] = self.keys[j];
                             self.key_pkt[kept] = self.key_pkt[j];
                             kept += 1;
@@ -435,7 +562,6 @@ impl<'p> Worker<'p> {
             let list = &rules.flows;
             list.classifier
                 .classify_batch(&self.keys[..n], &mut self.verdicts[..n]);
-            let rc = &rules.counters[self.index.min(rules.counters.len() - 1)];
             for j in 0..n {
                 let v = self.verdicts[j];
                 let kind = count(list, v, &rc.flow_rules, &rc.flow_verdicts);
@@ -457,26 +583,13 @@ impl<'p> Worker<'p> {
                     Some(VerdictKind::Deny) => To::Drop(DropReason::FlowDeny),
                     Some(VerdictKind::Director) => {
                         let d = rules.director_of(v);
-                        match self.director_forward(burst, p, d, dset) {
-                            Err(to) => to,
-                            Ok((server, key)) => match route(&rules, rc, MAIN_TABLE, server) {
-                                None => To::Drop(DropReason::NoRoute),
-                                Some(hop) => match self.take_ttl(burst, p, &key, port) {
-                                    Err(to) => to,
-                                    Ok(()) => {
-                                        self.keys[egress] = key;
-                                        self.keys[egress].iface =
-                                            rules.outflows.port_iface[hop.port];
-                                        self.key_pkt[egress] = p as u8;
-                                        self.routed[egress] = true;
-                                        egress += 1;
-                                        To::Hop {
-                                            port: hop.port as u16,
-                                            via: hop.neighbour(server),
-                                        }
-                                    }
-                                },
-                            },
+                        match self.forward_owner(d, &self.keys[j]) {
+                            Some(o) => {
+                                burst.set_tag(p, Tag::Forward(d).encode());
+                                handing = true;
+                                To::Handoff(o)
+                            }
+                            None => self.direct(burst, p, d, dset, &rules, port, &mut egress),
                         }
                     }
                     Some(VerdictKind::Table) => {
@@ -517,6 +630,12 @@ impl<'p> Worker<'p> {
                 };
             }
         }
+        // what other workers' flows sent to a director of this worker's connections
+        for k in 0..forwards {
+            let p = usize::from(self.fwd_pkt[k]);
+            let d = self.fwd_dir[k];
+            self.to[p] = self.direct(burst, p, d, dset, &rules, port, &mut egress);
+        }
         // the NAT replies join the outflows with their rewritten keys
         for r in 0..replies {
             let p = usize::from(self.reply_pkt[r]);
@@ -535,6 +654,46 @@ impl<'p> Worker<'p> {
             self.outflows(&rules, egress, Some(port), burst);
         }
         self.dispatch(burst, &rules);
+        if handing {
+            self.flush_handoff(port);
+        }
+    }
+
+    /// Packet `p`, sent to director `d` by a flow: scheduled (NAT: rewritten), routed with the
+    /// main table towards the server, its new key queued for the outflows (`egress`).
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        &mut self,
+        burst: &mut Burst,
+        p: usize,
+        d: u16,
+        dset: Option<&DirectorSet>,
+        rules: &RuleSet,
+        port: u16,
+        egress: &mut usize,
+    ) -> To {
+        let rc = &rules.counters[self.index.min(rules.counters.len() - 1)];
+        match self.director_forward(burst, p, d, dset) {
+            Err(to) => to,
+            Ok((server, key)) => match route(rules, rc, MAIN_TABLE, server) {
+                None => To::Drop(DropReason::NoRoute),
+                Some(hop) => match self.take_ttl(burst, p, &key, port) {
+                    Err(to) => to,
+                    Ok(()) => {
+                        let e = *egress;
+                        self.keys[e] = key;
+                        self.keys[e].iface = rules.outflows.port_iface[hop.port];
+                        self.key_pkt[e] = p as u8;
+                        self.routed[e] = true;
+                        *egress += 1;
+                        To::Hop {
+                            port: hop.port as u16,
+                            via: hop.neighbour(server),
+                        }
+                    }
+                },
+            },
+        }
     }
 
     /// Takes one off the TTL / hop limit of packet `p` (a transit packet being routed). When
@@ -604,7 +763,7 @@ impl<'p> Worker<'p> {
                     Some(to) => {
                         let port = match to {
                             To::Kernel(p) | To::Port(p) | To::Hop { port: p, .. } => usize::from(p),
-                            To::Drop(_) => 0,
+                            To::Drop(_) | To::Handoff(_) => 0,
                         };
                         self.counters.ports[port].non_ip.add(1);
                         if learn && ethertype == field::ETHERTYPE_ARP {
@@ -706,6 +865,15 @@ impl<'p> Worker<'p> {
                 counters.dropped(why);
                 drop(m);
             }
+            To::Handoff(w) => match self.ho_out.get_mut(usize::from(w)) {
+                Some(out) => {
+                    if let Err(m) = out.push(m) {
+                        counters.dropped(DropReason::HandoffFull);
+                        drop(m);
+                    }
+                }
+                None => counters.dropped(DropReason::HandoffFull),
+            },
         });
     }
 

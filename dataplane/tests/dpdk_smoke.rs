@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used)]
 
 use flowgate_dataplane::dpdk::{
-    attach_vdev, lcore_id, port_by_name, Burst, Eal, Mbuf, Mempool, Port, DEFAULT_DATA_ROOM,
+    attach_vdev, lcore_id, port_by_name, Burst, Eal, Mbuf, Mempool, Port, Ring, DEFAULT_DATA_ROOM,
     SOCKET_ANY,
 };
 
@@ -269,4 +269,84 @@ fn read_pcap(bytes: &[u8]) -> Vec<Vec<u8>> {
         at += 16 + caplen;
     }
     frames
+}
+
+/// The hand-over ring between workers: two producer threads enqueue tagged bursts at once,
+/// the ring's single reader gets every mbuf exactly once with its bytes and tag; a full ring
+/// takes what fits and leaves the rest in the burst; dropping a ring frees what it holds.
+#[test]
+fn ring_moves_tagged_mbufs_between_threads() {
+    let _eal = Eal::init(&eal_args(&[])).unwrap();
+    let pool = Mempool::new("ring_pool", 4095, 0, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
+    assert!(
+        Ring::new("bad", 1000).is_err(),
+        "size must be a power of two"
+    );
+    let ring = Ring::new("fg_test_ring", 1024).unwrap();
+    let mut reader = ring.reader().unwrap();
+    assert!(ring.reader().is_none(), "one reader only");
+    let baseline = pool.in_use();
+
+    // 2 producers x 8 bursts x 20 frames: seq = producer * 160 + burst * 20 + i (< 256)
+    let produced = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2u32)
+            .map(|t| {
+                let ring = &ring;
+                s.spawn(move || {
+                    let mut n = 0;
+                    for b in 0..8u32 {
+                        let frames: Vec<Vec<u8>> = (0..20u32)
+                            .map(|i| frame((t * 160 + b * 20 + i) as u8 / 2))
+                            .collect();
+                        let mut burst = Burst::new();
+                        fill(&pool, &mut burst, &frames);
+                        for i in 0..burst.len() {
+                            burst.set_tag(i, t * 1000 + b * 20 + i as u32);
+                        }
+                        n += ring.enqueue(&mut burst);
+                        assert!(burst.is_empty(), "the ring had room");
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum::<usize>()
+    });
+    assert_eq!(produced, 320);
+    assert_eq!(ring.len(), 320);
+    let mut tags = Vec::new();
+    let mut burst = Burst::new();
+    while burst.rx_ring(&mut reader) > 0 {
+        for i in 0..burst.len() {
+            let tag = burst.tag(i).unwrap();
+            let (t, k) = (tag / 1000, tag % 1000);
+            assert_eq!(
+                burst.packet(i).unwrap(),
+                &frame((t * 160 + k) as u8 / 2)[..]
+            );
+            tags.push(tag);
+        }
+        burst.clear();
+    }
+    tags.sort_unstable();
+    let mut want: Vec<u32> = (0..2u32)
+        .flat_map(|t| (0..160u32).map(move |k| t * 1000 + k))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(tags, want, "every mbuf once, with its tag");
+    assert!(ring.is_empty());
+    assert_eq!(pool.in_use(), baseline);
+
+    // a full ring takes what fits (size - 1) and leaves the rest, in order, in the burst
+    let small = Ring::new("fg_small_ring", 8).unwrap();
+    let frames: Vec<Vec<u8>> = (0..10u8).map(frame).collect();
+    let mut burst = Burst::new();
+    fill(&pool, &mut burst, &frames);
+    assert_eq!(small.enqueue(&mut burst), 7);
+    assert_eq!(burst.len(), 3);
+    assert_eq!(burst.packet(0).unwrap(), &frames[7][..]);
+    burst.clear();
+    assert_eq!(pool.in_use(), baseline + 7);
+    drop(small);
+    assert_eq!(pool.in_use(), baseline, "dropping a ring frees its mbufs");
 }

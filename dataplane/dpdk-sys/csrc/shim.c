@@ -51,3 +51,21 @@ void fg_pktmbuf_reset(struct rte_mbuf *m) { rte_pktmbuf_reset(m); }
 uint16_t fg_mbuf_refcnt_read(const struct rte_mbuf *m) { return rte_mbuf_refcnt_read(m); }
 void fg_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value) { rte_mbuf_refcnt_update(m, value); }
 void fg_prefetch0(const void *p) { rte_prefetch0(p); }
+
+void fg_pktmbuf_set_tag(struct rte_mbuf *m, uint32_t tag) { m->hash.usr = tag; }
+uint32_t fg_pktmbuf_tag(const struct rte_mbuf *m) { return m->hash.usr; }
+
+struct rte_ring *fg_ring_create_mp_sc(const char *name, unsigned count, int socket_id)
+{
+    return rte_ring_create(name, count, socket_id, RING_F_SC_DEQ);
+}
+void fg_ring_free(struct rte_ring *r) { rte_ring_free(r); }
+unsigned fg_ring_mp_enqueue_burst(struct rte_ring *r, struct rte_mbuf **objs, unsigned n)
+{
+    return rte_ring_mp_enqueue_burst(r, (void * const *)objs, n, NULL);
+}
+unsigned fg_ring_sc_dequeue_burst(struct rte_ring *r, struct rte_mbuf **objs, unsigned n)
+{
+    return rte_ring_sc_dequeue_burst(r, (void **)objs, n, NULL);
+}
+unsigned fg_ring_count(const struct rte_ring *r) { return rte_ring_count(r); }

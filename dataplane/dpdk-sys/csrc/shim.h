@@ -22,6 +22,7 @@
 #include <rte_ethdev.h>
 #include <rte_bus_vdev.h>
 #include <rte_dev.h>
+#include <rte_ring.h>
 
 /*
  * Function-like macros (RTE_BIT64 etc.) are invisible to bindgen; re-export
@@ -83,5 +84,16 @@ void fg_pktmbuf_reset(struct rte_mbuf *m);
 uint16_t fg_mbuf_refcnt_read(const struct rte_mbuf *m);
 void fg_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value);
 void fg_prefetch0(const void *p);
+
+/* mbuf application tag (hash.usr: free for the application once RX is done) */
+void fg_pktmbuf_set_tag(struct rte_mbuf *m, uint32_t tag);
+uint32_t fg_pktmbuf_tag(const struct rte_mbuf *m);
+
+/* rings of mbufs between workers: many producers, one consumer */
+struct rte_ring *fg_ring_create_mp_sc(const char *name, unsigned count, int socket_id);
+void fg_ring_free(struct rte_ring *r);
+unsigned fg_ring_mp_enqueue_burst(struct rte_ring *r, struct rte_mbuf **objs, unsigned n);
+unsigned fg_ring_sc_dequeue_burst(struct rte_ring *r, struct rte_mbuf **objs, unsigned n);
+unsigned fg_ring_count(const struct rte_ring *r);
 
 #endif
