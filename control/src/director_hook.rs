@@ -74,6 +74,8 @@ impl DirectorControl for DirectorHook {
                             enabled: !self.disabled.contains_key(&(d, s)),
                             up: srv.up,
                             connections: c.conns,
+                            active: c.active,
+                            inactive: c.inactive,
                             packets: c.packets_in + c.packets_out,
                             bytes: c.bytes_in + c.bytes_out,
                         }

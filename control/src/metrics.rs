@@ -84,7 +84,9 @@ pub fn publish(s: &StatsReply, swaps: u64) {
             let labels = [("director", d.name.clone()), ("server", srv.name.clone())];
             counter!("flowgate_server_packets_total", &labels).absolute(srv.packets);
             counter!("flowgate_server_bytes_total", &labels).absolute(srv.bytes);
-            gauge!("flowgate_server_connections", &labels).set(srv.connections as f64);
+            counter!("flowgate_server_connections_total", &labels).absolute(srv.connections);
+            gauge!("flowgate_server_active_connections", &labels).set(srv.active as f64);
+            gauge!("flowgate_server_inactive_connections", &labels).set(srv.inactive as f64);
             gauge!("flowgate_server_weight", &labels).set(f64::from(srv.weight));
             gauge!("flowgate_server_up", &labels).set(if srv.up { 1.0 } else { 0.0 });
         }

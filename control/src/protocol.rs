@@ -311,7 +311,14 @@ pub struct ServerStatus {
     pub enabled: bool,
     /// Health check state.
     pub up: bool,
+    /// Connections scheduled to the server since start.
     pub connections: u64,
+    /// Connections open now: ESTABLISHED (`active`) and any other state (`inactive`), as
+    /// IPVS's ActiveConn / InActConn.
+    #[serde(default)]
+    pub active: u64,
+    #[serde(default)]
+    pub inactive: u64,
     pub packets: u64,
     pub bytes: u64,
 }

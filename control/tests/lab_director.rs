@@ -295,6 +295,13 @@ servers = [
     flowctl(&["director", "disable", "maildirect", "mail2"]);
     let listed = flowctl(&["--json", "director", "list"]);
     assert!(listed.contains("\"enabled\":false"), "{listed}");
+    // the closed connections stay in the tables (TIME_WAIT, FIN_WAIT) as inactive ones
+    let v: serde_json::Value = serde_json::from_str(listed.trim()).expect("director list JSON");
+    let inactive: u64 = v["directors"][0]["servers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["inactive"].as_u64()).sum())
+        .unwrap_or(0);
+    assert!(inactive > 0, "inactive connections: {listed}");
     let r = connections(&cli, &client_py, 25, 10);
     assert_eq!(tally(&r), (10, 0), "mail2 disabled: {r:?}");
     flowctl(&["director", "enable", "maildirect", "mail2"]);

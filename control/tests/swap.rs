@@ -146,6 +146,8 @@ fn director_requests_reach_the_hook() {
                 enabled: true,
                 up: true,
                 connections: 0,
+                active: 0,
+                inactive: 0,
                 packets: 0,
                 bytes: 0,
             }],

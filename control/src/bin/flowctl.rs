@@ -387,13 +387,15 @@ fn render_directors(ds: &[DirectorStatus]) {
         println!("director {} ({})", d.name, d.scheduler);
         for s in &d.servers {
             println!(
-                "  {:<16} {:<40} weight {:>5} {} {} conns {} packets {} bytes {}",
+                "  {:<16} {:<40} weight {:>5} {} {} conns {} active {} inactive {} packets {} bytes {}",
                 s.name,
                 s.address,
                 s.weight,
                 if s.enabled { "enabled" } else { "disabled" },
                 if s.up { "up" } else { "down" },
                 s.connections,
+                s.active,
+                s.inactive,
                 s.packets,
                 s.bytes
             );
