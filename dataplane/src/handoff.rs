@@ -19,6 +19,12 @@
 //! classified yet.
 //!
 //! With one worker, or no NAT director, there is no hand-over (and no ring).
+//!
+//! Persistence: a persistent director's templates (client address under the netmask -> server)
+//! live in the owner's table, so every connection of that masked client must have the same
+//! owner. When some NAT director is persistent, the owner is a function of the client address
+//! under the shortest persistence netmask alone (port ignored), for every director (a reply
+//! does not say which director it belongs to). A client's connections then share one worker.
 
 use std::net::IpAddr;
 
@@ -62,18 +68,27 @@ impl Tag {
     }
 }
 
-/// The rings and the steering function shared by the workers.
+/// The rings and the ownership policy shared by the workers.
 #[derive(Debug)]
 pub struct Handoff {
-    workers: usize,
     ports: usize,
     /// `rings[w * ports + p]`: packets from port `p` for worker `w`.
     rings: Vec<Ring>,
+    owners: Owners,
+}
+
+/// Which packets are handed over, and to whom: the part of the hand-over that needs no EAL.
+#[derive(Debug)]
+pub struct Owners {
+    workers: usize,
     steering: Steering,
     /// By director index: in NAT mode.
     nat: Vec<bool>,
     /// The NAT directors' server addresses in key form (v6 flag, address), sorted.
     servers: Vec<(bool, u128)>,
+    /// Some NAT director is persistent: the owner hashes the client address under this
+    /// prefix length (port 0).
+    persist_len: Option<u8>,
 }
 
 fn key_addr(a: IpAddr) -> (bool, u128) {
@@ -91,17 +106,9 @@ impl Handoff {
         ports: usize,
         set: &DirectorSet,
     ) -> Result<Option<Handoff>, DpdkError> {
-        let nat: Vec<bool> = set.iter().map(|d| d.mode == Mode::Nat).collect();
-        if workers < 2 || !nat.contains(&true) {
+        let Some(owners) = Owners::new(workers, set) else {
             return Ok(None);
-        }
-        let mut servers: Vec<(bool, u128)> = set
-            .iter()
-            .filter(|d| d.mode == Mode::Nat)
-            .flat_map(|d| d.servers.iter().map(|s| key_addr(s.address)))
-            .collect();
-        servers.sort_unstable();
-        servers.dedup();
+        };
         let mut rings = Vec::with_capacity(workers * ports);
         for w in 0..workers {
             for p in 0..ports {
@@ -109,21 +116,23 @@ impl Handoff {
             }
         }
         Ok(Some(Handoff {
-            workers,
             ports,
             rings,
-            steering: Steering::round_robin(workers),
-            nat,
-            servers,
+            owners,
         }))
     }
 
     pub fn workers(&self) -> usize {
-        self.workers
+        self.owners.workers
     }
 
     pub fn ports(&self) -> usize {
         self.ports
+    }
+
+    /// Who owns what.
+    pub fn owners(&self) -> &Owners {
+        &self.owners
     }
 
     /// The ring carrying packets from port `port` to worker `worker`.
@@ -134,10 +143,48 @@ impl Handoff {
         self.rings.get(worker * self.ports + port)
     }
 
+    /// Mbufs waiting in all the rings now.
+    pub fn pending(&self) -> usize {
+        self.rings.iter().map(Ring::len).sum()
+    }
+}
+
+impl Owners {
+    /// The policy for `workers` workers and the directors of `set`; `None` when nothing is
+    /// ever handed over (one worker, or no NAT director).
+    pub fn new(workers: usize, set: &DirectorSet) -> Option<Owners> {
+        let nat: Vec<bool> = set.iter().map(|d| d.mode == Mode::Nat).collect();
+        if workers < 2 || !nat.contains(&true) {
+            return None;
+        }
+        let mut servers: Vec<(bool, u128)> = set
+            .iter()
+            .filter(|d| d.mode == Mode::Nat)
+            .flat_map(|d| d.servers.iter().map(|s| key_addr(s.address)))
+            .collect();
+        servers.sort_unstable();
+        servers.dedup();
+        let persist_len = set
+            .iter()
+            .filter(|d| d.mode == Mode::Nat)
+            .filter_map(|d| d.persistence.map(|p| p.netmask_len))
+            .min();
+        Some(Owners {
+            workers,
+            steering: Steering::round_robin(workers),
+            nat,
+            servers,
+            persist_len,
+        })
+    }
+
     /// The worker owning the connections of client endpoint `addr:port` (key form).
     #[inline]
     pub fn owner(&self, v6: bool, addr: u128, port: u16) -> usize {
-        self.steering.owner(v6, addr, port)
+        match self.persist_len {
+            None => self.steering.owner(v6, addr, port),
+            Some(len) => self.steering.owner(v6, mask(v6, addr, len), 0),
+        }
     }
 
     /// Director `d` is in NAT mode (its packets are handed to their owner).
@@ -151,16 +198,127 @@ impl Handoff {
     pub fn from_nat_server(&self, key: &Key) -> bool {
         self.servers.binary_search(&(key.v6, key.src)).is_ok()
     }
+}
 
-    /// Mbufs waiting in all the rings now.
-    pub fn pending(&self) -> usize {
-        self.rings.iter().map(Ring::len).sum()
+/// `addr` (key form) under a prefix of `len` bits.
+fn mask(v6: bool, addr: u128, len: u8) -> u128 {
+    let bits = if v6 { 128 } else { 32 };
+    let len = u32::from(len).min(bits);
+    if len == 0 {
+        return 0;
     }
+    let keep = u128::MAX << (bits - len);
+    let width = if v6 { u128::MAX } else { u128::from(u32::MAX) };
+    addr & keep & width
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::director::tests::director;
+    use crate::wire::{parse, Frame};
+    use flowgate_config::appliance::{Persistence, Scheduler};
+    use std::time::Duration;
+
+    fn key(src: &str, sport: u16, dst: &str, dport: u16) -> Key {
+        let spec = crate::build::FrameSpec::new(
+            src.parse().expect("src"),
+            dst.parse().expect("dst"),
+            6,
+            sport,
+            dport,
+        );
+        let f = crate::build::frame(&spec);
+        match parse(&f) {
+            Frame::Ip(facts) => crate::worker::key_of(&facts, 0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn nat_set(persistent: Option<u8>) -> DirectorSet {
+        let mut nat = director(
+            Scheduler::Wrr,
+            Mode::Nat,
+            &[("10.0.0.11", 1, false), ("10.0.0.12", 1, false)],
+        );
+        nat.persistence = persistent.map(|len| Persistence {
+            timeout: Duration::from_secs(300),
+            netmask_len: len,
+        });
+        let gw = director(Scheduler::Rr, Mode::Gateway, &[("10.0.0.21", 1, false)]);
+        DirectorSet::build(&[gw, nat]).expect("set")
+    }
+
+    #[test]
+    fn only_several_workers_with_a_nat_director_hand_over() {
+        assert!(Owners::new(1, &nat_set(None)).is_none());
+        let gw = director(Scheduler::Rr, Mode::Gateway, &[("10.0.0.21", 1, false)]);
+        assert!(Owners::new(4, &DirectorSet::build(&[gw]).expect("set")).is_none());
+        let o = Owners::new(2, &nat_set(None)).expect("owners");
+        assert!(!o.is_nat(0) && o.is_nat(1) && !o.is_nat(7));
+        // replies come from NAT servers' addresses only (not the gateway director's)
+        assert!(o.from_nat_server(&key("10.0.0.12", 25, "192.168.0.100", 40000)));
+        assert!(!o.from_nat_server(&key("10.0.0.21", 25, "192.168.0.100", 40000)));
+        assert!(!o.from_nat_server(&key("192.168.0.100", 40000, "10.0.0.12", 25)));
+    }
+
+    #[test]
+    fn a_connection_and_its_replies_have_one_owner() {
+        let o = Owners::new(3, &nat_set(None)).expect("owners");
+        let mut seen = [0usize; 3];
+        for port in 30000..33000u16 {
+            let fwd = key("192.168.0.100", port, "192.168.0.2", 25);
+            let rep = key("10.0.0.11", 25, "192.168.0.100", port);
+            let a = o.owner(fwd.v6, fwd.src, fwd.sport);
+            assert_eq!(a, o.owner(rep.v6, rep.dst, rep.dport));
+            seen[a] += 1;
+        }
+        assert!(
+            seen.iter().all(|&n| n > 800),
+            "client ports spread: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn persistence_gives_a_masked_client_one_owner() {
+        let o = Owners::new(2, &nat_set(Some(24))).expect("owners");
+        let first = key("192.168.0.100", 1000, "192.168.0.2", 25);
+        let want = o.owner(first.v6, first.src, first.sport);
+        for (addr, port) in [
+            ("192.168.0.100", 40000),
+            ("192.168.0.7", 2),
+            ("192.168.0.255", 9),
+        ] {
+            let k = key(addr, port, "192.168.0.2", 110);
+            assert_eq!(o.owner(k.v6, k.src, k.sport), want, "{addr}:{port}");
+        }
+        // other /24s spread over the workers
+        let mut seen = [0usize; 2];
+        for net in 0..200u8 {
+            let k = key(&format!("10.{net}.1.1"), 5, "192.168.0.2", 25);
+            seen[o.owner(k.v6, k.src, k.sport)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn persistence_masks_the_client_address() {
+        let a = u128::from(u32::from(std::net::Ipv4Addr::new(192, 168, 7, 200)));
+        let m = u128::from(u32::from(std::net::Ipv4Addr::new(192, 168, 7, 0)));
+        assert_eq!(mask(false, a, 24), m);
+        assert_eq!(mask(false, a, 32), a);
+        assert_eq!(mask(false, a, 0), 0);
+        let b: u128 = "2001:db8:1:2:3:4:5:6"
+            .parse::<std::net::Ipv6Addr>()
+            .expect("v6")
+            .into();
+        let bm: u128 = "2001:db8:1::"
+            .parse::<std::net::Ipv6Addr>()
+            .expect("v6")
+            .into();
+        assert_eq!(mask(true, b, 48), bm);
+        assert_eq!(mask(true, b, 128), b);
+    }
 
     #[test]
     fn tags_round_trip() {

@@ -254,7 +254,7 @@ impl<'p> Worker<'p> {
     /// that is another worker and `d` is a NAT director.
     #[inline]
     fn forward_owner(&self, d: u16, key: &Key) -> Option<u8> {
-        let h = self.handoff?;
+        let h = self.handoff?.owners();
         if self.handed || key.l4 != L4Kind::Ports || !h.is_nat(d) {
             return None;
         }
@@ -267,7 +267,7 @@ impl<'p> Worker<'p> {
     /// that owner is another worker.
     #[inline]
     fn reply_owner(&self, key: &Key) -> Option<u8> {
-        let h = self.handoff?;
+        let h = self.handoff?.owners();
         if self.handed || key.l4 != L4Kind::Ports || !h.from_nat_server(key) {
             return None;
         }

@@ -35,4 +35,4 @@ pub use state::{DirectorError, DirectorOptions, DirectorSet, DirectorState, Serv
 pub use worker::{DirectorWorker, Verdict, WorkerOptions};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,7 +21,11 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
 }
 
-fn director(scheduler: Scheduler, mode: Mode, servers: &[(&str, u32, bool)]) -> Director {
+pub(crate) fn director(
+    scheduler: Scheduler,
+    mode: Mode,
+    servers: &[(&str, u32, bool)],
+) -> Director {
     Director {
         name: "d".into(),
         scheduler,
