@@ -79,11 +79,11 @@ const TYPES: &[&str] = &[
     "rte_eth_tx_mq_mode",
     "fg_rss_hf",
     "fg_consts",
+    "rte_mbuf",
 ];
 
 /// Types only ever handled through pointers: opaque blobs of the right size and alignment.
 const OPAQUE: &[&str] = &[
-    "rte_mbuf",
     "rte_mempool",
     "rte_device",
     "rte_eth_dev_portconf",

@@ -353,16 +353,25 @@ impl Mbuf {
         self.raw.as_ptr()
     }
 
+    /// The mbuf's header fields (read in Rust: the struct's layout is bindgen's, checked at
+    /// compile time against DPDK's header, so the hot path makes no call for them).
+    #[inline(always)]
+    fn hdr(&self) -> &sys::rte_mbuf {
+        // SAFETY: self owns a valid mbuf; the header is only read through this reference
+        // while `&self` is held (mutation goes through `&mut self` and the shim).
+        unsafe { self.raw.as_ref() }
+    }
+
     /// Bytes in the first segment.
+    #[inline]
     pub fn data_len(&self) -> usize {
-        // SAFETY: self owns a valid mbuf.
-        usize::from(unsafe { sys::fg_pktmbuf_data_len(self.raw.as_ptr()) })
+        usize::from(self.hdr().data_len)
     }
 
     /// Bytes in the whole packet (all segments).
+    #[inline]
     pub fn pkt_len(&self) -> usize {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { sys::fg_pktmbuf_pkt_len(self.raw.as_ptr()) as usize }
+        self.hdr().pkt_len as usize
     }
 
     /// Whether the packet is empty.
@@ -372,8 +381,7 @@ impl Mbuf {
 
     /// Input port recorded by the PMD.
     pub fn port(&self) -> u16 {
-        // SAFETY: self owns a valid mbuf.
-        unsafe { sys::fg_pktmbuf_port(self.raw.as_ptr()) }
+        self.hdr().port
     }
 
     /// RSS hash recorded by the PMD (0 if none).
@@ -390,8 +398,7 @@ impl Mbuf {
 
     /// Free space before the data.
     pub fn headroom(&self) -> usize {
-        // SAFETY: self owns a valid mbuf.
-        usize::from(unsafe { sys::fg_pktmbuf_headroom(self.raw.as_ptr()) })
+        usize::from(self.hdr().data_off)
     }
 
     /// Free space after the data (last segment).
@@ -456,21 +463,26 @@ impl Drop for Mbuf {
 
 /// # Safety
 /// `m` must be a valid mbuf not mutated for the lifetime `'a`.
+#[inline(always)]
 unsafe fn mbuf_data<'a>(m: *mut sys::rte_mbuf) -> &'a [u8] {
-    // SAFETY: caller guarantees m is valid; mtod + data_len is inside the mbuf's buffer.
+    // SAFETY: caller guarantees m is valid; buf_addr + data_off (rte_pktmbuf_mtod) and
+    // data_len bytes from there lie inside the mbuf's data buffer, which does not overlap the
+    // header read here.
     unsafe {
-        let len = usize::from(sys::fg_pktmbuf_data_len(m));
-        std::slice::from_raw_parts(sys::fg_pktmbuf_mtod(m).cast::<u8>(), len)
+        let (addr, off, len) = ((*m).buf_addr, (*m).data_off, (*m).data_len);
+        std::slice::from_raw_parts(addr.cast::<u8>().add(usize::from(off)), usize::from(len))
     }
 }
 
 /// # Safety
 /// `m` must be a valid mbuf exclusively borrowed for the lifetime `'a`.
+#[inline(always)]
 unsafe fn mbuf_data_mut<'a>(m: *mut sys::rte_mbuf) -> &'a mut [u8] {
-    // SAFETY: caller guarantees m is valid and exclusive; mtod + data_len is in the buffer.
+    // SAFETY: caller guarantees m is valid and exclusive; as in `mbuf_data`, the data lies in
+    // the buffer, apart from the header fields read here.
     unsafe {
-        let len = usize::from(sys::fg_pktmbuf_data_len(m));
-        std::slice::from_raw_parts_mut(sys::fg_pktmbuf_mtod(m).cast::<u8>(), len)
+        let (addr, off, len) = ((*m).buf_addr, (*m).data_off, (*m).data_len);
+        std::slice::from_raw_parts_mut(addr.cast::<u8>().add(usize::from(off)), usize::from(len))
     }
 }
 
@@ -609,7 +621,7 @@ impl Burst {
         self.pkts[..self.len]
             .iter()
             // SAFETY: pkts[..len] are owned valid mbufs.
-            .map(|&m| u64::from(unsafe { sys::fg_pktmbuf_pkt_len(m) }))
+            .map(|&m| u64::from(unsafe { (*m).pkt_len }))
             .sum()
     }
 
@@ -699,7 +711,7 @@ impl Burst {
     pub fn set_tag(&mut self, i: usize, tag: u32) {
         if i < self.len {
             // SAFETY: pkts[i] is an owned valid mbuf; &mut self gives exclusive access.
-            unsafe { sys::fg_pktmbuf_set_tag(self.pkts[i], tag) };
+            unsafe { (*self.pkts[i]).__bindgen_anon_2.hash.usr = tag };
         }
     }
 
@@ -707,7 +719,7 @@ impl Burst {
     #[inline]
     pub fn tag(&self, i: usize) -> Option<u32> {
         // SAFETY: pkts[..len] are owned valid mbufs.
-        (i < self.len).then(|| unsafe { sys::fg_pktmbuf_tag(self.pkts[i]) })
+        (i < self.len).then(|| unsafe { (*self.pkts[i]).__bindgen_anon_2.hash.usr })
     }
 }
 

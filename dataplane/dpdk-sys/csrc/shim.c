@@ -52,9 +52,6 @@ uint16_t fg_mbuf_refcnt_read(const struct rte_mbuf *m) { return rte_mbuf_refcnt_
 void fg_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value) { rte_mbuf_refcnt_update(m, value); }
 void fg_prefetch0(const void *p) { rte_prefetch0(p); }
 
-void fg_pktmbuf_set_tag(struct rte_mbuf *m, uint32_t tag) { m->hash.usr = tag; }
-uint32_t fg_pktmbuf_tag(const struct rte_mbuf *m) { return m->hash.usr; }
-
 struct rte_ring *fg_ring_create_mp_sc(const char *name, unsigned count, int socket_id)
 {
     return rte_ring_create(name, count, socket_id, RING_F_SC_DEQ);

@@ -85,10 +85,6 @@ uint16_t fg_mbuf_refcnt_read(const struct rte_mbuf *m);
 void fg_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value);
 void fg_prefetch0(const void *p);
 
-/* mbuf application tag (hash.usr: free for the application once RX is done) */
-void fg_pktmbuf_set_tag(struct rte_mbuf *m, uint32_t tag);
-uint32_t fg_pktmbuf_tag(const struct rte_mbuf *m);
-
 /* rings of mbufs between workers: many producers, one consumer */
 struct rte_ring *fg_ring_create_mp_sc(const char *name, unsigned count, int socket_id);
 void fg_ring_free(struct rte_ring *r);
