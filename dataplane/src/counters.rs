@@ -36,6 +36,12 @@ pub enum DropReason {
     DirectorUnavailable,
     /// The director dropped it (its own counters say why: `no_server`, `not_syn`, ...).
     DirectorDrop,
+    /// Tunnel-mode director: the output port has no address of the server's family to be
+    /// the outer header's source.
+    TunnelNoSource,
+    /// Tunnel-mode director: the packet with its outer header would exceed the output
+    /// port's MTU (no fragmentation, no ICMP "fragmentation needed" sent).
+    TunnelTooBig,
     /// `table` verdict: no route in the table nor in the main table.
     NoRoute,
     /// Routed, TTL / hop limit exhausted, and the input port has no TAP to let the kernel
@@ -58,7 +64,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = Malformed::ALL.len() + 13;
+    pub const COUNT: usize = Malformed::ALL.len() + 15;
 
     pub fn index(self) -> usize {
         let m = Malformed::ALL.len();
@@ -77,6 +83,8 @@ impl DropReason {
             DropReason::NeighbourTableFull => m + 10,
             DropReason::RouteTruncated => m + 11,
             DropReason::DirectorDrop => m + 12,
+            DropReason::TunnelNoSource => m + 13,
+            DropReason::TunnelTooBig => m + 14,
         }
     }
 
@@ -98,6 +106,8 @@ impl DropReason {
                 DropReason::NeighbourTableFull,
                 DropReason::RouteTruncated,
                 DropReason::DirectorDrop,
+                DropReason::TunnelNoSource,
+                DropReason::TunnelTooBig,
             ])
     }
 
@@ -108,6 +118,8 @@ impl DropReason {
             DropReason::OutflowDeny => "outflow-deny",
             DropReason::DirectorUnavailable => "director-unavailable",
             DropReason::DirectorDrop => "director-drop",
+            DropReason::TunnelNoSource => "tunnel-no-source",
+            DropReason::TunnelTooBig => "tunnel-too-big",
             DropReason::NoRoute => "no-route",
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NeighbourHoldOverflow => "neighbour-hold-overflow",
