@@ -18,9 +18,10 @@
 //!
 //! Directors (`docs/director.md`, "In the dataplane"): a flow verdict `director D` goes to
 //! this worker's [`DirectorWorker`] for D (schedule, NAT rewrite), then is routed with the
-//! main table towards the server as above. With a NAT director, packets from the ports are
-//! first offered to the directors as replies (rewritten back to the VIP, routed to the
-//! client) before the flows see them.
+//! main table towards the server as above; in tunnel mode it then gets an outer IP header
+//! (port address -> server) in its headroom, and the outflows see that outer packet. With a
+//! NAT director, packets from the ports are first offered to the directors as replies
+//! (rewritten back to the VIP, routed to the client) before the flows see them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
