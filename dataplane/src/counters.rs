@@ -36,6 +36,12 @@ pub enum DropReason {
     DirectorUnavailable,
     /// The director dropped it (its own counters say why: `no_server`, `not_syn`, ...).
     DirectorDrop,
+    /// Tunnel-mode director: the output port has no address of the server's family to be
+    /// the outer header's source.
+    TunnelNoSource,
+    /// Tunnel-mode director: the packet with its outer header would exceed the output
+    /// port's MTU (no fragmentation, no ICMP "fragmentation needed" sent).
+    TunnelTooBig,
     /// `table` verdict: no route in the table nor in the main table.
     NoRoute,
     /// Routed, TTL / hop limit exhausted, and the input port has no TAP to let the kernel
@@ -60,7 +66,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = Malformed::ALL.len() + 14;
+    pub const COUNT: usize = Malformed::ALL.len() + 16;
 
     pub fn index(self) -> usize {
         let m = Malformed::ALL.len();
@@ -80,6 +86,8 @@ impl DropReason {
             DropReason::RouteTruncated => m + 11,
             DropReason::DirectorDrop => m + 12,
             DropReason::HandoffFull => m + 13,
+            DropReason::TunnelNoSource => m + 14,
+            DropReason::TunnelTooBig => m + 15,
         }
     }
 
@@ -102,6 +110,8 @@ impl DropReason {
                 DropReason::RouteTruncated,
                 DropReason::DirectorDrop,
                 DropReason::HandoffFull,
+                DropReason::TunnelNoSource,
+                DropReason::TunnelTooBig,
             ])
     }
 
@@ -112,6 +122,8 @@ impl DropReason {
             DropReason::OutflowDeny => "outflow-deny",
             DropReason::DirectorUnavailable => "director-unavailable",
             DropReason::DirectorDrop => "director-drop",
+            DropReason::TunnelNoSource => "tunnel-no-source",
+            DropReason::TunnelTooBig => "tunnel-too-big",
             DropReason::NoRoute => "no-route",
             DropReason::TtlExpired => "ttl-expired",
             DropReason::NeighbourHoldOverflow => "neighbour-hold-overflow",

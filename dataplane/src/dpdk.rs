@@ -645,6 +645,33 @@ impl Burst {
         (i < self.len).then(|| unsafe { mbuf_data_mut(self.pkts[i]) })
     }
 
+    /// Grows mbuf `i` at the front by `len` bytes (from its headroom) and returns its whole
+    /// new data (first segment), or `None` if `i >= len` or the headroom is too small.
+    pub fn prepend(&mut self, i: usize, len: u16) -> Option<&mut [u8]> {
+        if i >= self.len {
+            return None;
+        }
+        let m = self.pkts[i];
+        // SAFETY: pkts[..len] are owned valid mbufs; &mut self gives exclusive access.
+        // rte_pktmbuf_prepend checks the headroom itself and returns NULL (changing nothing)
+        // when it is too small; on success the first segment's data starts `len` bytes
+        // earlier, inside the mbuf's buffer, so the data slice made afterwards is valid.
+        unsafe {
+            if sys::fg_pktmbuf_prepend(m, len).is_null() {
+                return None;
+            }
+            Some(mbuf_data_mut(m))
+        }
+    }
+
+    /// Removes `len` bytes from the end of mbuf `i`; false if `i >= len` or the last segment
+    /// is shorter.
+    pub fn trim(&mut self, i: usize, len: u16) -> bool {
+        // SAFETY: pkts[..len] are owned valid mbufs; &mut self gives exclusive access; trim
+        // checks the length itself.
+        i < self.len && unsafe { sys::fg_pktmbuf_trim(self.pkts[i], len) == 0 }
+    }
+
     /// Iterates over the packet data of every held mbuf.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         // SAFETY: pkts[..len] are owned valid mbufs; &self prevents mutation.
@@ -1158,6 +1185,15 @@ impl Port {
         let ret = unsafe { sys::rte_eth_macaddr_get(self.id, &mut addr) };
         check(&format!("rte_eth_macaddr_get(port {})", self.id), ret)?;
         Ok(addr.addr_bytes)
+    }
+
+    /// The port's MTU (bytes of IP packet, without the Ethernet header).
+    pub fn mtu(&self) -> Result<u16> {
+        let mut mtu = 0u16;
+        // SAFETY: the port is valid; mtu is a valid out pointer.
+        let ret = unsafe { sys::rte_eth_dev_get_mtu(self.id, &mut mtu) };
+        check(&format!("rte_eth_dev_get_mtu(port {})", self.id), ret)?;
+        Ok(mtu)
     }
 
     /// Current link state, without waiting.

@@ -9,7 +9,7 @@ use flowgate_config::appliance::{Appliance, Device, MacAddr, Mode};
 
 use crate::dpdk::{self, DpdkError, Eal, Mempool, Port, PortStats};
 use crate::route::SharedNeighbours;
-use crate::worker::{PortRole, Queues};
+use crate::worker::{PortRole, Queues, DEFAULT_MTU};
 
 /// Why the ports could not be brought up.
 #[derive(Debug, thiserror::Error)]
@@ -181,10 +181,12 @@ impl Plant {
             .ports
             .iter()
             .zip(&macs)
-            .map(|(p, mac)| PortRole {
+            .zip(&ports)
+            .map(|((p, mac), port)| PortRole {
                 kernel: p.kernel,
                 peer: p.peer.map(|q| q as u16),
                 mac: *mac,
+                mtu: port.mtu().ok().filter(|&m| m > 0).unwrap_or(DEFAULT_MTU),
             })
             .collect();
         Ok(Plant {

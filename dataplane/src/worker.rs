@@ -18,11 +18,13 @@
 //!
 //! Directors (`docs/director.md`, "In the dataplane"): a flow verdict `director D` goes to
 //! this worker's [`DirectorWorker`] for D (schedule, NAT rewrite), then is routed with the
-//! main table towards the server as above. With a NAT director, packets from the ports are
-//! first offered to the directors as replies (rewritten back to the VIP, routed to the
-//! client) before the flows see them. With several workers, a NAT director's packets are
-//! finished by the worker owning their connection ([`crate::handoff`]): a worker hands the
-//! others theirs over rings, and polls its own rings like RX queues.
+//! main table towards the server as above; in tunnel mode it then gets an outer IP header
+//! (port address -> server) in its headroom, and the outflows see that outer packet. With a
+//! NAT director, packets from the ports are first offered to the directors as replies
+//! (rewritten back to the VIP, routed to the client) before the flows see them. With several
+//! workers, a NAT director's packets are finished by the worker owning their connection
+//! ([`crate::handoff`]): a worker hands the others theirs over rings, and polls its own rings
+//! like RX queues.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +37,7 @@ use flowgate_config::flows::{Action, Family, L4};
 
 use crate::classify::{Key, L4Kind, Verdict, BATCH};
 use crate::counters::{DropReason, RuleCounters, VerdictKind, WorkerCounters};
+use crate::director::rewrite::{encapsulate, tunnel_overhead};
 use crate::director::shared::STATS_EVERY_MS;
 use crate::director::{
     DirectorSet, DirectorWorker, SharedDirectors, Verdict as DirVerdict, WorkerOptions,
@@ -94,7 +97,13 @@ pub struct PortRole {
     pub peer: Option<u16>,
     /// The port's MAC (its TAP's too): the source of routed frames and of ARP / ND requests.
     pub mac: MacAddr,
+    /// The port's MTU (bytes of IP packet): what a tunnel-mode director's packets, outer
+    /// header included, may not exceed ([`DEFAULT_MTU`] when the device does not say).
+    pub mtu: u16,
 }
+
+/// The MTU assumed for a port whose device does not tell its own.
+pub const DEFAULT_MTU: u16 = 1500;
 
 /// The queues one worker owns.
 #[derive(Debug)]
@@ -337,15 +346,16 @@ impl<'p> Worker<'p> {
     }
 
     /// Packet `p`, classified `director d`: the director schedules it (and in NAT mode
-    /// rewrites its destination to the server). Where it goes (the server) and its new key
-    /// (iface to be set by the caller), or where it goes instead.
+    /// rewrites its destination to the server). Where it goes (the server), its new key
+    /// (iface to be set by the caller) and whether the director is in tunnel mode (the
+    /// caller encapsulates it with [`Worker::tunnel`] once routed), or where it goes instead.
     fn director_forward(
         &mut self,
         burst: &mut Burst,
         p: usize,
         d: u16,
         set: Option<&DirectorSet>,
-    ) -> Result<(IpAddr, Key), To> {
+    ) -> Result<(IpAddr, Key, bool), To> {
         let unavailable = To::Drop(DropReason::DirectorUnavailable);
         if d == NO_DIRECTOR {
             return Err(unavailable);
@@ -356,10 +366,6 @@ impl<'p> Worker<'p> {
         let Some(st) = set.get(usize::from(d)) else {
             return Err(unavailable);
         };
-        if st.mode == Mode::Tunnel {
-            // IP-in-IP grows the frame: not wired yet
-            return Err(unavailable);
-        }
         let Some(frame) = burst.packet_mut(p) else {
             return Err(To::Drop(DropReason::RouteTruncated));
         };
@@ -369,10 +375,58 @@ impl<'p> Worker<'p> {
         match dw.forward(st, frame, &facts, self.now_ms) {
             DirVerdict::Drop(_) => Err(To::Drop(DropReason::DirectorDrop)),
             DirVerdict::Forward { to, .. } => match wire::parse(frame) {
-                Frame::Ip(after) => Ok((to, key_of(&after, 0))),
+                Frame::Ip(after) => Ok((to, key_of(&after, 0), st.mode == Mode::Tunnel)),
                 _ => Err(To::Drop(DropReason::DirectorDrop)),
             },
         }
+    }
+
+    /// Director packet `p` (key `key`, from port `input`) routed out port `out.0` towards
+    /// server `out.1`: one off its TTL / hop limit, then, for a tunnel-mode director
+    /// (`out.2`), into its tunnel. The key of what leaves, or where it goes instead.
+    #[inline]
+    fn director_ttl(
+        &mut self,
+        burst: &mut Burst,
+        p: usize,
+        key: Key,
+        input: u16,
+        out: (usize, IpAddr, bool),
+        rules: &RuleSet,
+    ) -> Result<Key, To> {
+        self.take_ttl(burst, p, &key, input)?;
+        match out {
+            (port, server, true) => self.tunnel(burst, p, port, server, rules),
+            _ => Ok(key),
+        }
+    }
+
+    /// Tunnel mode: packet `p` (scheduled, its TTL taken off, routed out `port` towards
+    /// `server`) gets an outer IP header from the port's address to the server in front of
+    /// it (`docs/director.md`, "In the dataplane"). Its offsets now describe the outer
+    /// packet; returns the outer packet's key (iface to be set by the caller).
+    fn tunnel(
+        &mut self,
+        burst: &mut Burst,
+        p: usize,
+        port: usize,
+        server: IpAddr,
+        rules: &RuleSet,
+    ) -> Result<Key, To> {
+        let local = rules.routes.source_for(port, server);
+        let mtu = self.roles.get(port).map_or(DEFAULT_MTU, |r| r.mtu);
+        let over = tunnel_overhead(server) as u16;
+        let buf = burst
+            .prepend(p, over)
+            .ok_or(To::Drop(DropReason::RouteTruncated))?;
+        let total = buf.len();
+        let (outer, len) = wrap_for_tunnel(buf, local, server, mtu).map_err(To::Drop)?;
+        // the inner frame's Ethernet padding, if any, is not carried
+        if len < total && !burst.trim(p, (total - len) as u16) {
+            return Err(To::Drop(DropReason::RouteTruncated));
+        }
+        self.l3[p] = outer.l3_offset as u16;
+        Ok(key_of(&outer, 0))
     }
 
     /// Packet `p` (key `j`) from `port`: a NAT reply of one of the directors? Then it is
@@ -675,23 +729,25 @@ impl<'p> Worker<'p> {
         let rc = &rules.counters[self.index.min(rules.counters.len() - 1)];
         match self.director_forward(burst, p, d, dset) {
             Err(to) => to,
-            Ok((server, key)) => match route(rules, rc, MAIN_TABLE, server) {
+            Ok((server, key, t)) => match route(rules, rc, MAIN_TABLE, server) {
                 None => To::Drop(DropReason::NoRoute),
-                Some(hop) => match self.take_ttl(burst, p, &key, port) {
-                    Err(to) => to,
-                    Ok(()) => {
-                        let e = *egress;
-                        self.keys[e] = key;
-                        self.keys[e].iface = rules.outflows.port_iface[hop.port];
-                        self.key_pkt[e] = p as u8;
-                        self.routed[e] = true;
-                        *egress += 1;
-                        To::Hop {
-                            port: hop.port as u16,
-                            via: hop.neighbour(server),
+                Some(hop) => {
+                    match self.director_ttl(burst, p, key, port, (hop.port, server, t), rules) {
+                        Err(to) => to,
+                        Ok(key) => {
+                            let e = *egress;
+                            self.keys[e] = key;
+                            self.keys[e].iface = rules.outflows.port_iface[hop.port];
+                            self.key_pkt[e] = p as u8;
+                            self.routed[e] = true;
+                            *egress += 1;
+                            To::Hop {
+                                port: hop.port as u16,
+                                via: hop.neighbour(server),
+                            }
                         }
                     }
-                },
+                }
             },
         }
     }
@@ -1164,6 +1220,54 @@ fn route(rules: &RuleSet, rc: &RuleCounters, table: u32, dst: IpAddr) -> Option<
     Some(m.hop)
 }
 
+/// Tunnel mode on a frame lying at `buf[tunnel_overhead(server)..]`, with that room in front
+/// of it: the inner packet (TTL already taken off) goes into an outer IPv4 / IPv6 header from
+/// `local` (the output port's address of the server's family; `None`: it has none) to
+/// `server`, provided the outer packet fits in `mtu` bytes. Returns the outer packet's facts
+/// and the new frame's length (from `buf[0]`; shorter than `buf` when the inner frame had
+/// Ethernet padding), or why it is dropped.
+pub fn wrap_for_tunnel(
+    buf: &mut [u8],
+    local: Option<IpAddr>,
+    server: IpAddr,
+    mtu: u16,
+) -> Result<(IpFacts, usize), DropReason> {
+    let over = tunnel_overhead(server);
+    let Some(Frame::Ip(inner)) = buf.get(over..).map(wire::parse) else {
+        return Err(DropReason::RouteTruncated);
+    };
+    let local = local
+        .filter(|l| l.is_ipv4() == server.is_ipv4())
+        .ok_or(DropReason::TunnelNoSource)?;
+    // the inner packet's IP length (the parser checked it lies within the frame)
+    let l3 = over + inner.l3_offset;
+    let be16 = |at: usize| {
+        buf.get(at..at + 2)
+            .map(|b| usize::from(b[0]) << 8 | usize::from(b[1]))
+    };
+    let ip_len = match inner.family {
+        Family::V4 => be16(l3 + field::IPV4_TOTAL_LEN),
+        Family::V6 => be16(l3 + field::IPV6_PAYLOAD_LEN).map(|n| field::IPV6_HDR + n),
+    }
+    .ok_or(DropReason::RouteTruncated)?;
+    if !tunnel_fits(ip_len, server, mtu) {
+        return Err(DropReason::TunnelTooBig);
+    }
+    let total = buf.len();
+    let range = encapsulate(buf, over..total, &inner, local, server)
+        .map_err(|_| DropReason::RouteTruncated)?;
+    match buf.get(range.clone()).map(wire::parse) {
+        Some(Frame::Ip(outer)) if range.start == 0 => Ok((outer, range.end)),
+        _ => Err(DropReason::RouteTruncated),
+    }
+}
+
+/// Whether an IP packet of `ip_len` bytes still fits in `mtu` once tunnelled to `server`.
+#[inline]
+pub fn tunnel_fits(ip_len: usize, server: IpAddr, mtu: u16) -> bool {
+    ip_len + tunnel_overhead(server) <= usize::from(mtu)
+}
+
 /// The destination address of a key.
 #[inline]
 fn dst_of(k: &Key) -> IpAddr {
@@ -1564,5 +1668,120 @@ routes = { "10.0.0.0/8" = "192.168.161.1" }
         let t = rs.totals();
         assert_eq!(t.route_lookups, vec![1, 4]);
         assert_eq!(t.route_fallbacks, vec![0, 2]);
+    }
+
+    /// A frame in a buffer with `room` bytes in front of it, as after `Burst::prepend`.
+    fn with_room(room: usize, f: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0xee; room];
+        buf.extend_from_slice(f);
+        buf
+    }
+
+    #[test]
+    fn tunnel_wraps_an_ipv4_packet_from_the_port_address_to_the_server() {
+        let (cli, vip) = (ip("192.168.0.100"), ip("192.168.0.2"));
+        let (local, server): (IpAddr, IpAddr) = (ip("10.0.0.1"), ip("10.0.0.11"));
+        for (proto, vlan) in [(6u8, None), (17, Some(100u16))] {
+            let mut spec = FrameSpec::new(cli, vip, proto, 40000, 25);
+            spec.ttl = 63;
+            spec.vlan = vlan;
+            spec.payload = 10;
+            let f = frame(&spec);
+            let l3 = if vlan.is_some() { 18 } else { 14 };
+            let mut buf = with_room(20, &f);
+            let (outer, len) =
+                wrap_for_tunnel(&mut buf, Some(local), server, 1500).expect("wrapped");
+            assert_eq!(len, f.len() + 20);
+            let out = &buf[..len];
+            // Ethernet header (and tag) moved to the front, untouched
+            assert_eq!(&out[..l3], &f[..l3]);
+            assert_eq!(outer.l3_offset, l3);
+            assert_eq!((outer.src, outer.dst, outer.proto), (local, server, 4));
+            let ip = &out[l3..l3 + 20];
+            assert_eq!(ip[0], 0x45);
+            assert_eq!(
+                u16::from_be_bytes([ip[2], ip[3]]) as usize,
+                f.len() - l3 + 20
+            );
+            assert_eq!(ip[field::IPV4_TTL], 64);
+            assert_eq!(crate::build::checksum(ip), 0, "outer header checksum");
+            // the inner packet, byte for byte
+            assert_eq!(&out[l3 + 20..], &f[l3..]);
+            // what the outflows see: the outer packet
+            let k = key_of(&outer, 3);
+            assert_eq!((k.proto, k.l4, k.iface), (4, L4Kind::None, 3));
+            assert_eq!(dst_of(&k), server);
+        }
+    }
+
+    #[test]
+    fn tunnel_wraps_an_ipv6_packet_in_ipv6() {
+        let (cli, vip) = (ip("2001:db8::100"), ip("2001:db8::2"));
+        let (local, server): (IpAddr, IpAddr) = (ip("2001:db8:1::1"), ip("2001:db8:1::11"));
+        let f = frame(&FrameSpec::new(cli, vip, 17, 5353, 53));
+        let mut buf = with_room(40, &f);
+        let (outer, len) = wrap_for_tunnel(&mut buf, Some(local), server, 1500).expect("wrapped");
+        assert_eq!(len, f.len() + 40);
+        assert_eq!((outer.src, outer.dst, outer.proto), (local, server, 41));
+        assert_eq!(buf[14 + field::IPV6_HOP_LIMIT], 64);
+        let payload = u16::from_be_bytes([buf[14 + 4], buf[14 + 5]]) as usize;
+        assert_eq!(payload, f.len() - 14);
+        assert_eq!(&buf[14 + 40..len], &f[14..]);
+    }
+
+    #[test]
+    fn tunnel_drops_ethernet_padding_of_the_inner_frame() {
+        let spec = FrameSpec::new(ip("192.168.0.100"), ip("192.168.0.2"), 17, 1, 2);
+        let mut f = frame(&spec);
+        let ip_end = f.len();
+        f.resize(60, 0); // a minimum-size frame, padded
+        let mut buf = with_room(20, &f);
+        let (_, len) = wrap_for_tunnel(&mut buf, Some(ip("10.0.0.1")), ip("10.0.0.12"), 1500)
+            .expect("wrapped");
+        assert_eq!(len, ip_end + 20, "the padding is left out");
+    }
+
+    #[test]
+    fn tunnel_needs_a_source_of_the_servers_family() {
+        let f = frame(&FrameSpec::new(
+            ip("192.168.0.100"),
+            ip("192.168.0.2"),
+            6,
+            1,
+            25,
+        ));
+        let server: IpAddr = ip("10.0.0.11");
+        for local in [None, Some(ip("2001:db8::1"))] {
+            let mut buf = with_room(20, &f);
+            assert_eq!(
+                wrap_for_tunnel(&mut buf, local, server, 1500).err(),
+                Some(DropReason::TunnelNoSource)
+            );
+        }
+    }
+
+    #[test]
+    fn tunnel_refuses_what_would_exceed_the_mtu() {
+        let server: IpAddr = ip("10.0.0.11");
+        assert!(tunnel_fits(1480, server, 1500));
+        assert!(!tunnel_fits(1481, server, 1500));
+        assert!(tunnel_fits(1460, ip("2001:db8::1"), 1500));
+        assert!(!tunnel_fits(1461, ip("2001:db8::1"), 1500));
+        let mut spec = FrameSpec::new(ip("192.168.0.100"), ip("192.168.0.2"), 17, 1, 53);
+        for (payload, mtu, fits) in [
+            (1452, 1500, true),
+            (1453, 1500, false),
+            (1000, 1048, true),
+            (1000, 1047, false),
+        ] {
+            spec.payload = payload; // IP length = 28 + payload
+            let f = frame(&spec);
+            let mut buf = with_room(20, &f);
+            let r = wrap_for_tunnel(&mut buf, Some(ip("10.0.0.1")), server, mtu);
+            match fits {
+                true => assert_eq!(r.map(|(_, len)| len).ok(), Some(f.len() + 20)),
+                false => assert_eq!(r.err(), Some(DropReason::TunnelTooBig)),
+            }
+        }
     }
 }

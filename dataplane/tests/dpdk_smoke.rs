@@ -200,6 +200,43 @@ fn attach_vdev_rss_and_registered_worker_thread() {
     port.close().unwrap();
 }
 
+/// `Burst::prepend` grows a packet at the front from the mbuf's headroom (what a tunnel
+/// header takes), `Burst::trim` shortens it, and a ring port reports the default MTU.
+#[test]
+fn burst_prepend_trim_and_port_mtu() {
+    let _eal = Eal::init(&eal_args(&["--vdev=net_ring0"])).unwrap();
+    let pool = Mempool::new("prepend_pool", 255, 32, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
+    let port = Port::configure(port_by_name("net_ring0").unwrap(), 1, 1, false, pool).unwrap();
+    assert_eq!(port.mtu().unwrap(), 1500);
+    let frames: Vec<Vec<u8>> = (0..2u8).map(frame).collect();
+    let mut burst = Burst::new();
+    fill(&pool, &mut burst, &frames);
+    let room = pool.alloc().unwrap().headroom();
+    assert!(room >= 40, "headroom {room}");
+    {
+        let data = burst.prepend(0, 20).expect("headroom");
+        assert_eq!(data.len(), frames[0].len() + 20);
+        assert_eq!(&data[20..], &frames[0][..]);
+        data[..20].fill(0xab);
+    }
+    assert_eq!(burst.packet(0).unwrap()[..20], [0xab; 20]);
+    assert_eq!(burst.packet(0).unwrap()[20..], frames[0][..]);
+    // more than the headroom: refused, nothing changed
+    assert!(burst.prepend(1, room as u16 + 1).is_none());
+    assert_eq!(burst.packet(1).unwrap(), &frames[1][..]);
+    assert!(burst.prepend(2, 1).is_none(), "no packet 2");
+    assert_eq!(
+        burst.bytes(),
+        (frames[0].len() + 20 + frames[1].len()) as u64
+    );
+    assert!(burst.trim(0, 6));
+    assert_eq!(burst.packet(0).unwrap().len(), frames[0].len() + 14);
+    assert!(!burst.trim(1, 10_000), "longer than the packet");
+    assert!(!burst.trim(2, 1), "no packet 2");
+    burst.clear();
+    port.close().unwrap();
+}
+
 /// `net_pcap` reads frames from one pcap file and writes what we send to another; the file
 /// written must hold exactly the bytes read.
 #[test]
