@@ -67,40 +67,13 @@ fn main() {
     let steering = Steering::round_robin(2);
     let reta: Vec<u16> = (0..128).map(|i| i % 2).collect();
     let n = packets.min(10_000_000);
-    let mut x = 0x9e37_79b9u32;
-    let t0 = Instant::now();
-    let c0 = tsc_cycles();
-    let mut acc = 0usize;
-    for _ in 0..n {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        acc += steering.owner(false, u128::from(x), (x >> 7) as u16);
-    }
-    result(
-        "owner: table Toeplitz (IPv4 endpoint)",
-        n,
-        tsc_cycles() - c0,
-        t0.elapsed().as_secs_f64(),
-    );
-    black_box(acc);
-    let t0 = Instant::now();
-    let c0 = tsc_cycles();
-    let mut acc = 0usize;
-    for _ in 0..n {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
+    owner_case("owner: table Toeplitz (IPv4 endpoint)", n, |x| {
+        steering.owner(false, u128::from(x), (x >> 7) as u16)
+    });
+    owner_case("owner: bitwise Toeplitz (IPv4 endpoint)", n, |x| {
         let a = std::net::IpAddr::V4(x.into());
-        acc += usize::from(owner(&DEFAULT_RSS_KEY, &reta, a, (x >> 7) as u16));
-    }
-    result(
-        "owner: bitwise Toeplitz (IPv4 endpoint)",
-        n,
-        tsc_cycles() - c0,
-        t0.elapsed().as_secs_f64(),
-    );
-    black_box(acc);
+        usize::from(owner(&DEFAULT_RSS_KEY, &reta, a, (x >> 7) as u16))
+    });
 
     // 2. one thread: enqueue a tagged burst of 32, dequeue it (ring_perf's "burst enq/deq")
     let ring = Ring::new("ho_bench_a", 1024).expect("ring");
@@ -230,6 +203,22 @@ fn two_cores(eal: &Eal, pool: Mempool, packets: u64, touch: bool, name: &str) ->
         let got = consumer.join().expect("consumer");
         (got, cycles, secs)
     })
+}
+
+/// `n` owner decisions by `f` over pseudo-random (xorshift) IPv4 endpoints.
+fn owner_case(case: &str, n: u64, f: impl Fn(u32) -> usize) {
+    let mut x = 0x9e37_79b9u32;
+    let t0 = Instant::now();
+    let c0 = tsc_cycles();
+    let mut acc = 0usize;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        acc = acc.wrapping_add(f(x));
+    }
+    result(case, n, tsc_cycles() - c0, t0.elapsed().as_secs_f64());
+    black_box(acc);
 }
 
 fn core_pin(cpu: usize) -> bool {
