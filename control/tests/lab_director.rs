@@ -349,3 +349,179 @@ servers = [
         assert_eq!(out, 0, "one worker hands nothing over");
     }
 }
+
+/// `n` connected UDP sockets, one after the other, each sending one datagram to
+/// 192.168.0.2:5353 and waiting for an answer: per socket `REFUSED` (ECONNREFUSED: an ICMP
+/// port unreachable whose quoted packet matches the socket), `DATA`, `TIMEOUT` or `ERR ...`.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+n = int(sys.argv[1])
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    try:
+        s.connect(('192.168.0.2', 5353))
+        s.send(b'x%d' % i)
+        s.recv(100)
+        print('DATA')
+    except ConnectionRefusedError:
+        print('REFUSED')
+    except socket.timeout:
+        print('TIMEOUT')
+    except Exception as e:
+        print('ERR', e)
+    s.close()
+    sys.stdout.flush()
+"#;
+
+/// ICMP errors about NAT connections: a UDP NAT director (192.168.0.2:5353 over two servers)
+/// whose servers listen on nothing. Each server's port unreachable quotes `client -> server`;
+/// translated by the appliance (quoted destination back to the VIP, outer source the VIP) it
+/// matches the client's connected socket, which gets ECONNREFUSED. Untranslated it would
+/// reach the client through the appliance's kernel, match no socket, and `recv` would time
+/// out.
+#[test]
+fn nat_udp_port_unreachable_reaches_the_client_as_connection_refused() {
+    if skip_without_lab() {
+        return;
+    }
+    udp_unreachable_lab(1);
+}
+
+/// The same with two workers: the servers' errors reach either worker (af_packet's fan-out
+/// hashes the outer addresses), and one about the other worker's connection is handed to the
+/// owner of the quoted client endpoint.
+#[test]
+fn nat_udp_port_unreachable_with_two_workers_is_handed_to_the_connection_owner() {
+    if skip_without_lab() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    udp_unreachable_lab(2);
+}
+
+fn udp_unreachable_lab(workers: usize) {
+    let app = Netns::new("app");
+    let cli = Netns::new("cli");
+    let sw = Netns::new("sw");
+    let s1 = Netns::new("dns1");
+    let s2 = Netns::new("dns2");
+    let t = tag();
+    let (nic0, nic1) = (format!("fa0{t}"), format!("fa1{t}"));
+    let (c0, w0, w1, w2) = (
+        format!("fc0{t}"),
+        format!("fw0{t}"),
+        format!("fw1{t}"),
+        format!("fw2{t}"),
+    );
+    let (e1, e2) = (format!("fe1{t}"), format!("fe2{t}"));
+    veth(&app, &nic0, &cli, &c0);
+    veth(&app, &nic1, &sw, &w0);
+    veth(&sw, &w1, &s1, &e1);
+    veth(&sw, &w2, &s2, &e2);
+    sw.must(&["ip", "link", "add", "br0", "type", "bridge"]);
+    for w in [&w0, &w1, &w2] {
+        sw.must(&["ip", "link", "set", w, "master", "br0"]);
+    }
+    sw.must(&["ip", "link", "set", "br0", "up"]);
+    nic_for_flowgate(&app, &nic0);
+    nic_for_flowgate(&app, &nic1);
+    for kv in [
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+    ] {
+        sysctl(&app, kv);
+    }
+    cli.must(&["ip", "addr", "add", "192.168.0.100/24", "dev", &c0]);
+    s1.must(&["ip", "addr", "add", "10.0.0.11/24", "dev", &e1]);
+    s2.must(&["ip", "addr", "add", "10.0.0.12/24", "dev", &e2]);
+    for s in [&s1, &s2] {
+        s.must(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
+        // every datagram gets its port unreachable
+        sysctl(s, "net.ipv4.icmp_ratelimit=0");
+    }
+    for (ns, ifc) in [(&cli, &c0), (&s1, &e1), (&s2, &e2)] {
+        ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
+    }
+
+    let dir = TempDir::new("director-icmp");
+    let client_py = dir.0.join("udp_client.py");
+    std::fs::write(&client_py, UDP_CLIENT).expect("write client");
+    let (lcores, eal_extra, qpairs, rx_queues) = match workers {
+        1 => ("[1]", "", "", ""),
+        _ => ("[0, 1]", r#", "-l", "0""#, ",qpairs=2", "rx_queues = 2"),
+    };
+    let config = format!(
+        r#"flows = "dns.flows"
+[dataplane]
+workers = {lcores}
+eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface={nic0}{qpairs}"
+{rx_queues}
+addresses = ["192.168.0.1/24", "192.168.0.2/24"]
+[[port]]
+name = "eth1"
+device = "net_af_packet1,iface={nic1}{qpairs}"
+{rx_queues}
+addresses = ["10.0.0.1/24"]
+[[director]]
+name = "dns"
+scheduler = "rr"
+mode = "nat"
+virtual = {{ address = "192.168.0.2", port = 5353 }}
+servers = [
+  {{ name = "dns1", address = "10.0.0.11" }},
+  {{ name = "dns2", address = "10.0.0.12" }},
+]
+"#
+    );
+    let flows = "flow dns director dns\n    match proto udp dst 192.168.0.2 dstport 5353\n\
+                 flow rest permit\n    match\n";
+    let fg = Flowgate::start(&app, &dir.0, "dns", &config, flows, "10.0.0.0/24 dev eth1");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let n = 16;
+    let out = cli.run(&[
+        "python3",
+        client_py.to_str().expect("utf-8 path"),
+        &n.to_string(),
+    ]);
+    let results: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let (s, _err) = fg.stop();
+    let d = &s["directors"]["dns"];
+    eprintln!(
+        "results: {results:?}\ndirectors: {d:#}\nhandoff: {}",
+        s["handoff"]
+    );
+    assert_eq!(results.len(), n, "{results:?}");
+    assert!(
+        results.iter().all(|r| r == "REFUSED"),
+        "every connected socket sees the servers' port unreachable: {results:?}"
+    );
+    let conns = |srv: &str| d["servers"][srv]["connections"].as_u64().unwrap_or(0);
+    assert!(conns("dns1") >= 4 && conns("dns2") >= 4, "rr: {d:#}");
+    assert_eq!(d["icmp_out"].as_u64(), Some(n as u64), "{d:#}");
+    assert_eq!(d["icmp_in"].as_u64(), Some(0), "{d:#}");
+    assert_eq!(
+        d["packets_out"].as_u64(),
+        Some(0),
+        "no datagram answered: {d:#}"
+    );
+    let (handed_out, handed_in) = (
+        s["handoff"]["handed_out"].as_u64().unwrap_or(0),
+        s["handoff"]["handed_in"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(handed_out, handed_in, "{s:#}");
+    if workers == 1 {
+        assert_eq!(handed_out, 0);
+    }
+}
