@@ -361,11 +361,13 @@ pub fn director_report(directors: &SharedDirectors) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "director {}: conns {}, packets in {} out {}, drops: {}",
+            "director {}: conns {}, packets in {} out {}, icmp errors in {} out {}, drops: {}",
             d.name,
             c.conns,
             c.packets_in,
             c.packets_out,
+            c.icmp_in,
+            c.icmp_out,
             if drops.is_empty() {
                 "none".into()
             } else {
@@ -428,6 +430,8 @@ fn director_json(
         "packets_in": c.packets_in,
         "packets_out": c.packets_out,
         "nodest_expired": c.nodest_expired,
+        "icmp_in": c.icmp_in,
+        "icmp_out": c.icmp_out,
         "drops": drops,
         "servers": servers,
     })

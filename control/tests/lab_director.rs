@@ -100,6 +100,77 @@ fn server(ns: &Netns, script: &Path, name: &str) -> Proc {
     p
 }
 
+/// The director labs' network: a client (192.168.0.100/24) behind the appliance's eth0
+/// (`nic0`), two servers (10.0.0.11 and 10.0.0.12 /24) on a bridge in `sw` behind its eth1
+/// (`nic1`, bridged as `w0`). Removed when dropped.
+struct Lab {
+    app: Netns,
+    cli: Netns,
+    sw: Netns,
+    s1: Netns,
+    s2: Netns,
+    nic0: String,
+    nic1: String,
+    w0: String,
+    e1: String,
+    e2: String,
+}
+
+impl Lab {
+    fn new(servers: [&str; 2]) -> Lab {
+        let app = Netns::new("app");
+        let cli = Netns::new("cli");
+        let sw = Netns::new("sw");
+        let s1 = Netns::new(servers[0]);
+        let s2 = Netns::new(servers[1]);
+        let t = tag();
+        let (nic0, nic1) = (format!("fa0{t}"), format!("fa1{t}"));
+        let (c0, w0, w1, w2) = (
+            format!("fc0{t}"),
+            format!("fw0{t}"),
+            format!("fw1{t}"),
+            format!("fw2{t}"),
+        );
+        let (e1, e2) = (format!("fe1{t}"), format!("fe2{t}"));
+        veth(&app, &nic0, &cli, &c0);
+        veth(&app, &nic1, &sw, &w0);
+        veth(&sw, &w1, &s1, &e1);
+        veth(&sw, &w2, &s2, &e2);
+        sw.must(&["ip", "link", "add", "br0", "type", "bridge"]);
+        for w in [&w0, &w1, &w2] {
+            sw.must(&["ip", "link", "set", w, "master", "br0"]);
+        }
+        sw.must(&["ip", "link", "set", "br0", "up"]);
+        nic_for_flowgate(&app, &nic0);
+        nic_for_flowgate(&app, &nic1);
+        for kv in [
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            sysctl(&app, kv);
+        }
+        cli.must(&["ip", "addr", "add", "192.168.0.100/24", "dev", &c0]);
+        s1.must(&["ip", "addr", "add", "10.0.0.11/24", "dev", &e1]);
+        s2.must(&["ip", "addr", "add", "10.0.0.12/24", "dev", &e2]);
+        // veth leaves checksums partial otherwise
+        for (ns, ifc) in [(&cli, &c0), (&s1, &e1), (&s2, &e2)] {
+            ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
+        }
+        Lab {
+            app,
+            cli,
+            sw,
+            s1,
+            s2,
+            nic0,
+            nic1,
+            w0,
+            e1,
+            e2,
+        }
+    }
+}
+
 #[test]
 fn seed_mail_flow_balances_over_two_nat_servers_with_health_checks() {
     if skip_without_lab() {
@@ -144,40 +215,16 @@ enum Mode {
 }
 
 fn mail_lab(mode: Mode, workers: usize) {
-    let app = Netns::new("app");
-    let cli = Netns::new("cli");
-    let sw = Netns::new("sw");
-    let s1 = Netns::new("mail1");
-    let s2 = Netns::new("mail2");
-    let t = tag();
-    let (nic0, nic1) = (format!("fa0{t}"), format!("fa1{t}"));
-    let (c0, w0, w1, w2) = (
-        format!("fc0{t}"),
-        format!("fw0{t}"),
-        format!("fw1{t}"),
-        format!("fw2{t}"),
-    );
-    let (e1, e2) = (format!("fe1{t}"), format!("fe2{t}"));
-    veth(&app, &nic0, &cli, &c0);
-    veth(&app, &nic1, &sw, &w0);
-    veth(&sw, &w1, &s1, &e1);
-    veth(&sw, &w2, &s2, &e2);
-    sw.must(&["ip", "link", "add", "br0", "type", "bridge"]);
-    for w in [&w0, &w1, &w2] {
-        sw.must(&["ip", "link", "set", w, "master", "br0"]);
-    }
-    sw.must(&["ip", "link", "set", "br0", "up"]);
-    nic_for_flowgate(&app, &nic0);
-    nic_for_flowgate(&app, &nic1);
-    for kv in [
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.default.rp_filter=0",
-    ] {
-        sysctl(&app, kv);
-    }
-    cli.must(&["ip", "addr", "add", "192.168.0.100/24", "dev", &c0]);
-    s1.must(&["ip", "addr", "add", "10.0.0.11/24", "dev", &e1]);
-    s2.must(&["ip", "addr", "add", "10.0.0.12/24", "dev", &e2]);
+    let lab = Lab::new(["mail1", "mail2"]);
+    let Lab {
+        app,
+        cli,
+        s1,
+        s2,
+        nic0,
+        nic1,
+        ..
+    } = &lab;
     for s in [&s1, &s2] {
         s.must(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
         if mode == Mode::Gateway {
@@ -185,18 +232,14 @@ fn mail_lab(mode: Mode, workers: usize) {
             s.must(&["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
         }
     }
-    // veth leaves checksums partial otherwise
-    for (ns, ifc) in [(&cli, &c0), (&s1, &e1), (&s2, &e2)] {
-        ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
-    }
 
     let dir = TempDir::new("director");
     let server_py = dir.0.join("server.py");
     let client_py = dir.0.join("client.py");
     std::fs::write(&server_py, SERVER).expect("write server");
     std::fs::write(&client_py, CLIENT).expect("write client");
-    let mail1 = server(&s1, &server_py, "mail1");
-    let _mail2 = server(&s2, &server_py, "mail2");
+    let mail1 = server(s1, &server_py, "mail1");
+    let _mail2 = server(s2, &server_py, "mail2");
 
     let mode_name = match mode {
         Mode::Nat => "nat",
@@ -243,12 +286,12 @@ servers = [
                  \x20   match proto tcp dst 192.168.0.2 dstport 25\n\
                  flow dr-answers table 100\n    match proto tcp src 192.168.0.2\n\
                  flow rest permit\n    match\n";
-    let fg = Flowgate::start(&app, &dir.0, "mail", &config, flows, "10.0.0.0/24 dev eth1");
+    let fg = Flowgate::start(app, &dir.0, "mail", &config, flows, "10.0.0.0/24 dev eth1");
     // the first checks may run before the TAPs have their addresses: let them settle
     std::thread::sleep(Duration::from_millis(1500));
 
     // 1. both servers up: 40 connections to port 25, and some to 110 and 143
-    let r = connections(&cli, &client_py, 25, 40);
+    let r = connections(cli, &client_py, 25, 40);
     assert_eq!(r.len(), 40, "{r:?}");
     let (a, b) = tally(&r);
     assert!(
@@ -256,7 +299,7 @@ servers = [
         "wrr 10/10 spreads the connections: {a}/{b}"
     );
     for port in [110, 143] {
-        let r = connections(&cli, &client_py, port, 6);
+        let r = connections(cli, &client_py, port, 6);
         assert_eq!(r.len(), 6, "{r:?}");
         let (a, b) = tally(&r);
         assert!(a >= 1 && b >= 1, "port {port}: {a}/{b}");
@@ -265,14 +308,14 @@ servers = [
     // 2. mail1's listener dies: once the check marks it down, everything goes to mail2
     let _ = mail1.stop(Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(1500));
-    let r = connections(&cli, &client_py, 25, 20);
+    let r = connections(cli, &client_py, 25, 20);
     assert_eq!(r.len(), 20, "{r:?}");
     assert_eq!(tally(&r), (0, 20), "mail1 is down: {r:?}");
 
     // 3. mail1 back: the check marks it up, new connections reach it again
-    let _mail1 = server(&s1, &server_py, "mail1");
+    let _mail1 = server(s1, &server_py, "mail1");
     std::thread::sleep(Duration::from_millis(1500));
-    let r = connections(&cli, &client_py, 25, 20);
+    let r = connections(cli, &client_py, 25, 20);
     assert_eq!(r.len(), 20, "{r:?}");
     let (a, b) = tally(&r);
     assert!(a >= 5 && b >= 5, "mail1 is back: {a}/{b}");
@@ -303,11 +346,11 @@ servers = [
         .map(|a| a.iter().filter_map(|s| s["inactive"].as_u64()).sum())
         .unwrap_or(0);
     assert!(inactive > 0, "inactive connections: {listed}");
-    let r = connections(&cli, &client_py, 25, 10);
+    let r = connections(cli, &client_py, 25, 10);
     assert_eq!(tally(&r), (10, 0), "mail2 disabled: {r:?}");
     flowctl(&["director", "enable", "maildirect", "mail2"]);
     flowctl(&["director", "weight", "maildirect", "mail1", "0"]);
-    let r = connections(&cli, &client_py, 25, 10);
+    let r = connections(cli, &client_py, 25, 10);
     assert_eq!(tally(&r), (0, 10), "mail1 drained by weight 0: {r:?}");
 
     let (s, err) = fg.stop();
@@ -434,45 +477,21 @@ fn tunnel_mode_wraps_client_packets_in_ipip_to_the_servers() {
     if skip_without_lab() {
         return;
     }
-    let app = Netns::new("app");
-    let cli = Netns::new("cli");
-    let sw = Netns::new("sw");
-    let s1 = Netns::new("tun1");
-    let s2 = Netns::new("tun2");
-    let t = tag();
-    let (nic0, nic1) = (format!("fa0{t}"), format!("fa1{t}"));
-    let (c0, w0, w1, w2) = (
-        format!("fc0{t}"),
-        format!("fw0{t}"),
-        format!("fw1{t}"),
-        format!("fw2{t}"),
-    );
-    let (e1, e2) = (format!("fe1{t}"), format!("fe2{t}"));
-    veth(&app, &nic0, &cli, &c0);
-    veth(&app, &nic1, &sw, &w0);
-    veth(&sw, &w1, &s1, &e1);
-    veth(&sw, &w2, &s2, &e2);
-    sw.must(&["ip", "link", "add", "br0", "type", "bridge"]);
-    for w in [&w0, &w1, &w2] {
-        sw.must(&["ip", "link", "set", w, "master", "br0"]);
-    }
-    sw.must(&["ip", "link", "set", "br0", "up"]);
-    nic_for_flowgate(&app, &nic0);
-    nic_for_flowgate(&app, &nic1);
-    for kv in [
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.default.rp_filter=0",
-    ] {
-        sysctl(&app, kv);
-    }
-    cli.must(&["ip", "addr", "add", "192.168.0.100/24", "dev", &c0]);
-    s1.must(&["ip", "addr", "add", "10.0.0.11/24", "dev", &e1]);
-    s2.must(&["ip", "addr", "add", "10.0.0.12/24", "dev", &e2]);
-    // veth leaves checksums partial otherwise
-    for (ns, ifc) in [(&cli, &c0), (&s1, &e1), (&s2, &e2)] {
-        ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
-    }
-    let (mac1, mac2, port_mac) = (mac_of(&s1, &e1), mac_of(&s2, &e2), mac_of(&app, &nic1));
+    let lab = Lab::new(["tun1", "tun2"]);
+    let Lab {
+        app,
+        cli,
+        sw,
+        s1,
+        s2,
+        nic0,
+        nic1,
+        w0,
+        e1,
+        e2,
+        ..
+    } = &lab;
+    let (mac1, mac2, port_mac) = (mac_of(s1, e1), mac_of(s2, e2), mac_of(app, nic1));
 
     let dir = TempDir::new("tunnel");
     let client_py = dir.0.join("client.py");
@@ -482,7 +501,7 @@ fn tunnel_mode_wraps_client_packets_in_ipip_to_the_servers() {
     let capture = sw.spawn(&[
         "tcpdump",
         "-i",
-        &w0,
+        w0,
         "-n",
         "-U",
         "--immediate-mode",
@@ -526,8 +545,8 @@ servers = [
   { name = "t2", address = "10.0.0.12", weight = 1 },
 ]
 "#
-    .replace("NIC0", &nic0)
-    .replace("NIC1", &nic1);
+    .replace("NIC0", nic0)
+    .replace("NIC1", nic1);
     // the outflows see what leaves: the outer packet (protocol 4), not the client's UDP
     let flows = "flow lb director tundirect\n\
                  \x20   match proto tcp dst 192.168.0.2 dstport 25\n\
@@ -535,7 +554,7 @@ servers = [
                  flow rest permit\n    match\n\
                  outflow ipip permit\n    match proto 4 src 10.0.0.1\n\
                  outflow inner-udp deny\n    match proto udp dst 192.168.0.2\n";
-    let fg = Flowgate::start(&app, &dir.0, "tun", &config, flows, "10.0.0.0/24 dev eth1");
+    let fg = Flowgate::start(app, &dir.0, "tun", &config, flows, "10.0.0.0/24 dev eth1");
     // the servers make themselves known (their ARP requests teach the worker their MACs)
     for s in [&s1, &s2] {
         s.must(&["ping", "-c", "1", "-W", "2", "10.0.0.1"]);
@@ -688,4 +707,153 @@ servers = [
     };
     assert_eq!(hits("ipip"), tunnelled as u64, "{err}");
     assert_eq!(hits("inner-udp"), 0);
+}
+
+/// `n` connected UDP sockets, one after the other, each sending one datagram to
+/// 192.168.0.2:5353 and waiting for an answer: per socket `REFUSED` (ECONNREFUSED: an ICMP
+/// port unreachable whose quoted packet matches the socket), `DATA`, `TIMEOUT` or `ERR ...`.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+n = int(sys.argv[1])
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    try:
+        s.connect(('192.168.0.2', 5353))
+        s.send(b'x%d' % i)
+        s.recv(100)
+        print('DATA')
+    except ConnectionRefusedError:
+        print('REFUSED')
+    except socket.timeout:
+        print('TIMEOUT')
+    except Exception as e:
+        print('ERR', e)
+    s.close()
+    sys.stdout.flush()
+"#;
+
+/// ICMP errors about NAT connections: a UDP NAT director (192.168.0.2:5353 over two servers)
+/// whose servers listen on nothing. Each server's port unreachable quotes `client -> server`;
+/// translated by the appliance (quoted destination back to the VIP, outer source the VIP) it
+/// matches the client's connected socket, which gets ECONNREFUSED. Untranslated it would
+/// reach the client through the appliance's kernel, match no socket, and `recv` would time
+/// out.
+#[test]
+fn nat_udp_port_unreachable_reaches_the_client_as_connection_refused() {
+    if skip_without_lab() {
+        return;
+    }
+    udp_unreachable_lab(1);
+}
+
+/// The same with two workers: the servers' errors reach either worker (af_packet's fan-out
+/// hashes the outer addresses), and one about the other worker's connection is handed to the
+/// owner of the quoted client endpoint.
+#[test]
+fn nat_udp_port_unreachable_with_two_workers_is_handed_to_the_connection_owner() {
+    if skip_without_lab() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    udp_unreachable_lab(2);
+}
+
+fn udp_unreachable_lab(workers: usize) {
+    let lab = Lab::new(["dns1", "dns2"]);
+    let Lab {
+        app,
+        cli,
+        s1,
+        s2,
+        nic0,
+        nic1,
+        ..
+    } = &lab;
+    for s in [&s1, &s2] {
+        s.must(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
+        // every datagram gets its port unreachable
+        sysctl(s, "net.ipv4.icmp_ratelimit=0");
+    }
+
+    let dir = TempDir::new("director-icmp");
+    let client_py = dir.0.join("udp_client.py");
+    std::fs::write(&client_py, UDP_CLIENT).expect("write client");
+    let (lcores, eal_extra, qpairs, rx_queues) = match workers {
+        1 => ("[1]", "", "", ""),
+        _ => ("[0, 1]", r#", "-l", "0""#, ",qpairs=2", "rx_queues = 2"),
+    };
+    let config = format!(
+        r#"flows = "dns.flows"
+[dataplane]
+workers = {lcores}
+eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface={nic0}{qpairs}"
+{rx_queues}
+addresses = ["192.168.0.1/24", "192.168.0.2/24"]
+[[port]]
+name = "eth1"
+device = "net_af_packet1,iface={nic1}{qpairs}"
+{rx_queues}
+addresses = ["10.0.0.1/24"]
+[[director]]
+name = "dns"
+scheduler = "rr"
+mode = "nat"
+virtual = {{ address = "192.168.0.2", port = 5353 }}
+servers = [
+  {{ name = "dns1", address = "10.0.0.11" }},
+  {{ name = "dns2", address = "10.0.0.12" }},
+]
+"#
+    );
+    let flows = "flow dns director dns\n    match proto udp dst 192.168.0.2 dstport 5353\n\
+                 flow rest permit\n    match\n";
+    let fg = Flowgate::start(app, &dir.0, "dns", &config, flows, "10.0.0.0/24 dev eth1");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let n = 16;
+    let out = cli.run(&[
+        "python3",
+        client_py.to_str().expect("utf-8 path"),
+        &n.to_string(),
+    ]);
+    let results: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let (s, _err) = fg.stop();
+    let d = &s["directors"]["dns"];
+    eprintln!(
+        "results: {results:?}\ndirectors: {d:#}\nhandoff: {}",
+        s["handoff"]
+    );
+    assert_eq!(results.len(), n, "{results:?}");
+    assert!(
+        results.iter().all(|r| r == "REFUSED"),
+        "every connected socket sees the servers' port unreachable: {results:?}"
+    );
+    let conns = |srv: &str| d["servers"][srv]["connections"].as_u64().unwrap_or(0);
+    assert!(conns("dns1") >= 4 && conns("dns2") >= 4, "rr: {d:#}");
+    assert_eq!(d["icmp_out"].as_u64(), Some(n as u64), "{d:#}");
+    assert_eq!(d["icmp_in"].as_u64(), Some(0), "{d:#}");
+    assert_eq!(
+        d["packets_out"].as_u64(),
+        Some(0),
+        "no datagram answered: {d:#}"
+    );
+    let (handed_out, handed_in) = (
+        s["handoff"]["handed_out"].as_u64().unwrap_or(0),
+        s["handoff"]["handed_in"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(handed_out, handed_in, "{s:#}");
+    if workers == 1 {
+        assert_eq!(handed_out, 0);
+    }
 }

@@ -10,6 +10,8 @@
 //! - a packet the flows send to a NAT director, from a client endpoint it does not own, or
 //! - a packet from a NAT server's address that is no reply of its own connections, towards a
 //!   client endpoint it does not own,
+//! - an ICMP error quoting a TCP/UDP packet that is about none of its own connections, when
+//!   the quoted packet's client endpoint is not its own ([`Owners::icmp_owner`]),
 //!
 //! hands it to the owner over a DPDK ring (one per owner and input port: many producers, one
 //! consumer), tagged with what it already knows (the director a flow chose; "reply
@@ -29,8 +31,10 @@
 use std::net::IpAddr;
 
 use flowgate_config::appliance::Mode;
+use flowgate_config::flows::Family;
 
 use crate::classify::Key;
+use crate::director::icmp::Embedded;
 use crate::director::steer::Steering;
 use crate::director::DirectorSet;
 use crate::dpdk::{DpdkError, Ring};
@@ -198,6 +202,31 @@ impl Owners {
     pub fn from_nat_server(&self, key: &Key) -> bool {
         self.servers.binary_search(&(key.v6, key.src)).is_ok()
     }
+
+    /// The worker owning the connection an ICMP error quoting `e` may be about: the owner of
+    /// the quoted packet's client endpoint. When the quoted destination is a NAT server, the
+    /// packet was forwarded (`client -> server`, the error goes to the client): its source;
+    /// otherwise it may be a NAT reply (`VIP -> client`, the error goes to the VIP): its
+    /// destination. (The VIP cannot tell: a flow may send any destination to a director.)
+    #[inline]
+    pub fn icmp_owner(&self, e: &Embedded) -> usize {
+        let v6 = e.family == Family::V6;
+        let dst = key_form(&e.dst, v6);
+        if self.servers.binary_search(&(v6, dst)).is_ok() {
+            self.owner(v6, key_form(&e.src, v6), e.sport)
+        } else {
+            self.owner(v6, dst, e.dport)
+        }
+    }
+}
+
+/// A 16-byte address (IPv4 mapped) in key form.
+fn key_form(a: &[u8; 16], v6: bool) -> u128 {
+    if v6 {
+        u128::from_be_bytes(*a)
+    } else {
+        u128::from(u32::from_be_bytes([a[12], a[13], a[14], a[15]]))
+    }
 }
 
 /// `addr` (key form) under a prefix of `len` bits.
@@ -277,6 +306,41 @@ mod tests {
             seen.iter().all(|&n| n > 800),
             "client ports spread: {seen:?}"
         );
+    }
+
+    #[test]
+    fn an_icmp_error_goes_to_the_owner_of_the_quoted_client_endpoint() {
+        use crate::director::icmp::Embedded;
+        use crate::director::state::addr16;
+        let o = Owners::new(3, &nat_set(None)).expect("owners");
+        let quote = |src: &str, sport: u16, dst: &str, dport: u16| Embedded {
+            family: Family::V4,
+            proto: 17,
+            src: addr16(src.parse().expect("src")),
+            sport,
+            dst: addr16(dst.parse().expect("dst")),
+            dport,
+            l3: 0,
+            l4: 0,
+            end: 0,
+        };
+        let mut seen = [0usize; 3];
+        for port in 30000..31000u16 {
+            let fwd = key("192.168.0.100", port, "192.168.0.2", 53);
+            let want = o.owner(fwd.v6, fwd.src, fwd.sport);
+            // a server's error about a forwarded packet: client -> server quoted
+            assert_eq!(
+                o.icmp_owner(&quote("192.168.0.100", port, "10.0.0.11", 53)),
+                want
+            );
+            // a client's error about a reply: VIP -> client quoted
+            assert_eq!(
+                o.icmp_owner(&quote("192.168.0.2", 53, "192.168.0.100", port)),
+                want
+            );
+            seen[want] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 250), "{seen:?}");
     }
 
     #[test]

@@ -37,6 +37,7 @@ use flowgate_config::flows::{Action, Family, L4};
 
 use crate::classify::{Key, L4Kind, Verdict, BATCH};
 use crate::counters::{DropReason, RuleCounters, VerdictKind, WorkerCounters};
+use crate::director::icmp;
 use crate::director::rewrite::{encapsulate, tunnel_overhead};
 use crate::director::shared::STATS_EVERY_MS;
 use crate::director::{
@@ -284,6 +285,22 @@ impl<'p> Worker<'p> {
         (o != self.index).then_some(o as u8)
     }
 
+    /// The worker to hand ICMP error `p` (key `key`) to, when it is about none of this
+    /// worker's NAT connections: the owner of the client endpoint of the packet it quotes
+    /// ([`crate::handoff::Owners::icmp_owner`]), when that is another worker.
+    fn icmp_owner(&self, burst: &Burst, p: usize, key: &Key) -> Option<u8> {
+        let h = self.handoff?.owners();
+        if self.handed || !is_icmp_error(key) {
+            return None;
+        }
+        let frame = burst.packet(p)?;
+        let Frame::Ip(facts) = wire::parse(frame) else {
+            return None;
+        };
+        let o = h.icmp_owner(&icmp::embedded(frame, &facts)?);
+        (o != self.index).then_some(o as u8)
+    }
+
     /// Put what this burst handed over into the owners' rings for `port`; what does not fit
     /// is dropped and counted.
     fn flush_handoff(&mut self, port: u16) {
@@ -432,7 +449,9 @@ impl<'p> Worker<'p> {
     /// Packet `p` (key `j`) from `port`: a NAT reply of one of the directors? Then it is
     /// rewritten (source back to the VIP), routed with the main table towards the client,
     /// and `Some(output port)` (or `None` with its drop set in `to`) is returned in the
-    /// outer `Some`; `None` when it is no reply (it goes on to the flows).
+    /// outer `Some`; `None` when it is no reply (it goes on to the flows). An ICMP error
+    /// about a NAT connection is translated (`DirectorWorker::icmp`) and routed the same
+    /// way, towards the client or, for an error from the client's side, the server.
     fn director_reply(
         &mut self,
         burst: &mut Burst,
@@ -449,7 +468,11 @@ impl<'p> Worker<'p> {
         let mut verdict = None;
         for (i, dw) in self.dws.iter_mut().enumerate() {
             let Some(st) = set.get(i) else { continue };
-            if let Some(v) = dw.reply(st, frame, &facts, self.now_ms) {
+            let v = match facts.l4 {
+                L4::Icmp { .. } => dw.icmp(st, frame, &facts, self.now_ms),
+                _ => dw.reply(st, frame, &facts, self.now_ms),
+            };
+            if let Some(v) = v {
                 verdict = Some(v);
                 break;
             }
@@ -585,11 +608,17 @@ impl<'p> Worker<'p> {
                     }
                     let is_reply = match self.keys[j].l4 {
                         L4Kind::Ports => self.director_reply(burst, p, j, port, set, &rules),
+                        L4Kind::Icmp if is_icmp_error(&self.keys[j]) => {
+                            self.director_reply(burst, p, j, port, set, &rules)
+                        }
                         _ => None,
                     };
                     match is_reply {
                         None => {
-                            if let Some(o) = self.reply_owner(&self.keys[j]) {
+                            let owner = self
+                                .reply_owner(&self.keys[j])
+                                .or_else(|| self.icmp_owner(burst, p, &self.keys[j]));
+                            if let Some(o) = owner {
                                 burst.set_tag(p, Tag::Reply.encode());
                                 self.to[p] = To::Handoff(o);
                                 handing = true;
@@ -1363,6 +1392,13 @@ pub fn solicitation(mac: MacAddr, src: Option<IpAddr>, target: IpAddr) -> Vec<u8
             ns.frame(mac, multicast_mac(ns.dst))
         }
     }
+}
+
+/// The packet of `key` is an ICMP (ICMPv6) error, which may be about a NAT connection.
+#[inline]
+fn is_icmp_error(key: &Key) -> bool {
+    let family = if key.v6 { Family::V6 } else { Family::V4 };
+    key.l4 == L4Kind::Icmp && icmp::is_error(family, key.icmptype)
 }
 
 /// The classifier key of a parsed IP packet arriving on (or leaving by) `iface`.

@@ -83,6 +83,12 @@ pub struct DirectorCounters {
     pub sorry_conns: u64,
     /// Connections expired because their server went down.
     pub nodest_expired: u64,
+    /// ICMP errors about NAT connections translated towards the server (from the client's
+    /// side: errors about replies).
+    pub icmp_in: u64,
+    /// ICMP errors about NAT connections translated towards the client (from the server's
+    /// side: the server's or a router's errors about forwarded packets).
+    pub icmp_out: u64,
     /// Drops by [`DropReason::index`].
     pub drops: [u64; DropReason::ALL.len()],
     /// By server index.
@@ -110,6 +116,8 @@ impl DirectorCounters {
         self.bytes_out += o.bytes_out;
         self.sorry_conns += o.sorry_conns;
         self.nodest_expired += o.nodest_expired;
+        self.icmp_in += o.icmp_in;
+        self.icmp_out += o.icmp_out;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

@@ -9,6 +9,7 @@
 //! - [`conntrack`]: a worker's bounded connection table (forward and NAT reply keys, TCP
 //!   states and timeouts, persistence templates).
 //! - [`rewrite`]: NAT, gateway (direct routing) and tunnel (IP-in-IP) on frames in place.
+//! - [`icmp`]: ICMP errors about NAT connections, translated for the other side.
 //! - [`counters`]: per-worker, per-director and per-server counters.
 //! - [`worker`]: [`DirectorWorker`], what a worker owns per director and calls per packet.
 //! - [`steer`]: which worker owns a connection (client-endpoint RSS), so NAT replies find it.
@@ -21,6 +22,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod hash;
 pub mod health;
+pub mod icmp;
 pub mod maglev;
 pub mod rewrite;
 pub mod schedule;

@@ -890,3 +890,393 @@ fn unsupported_and_cross_family_packets_are_dropped() {
     assert_eq!(c.drops[DropReason::Unsupported.index()], 1);
     assert_eq!(c.drops[DropReason::BadPacket.index()], 1);
 }
+
+// ---- ICMP errors about NAT connections ----
+
+/// The folded sum of the ICMP message of `f` from scratch (ICMPv6 with its pseudo-header).
+fn icmp_sum_of(f: &[u8]) -> u32 {
+    let x = facts(f);
+    match x.family {
+        flowgate_config::flows::Family::V4 => {
+            let total = u16::from_be_bytes([f[x.l3_offset + 2], f[x.l3_offset + 3]]) as usize;
+            ones_sum(0, &f[x.l4_offset..x.l3_offset + total])
+        }
+        flowgate_config::flows::Family::V6 => l4_sum(f, &x),
+    }
+}
+
+/// An ICMP (ICMPv6 for IPv6 addresses) error `icmptype`/`code` from `src` to `dst`, quoting
+/// the first `keep` bytes of the IP packet of frame `quoted`, with a valid checksum.
+fn icmp_error(src: &str, dst: &str, icmptype: u8, code: u8, quoted: &[u8], keep: usize) -> Vec<u8> {
+    let q = facts(quoted);
+    let pkt = &quoted[q.l3_offset..];
+    let pkt = &pkt[..keep.min(pkt.len())];
+    let proto = if src.contains(':') { 58 } else { 1 };
+    let mut spec = FrameSpec::new(ip(src), ip(dst), proto, icmptype.into(), code.into());
+    spec.payload = pkt.len();
+    let mut f = frame(&spec);
+    let x = facts(&f);
+    f[x.l4_offset + 8..].copy_from_slice(pkt);
+    f[x.l4_offset + 2..x.l4_offset + 4].fill(0);
+    let c = !(icmp_sum_of(&f) as u16);
+    f[x.l4_offset + 2..x.l4_offset + 4].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(icmp_sum_of(&f), 0xffff);
+    f
+}
+
+/// The packet an ICMP error quotes, as a frame of its own (to parse and verify it).
+fn quoted(f: &[u8]) -> Vec<u8> {
+    let x = facts(f);
+    let mut q = f[..x.l3_offset].to_vec();
+    q.extend_from_slice(&f[x.l4_offset + 8..]);
+    q
+}
+
+/// Everything an ICMP error's receiver checks: outer IPv4 header, ICMP checksum, and, when the
+/// quoted packet is whole, its IPv4 header and TCP/UDP checksums, all recomputed from scratch.
+fn assert_icmp_checksums(f: &[u8], whole: bool) {
+    let x = facts(f);
+    if x.src.is_ipv4() {
+        assert_eq!(
+            ones_sum(0, &f[x.l3_offset..x.l4_offset]),
+            0xffff,
+            "outer IPv4"
+        );
+        let q = x.l4_offset + 8;
+        assert_eq!(ones_sum(0, &f[q..q + 20]), 0xffff, "quoted IPv4 header");
+    }
+    assert_eq!(icmp_sum_of(f), 0xffff, "ICMP checksum");
+    if whole {
+        assert_checksums(&quoted(f));
+    }
+}
+
+fn nat_with_port(server: &str, port: Option<u16>) -> DirectorState {
+    let mut d = director(Scheduler::Rr, Mode::Nat, &[(server, 1, false)]);
+    d.servers[0].port = port;
+    state(d)
+}
+
+/// (proto, client, vip, server, a router on the servers' side, a router on the client's side)
+const ICMP_CASES: &[(u8, &str, &str, &str, &str, &str)] = &[
+    (
+        17,
+        "192.168.1.7",
+        "192.168.0.100",
+        "10.0.0.11",
+        "10.0.0.254",
+        "192.168.1.254",
+    ),
+    (
+        6,
+        "192.168.1.7",
+        "192.168.0.100",
+        "10.0.0.11",
+        "10.0.0.254",
+        "192.168.1.254",
+    ),
+    (
+        17,
+        "2001:db8::7",
+        "2001:db8::100",
+        "fd00::11",
+        "fd00::fe",
+        "2001:db8::fe",
+    ),
+    (
+        6,
+        "2001:db8::7",
+        "2001:db8::100",
+        "fd00::11",
+        "fd00::fe",
+        "2001:db8::fe",
+    ),
+];
+
+#[test]
+fn icmp_errors_from_the_server_side_reach_the_client_translated() {
+    for &(proto, client, vip, server, router, _) in ICMP_CASES {
+        let v6 = client.contains(':');
+        let st = nat_with_port(server, Some(8080));
+        let mut w = worker(&st, 64);
+        let mut fwd = packet(proto, client, 40000, vip, 443, TCP_SYN);
+        server_of(send(&mut w, &st, &mut fwd, 0));
+        // what the server got: client:40000 -> server:8080
+        let (unreach, port_unreach, too_big) = if v6 { (1, 4, (2, 0)) } else { (3, 3, (3, 4)) };
+        for (from, (t, code), outer_src) in [
+            (server, (unreach, port_unreach), vip),
+            (router, too_big, router),
+        ] {
+            let mut e = icmp_error(from, client, t, code, &fwd, usize::MAX);
+            let before = e.clone();
+            let x = facts(&e);
+            let v = w
+                .icmp(&st, &mut e, &x, 5)
+                .expect("an error about the connection");
+            assert_eq!(
+                v,
+                Verdict::Forward {
+                    server: 0,
+                    to: ip(client),
+                    new: false
+                },
+                "{proto} {from}"
+            );
+            let o = facts(&e);
+            assert_eq!(
+                (o.src, o.dst),
+                (ip(outer_src), ip(client)),
+                "{proto} {from}"
+            );
+            let q = quoted(&e);
+            let qx = facts(&q);
+            assert_eq!((qx.src, qx.dst), (ip(client), ip(vip)), "{proto} {from}");
+            assert_eq!(ports(&q), (40000, 443));
+            assert_icmp_checksums(&e, true);
+            assert_eq!(e.len(), before.len());
+            // type, code and the quoted payload are kept
+            assert_eq!(
+                e[x.l4_offset..x.l4_offset + 2],
+                before[x.l4_offset..x.l4_offset + 2]
+            );
+            assert_eq!(e[e.len() - 6..], before[before.len() - 6..]);
+        }
+        let c = w.counters();
+        assert_eq!((c.icmp_out, c.icmp_in, c.conns), (2, 0, 1));
+    }
+}
+
+#[test]
+fn icmp_errors_from_the_client_side_reach_the_server_translated() {
+    for &(proto, client, vip, server, _, router) in ICMP_CASES {
+        let st = nat_with_port(server, Some(8080));
+        let mut w = worker(&st, 64);
+        let mut fwd = packet(proto, client, 40000, vip, 443, TCP_SYN);
+        server_of(send(&mut w, &st, &mut fwd, 0));
+        let mut r = packet(proto, server, 8080, client, 40000, TCP_SYN | TCP_ACK);
+        let rx = facts(&r);
+        w.reply(&st, &mut r, &rx, 1).expect("reply");
+        // what the client got: VIP:443 -> client:40000; the client (or a router) answers it
+        for from in [client, router] {
+            let t = if client.contains(':') { 1 } else { 3 };
+            let mut e = icmp_error(from, vip, t, 3, &r, usize::MAX);
+            let x = facts(&e);
+            let v = w
+                .icmp(&st, &mut e, &x, 5)
+                .expect("an error about the connection");
+            assert_eq!(
+                v,
+                Verdict::Forward {
+                    server: 0,
+                    to: ip(server),
+                    new: false
+                },
+                "{proto} {from}"
+            );
+            let o = facts(&e);
+            assert_eq!((o.src, o.dst), (ip(from), ip(server)), "{proto} {from}");
+            let q = quoted(&e);
+            let qx = facts(&q);
+            assert_eq!((qx.src, qx.dst), (ip(server), ip(client)), "{proto} {from}");
+            assert_eq!(ports(&q), (8080, 40000));
+            assert_icmp_checksums(&e, true);
+        }
+        assert_eq!((w.counters().icmp_in, w.counters().icmp_out), (2, 0));
+    }
+}
+
+#[test]
+fn icmp_errors_quoting_a_cut_packet_are_translated_the_same() {
+    for &(proto, client, vip, server, _, _) in ICMP_CASES {
+        let v6 = client.contains(':');
+        let st = nat_with_port(server, Some(8080));
+        let mut w = worker(&st, 64);
+        let mut fwd = packet(proto, client, 40000, vip, 443, TCP_SYN);
+        server_of(send(&mut w, &st, &mut fwd, 0));
+        let hdr = if v6 { 40 } else { 20 };
+        let t = if v6 { 1 } else { 3 };
+        let mut whole = icmp_error(server, client, t, 3, &fwd, usize::MAX);
+        let wx = facts(&whole);
+        w.icmp(&st, &mut whole, &wx, 1).expect("whole");
+        let csum_at = if proto == 6 { 16 } else { 6 };
+        // the quoted IP header and 8 bytes (RFC 792), and a bit more
+        for extra in [8usize, 12, 17, 18, 20] {
+            let mut e = icmp_error(server, client, t, 3, &fwd, hdr + extra);
+            let x = facts(&e);
+            let v = w.icmp(&st, &mut e, &x, 1);
+            assert!(v.is_some(), "{proto} {client} +{extra}");
+            assert_icmp_checksums(&e, false);
+            let q = x.l4_offset + 8 + hdr;
+            // same rewrite as the whole quote where the bytes exist
+            assert_eq!(e[q..q + 4], whole[wx.l4_offset + 8 + hdr..][..4]);
+            assert_eq!(e[x.l4_offset + 8..q], whole[wx.l4_offset + 8..][..hdr]);
+            if csum_at + 2 <= extra {
+                // the L4 checksum was quoted: updated as in the whole packet
+                assert_eq!(
+                    e[q + csum_at..q + csum_at + 2],
+                    whole[wx.l4_offset + 8 + hdr + csum_at..][..2],
+                    "{proto} {client} +{extra}"
+                );
+            }
+        }
+        // less than 8 bytes of TCP/UDP: not handled, untouched
+        for extra in [0usize, 4, 7] {
+            let mut e = icmp_error(server, client, t, 3, &fwd, hdr + extra);
+            let before = e.clone();
+            let x = facts(&e);
+            assert_eq!(w.icmp(&st, &mut e, &x, 1), None, "+{extra}");
+            assert_eq!(e, before);
+        }
+    }
+}
+
+#[test]
+fn unrelated_or_broken_icmp_is_not_handled() {
+    let st = nat_with_port("10.0.0.11", None);
+    let mut w = worker(&st, 64);
+    let (client, vip, server) = ("192.168.1.7", "192.168.0.100", "10.0.0.11");
+    let mut fwd = packet(17, client, 40000, vip, 53, 0);
+    server_of(send(&mut w, &st, &mut fwd, 0));
+    let check = |w: &mut DirectorWorker, mut e: Vec<u8>, why: &str| {
+        let before = e.clone();
+        let x = facts(&e);
+        assert_eq!(w.icmp(&st, &mut e, &x, 1), None, "{why}");
+        assert_eq!(e, before, "{why}: untouched");
+    };
+    // about another connection (another client port)
+    let other = packet(17, client, 40001, server, 53, 0);
+    check(
+        &mut w,
+        icmp_error(server, client, 3, 3, &other, usize::MAX),
+        "no connection",
+    );
+    // not an error: an echo request carrying the same bytes
+    check(
+        &mut w,
+        icmp_error(server, client, 8, 0, &fwd, usize::MAX),
+        "echo",
+    );
+    // not sent to the quoted packet's source
+    check(
+        &mut w,
+        icmp_error(server, "192.168.1.8", 3, 3, &fwd, usize::MAX),
+        "elsewhere",
+    );
+    // a wrong ICMP checksum
+    let mut bad = icmp_error(server, client, 3, 3, &fwd, usize::MAX);
+    let x = facts(&bad);
+    bad[x.l4_offset + 2] ^= 0x40;
+    check(&mut w, bad, "checksum");
+    // a quoted packet that is no TCP/UDP, or a non-first fragment
+    let gre = frame(&FrameSpec::new(ip(client), ip(server), 47, 0, 0));
+    check(
+        &mut w,
+        icmp_error(server, client, 3, 3, &gre, usize::MAX),
+        "gre",
+    );
+    let mut frag = fwd.clone();
+    frag[14 + 6..14 + 8].copy_from_slice(&185u16.to_be_bytes());
+    check(
+        &mut w,
+        icmp_error(server, client, 3, 3, &frag, usize::MAX),
+        "fragment",
+    );
+    // the VIP's own reply quoted with the wrong ports
+    let r = packet(17, vip, 54, client, 40000, 0);
+    check(
+        &mut w,
+        icmp_error(client, vip, 3, 3, &r, usize::MAX),
+        "no such reply",
+    );
+    assert_eq!((w.counters().icmp_in, w.counters().icmp_out), (0, 0));
+
+    // gateway mode tracks no NAT connection: nothing to translate
+    let gw = state(director(
+        Scheduler::Rr,
+        Mode::Gateway,
+        &[(server, 1, false)],
+    ));
+    let mut g = worker(&gw, 8);
+    let mut f = packet(17, client, 40000, vip, 53, 0);
+    server_of(send(&mut g, &gw, &mut f, 0));
+    let mut e = icmp_error(server, client, 3, 3, &f, usize::MAX);
+    let x = facts(&e);
+    assert_eq!(g.icmp(&gw, &mut e, &x, 1), None);
+}
+
+#[test]
+fn icmp_errors_change_no_connection() {
+    let mut d = director(Scheduler::Rr, Mode::Nat, &[("10.0.0.11", 1, false)]);
+    d.timeouts.udp = Duration::from_secs(300);
+    let st = state(d);
+    let mut w = worker(&st, 64);
+    let mut fwd = packet(17, "192.168.1.7", 40000, "192.168.0.100", 53, 0);
+    server_of(send(&mut w, &st, &mut fwd, 0));
+    assert_eq!(w.table().len(), 1);
+    for t in [100_000, 200_000, 299_000] {
+        let mut e = icmp_error("10.0.0.11", "192.168.1.7", 3, 3, &fwd, usize::MAX);
+        let x = facts(&e);
+        assert!(w.icmp(&st, &mut e, &x, t).is_some());
+    }
+    assert_eq!(w.table().len(), 1, "no connection made");
+    assert_eq!(w.counters().conns, 1);
+    // the errors did not restart the timer: 300 s after the last datagram it is gone
+    let mut e = icmp_error("10.0.0.11", "192.168.1.7", 3, 3, &fwd, usize::MAX);
+    let x = facts(&e);
+    assert_eq!(w.icmp(&st, &mut e, &x, 300_000), None);
+    assert!(w.table().is_empty());
+}
+
+#[test]
+fn malformed_icmp_errors_never_panic() {
+    let st = nat_with_port("10.0.0.11", Some(8080));
+    let mut w = worker(&st, 64);
+    for (client, vip, server) in [
+        ("192.168.1.7", "192.168.0.100", "10.0.0.11"),
+        ("2001:db8::7", "2001:db8::100", "fd00::11"),
+    ] {
+        let st6;
+        let st = if client.contains(':') {
+            st6 = nat_with_port(server, Some(8080));
+            &st6
+        } else {
+            &st
+        };
+        let mut w6;
+        let w = if client.contains(':') {
+            w6 = worker(st, 64);
+            &mut w6
+        } else {
+            &mut w
+        };
+        let mut fwd = packet(6, client, 40000, vip, 443, TCP_SYN);
+        server_of(send(w, st, &mut fwd, 0));
+        let t = if client.contains(':') { 1 } else { 3 };
+        let good = icmp_error(server, client, t, 3, &fwd, usize::MAX);
+        let x = facts(&good);
+        // the frame cut short under facts that claim more
+        for n in 0..good.len() {
+            let mut f = good[..n].to_vec();
+            assert_eq!(w.icmp(st, &mut f, &x, 1), None, "prefix {n}");
+            assert_eq!(icmp::embedded(&f, &x), None);
+        }
+        // every byte of the quoted part garbled (checksum fixed so it is looked at)
+        let mut x0: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2000 {
+            let mut f = good.clone();
+            for _ in 0..3 {
+                x0 ^= x0 << 13;
+                x0 ^= x0 >> 7;
+                x0 ^= x0 << 17;
+                let at = x.l4_offset + 8 + (x0 as usize) % (f.len() - x.l4_offset - 8);
+                f[at] = (x0 >> 32) as u8;
+            }
+            f[x.l4_offset + 2..x.l4_offset + 4].fill(0);
+            let c = !(icmp_sum_of(&f) as u16);
+            f[x.l4_offset + 2..x.l4_offset + 4].copy_from_slice(&c.to_be_bytes());
+            if let Some(Verdict::Forward { .. }) = w.icmp(st, &mut f, &x, 1) {
+                assert_eq!(icmp_sum_of(&f), 0xffff);
+            }
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! The worker's side of one director: its connection table, its `rr`/`wrr` cursor and its
-//! counters, all owned by the worker (no locks, no atomics), and the two calls the packet path
-//! makes: [`DirectorWorker::forward`] for client-to-VIP packets and [`DirectorWorker::reply`]
-//! for server-to-client packets in NAT mode. Both take the director's current snapshot
+//! counters, all owned by the worker (no locks, no atomics), and the calls the packet path
+//! makes: [`DirectorWorker::forward`] for client-to-VIP packets, [`DirectorWorker::reply`]
+//! for server-to-client packets in NAT mode, and [`DirectorWorker::icmp`] for ICMP errors
+//! about NAT connections (either way). Both take the director's current snapshot
 //! ([`DirectorState`], loaded once per burst), the frame and its parsed facts, and the time in
 //! milliseconds of the caller's monotonic clock.
 
@@ -15,7 +16,8 @@ use super::conntrack::{
 };
 use super::counters::{DirectorCounters, DropReason};
 use super::hash::Seed;
-use super::rewrite;
+use super::icmp;
+use super::rewrite::{self, End};
 use super::schedule::{pick, Cursor, SchedKey};
 use super::state::{addr16, DirectorState};
 use crate::wire::IpFacts;
@@ -380,6 +382,82 @@ impl DirectorWorker {
         Some(Verdict::Forward {
             server: c.server,
             to: facts.dst,
+            new: false,
+        })
+    }
+
+    /// An ICMP/ICMPv6 error (`icmp::is_error`) that may be about a NAT connection of this
+    /// director (IPVS `ip_vs_out_icmp` / `ip_vs_in_icmp`). The quoted packet is looked up with
+    /// its tuple swapped:
+    ///
+    /// - as a reply key (it quotes a forwarded packet, `client:cport -> server:sport`; the
+    ///   error comes from the server or a router on its side and goes to the client): the
+    ///   quoted destination becomes `VIP:vport` and the outer source, when it is the server,
+    ///   the VIP. `to` is the client (the outer destination).
+    /// - as a forward key (it quotes a reply, `VIP:vport -> client:cport`; the error comes
+    ///   from the client's side and goes to the VIP): the quoted source becomes
+    ///   `server:sport` and the outer destination the server. `to` is the server.
+    ///
+    /// Checksums are fixed (`icmp` says how). The connection is neither created nor changed:
+    /// its state and its timer stay (an error is no sign of life; IPVS restarts the timer).
+    /// `None` when it is no such error (the caller goes on with it): another director's or no
+    /// connection's, not NAT mode, not an error type, a quoted header that cannot be read, an
+    /// ICMP checksum that does not verify.
+    pub fn icmp(
+        &mut self,
+        st: &DirectorState,
+        frame: &mut [u8],
+        facts: &IpFacts,
+        now: u64,
+    ) -> Option<Verdict> {
+        if st.mode != Mode::Nat {
+            return None;
+        }
+        let emb = icmp::embedded(frame, facts)?;
+        // an error goes to the quoted packet's source
+        if emb.src != addr16(facts.dst) || !icmp::checksum_ok(frame, facts, &emb) {
+            return None;
+        }
+        let p = emb.proto;
+        if let Some(id) =
+            self.conns
+                .lookup(Dir::Reply, p, &emb.dst, emb.dport, &emb.src, emb.sport, now)
+        {
+            // server side, to the client
+            let c = *self.conns.get(id);
+            let outer = (addr16(facts.src) == c.real).then_some((End::Src, &c.vip));
+            if icmp::translate(frame, facts, &emb, End::Dst, &c.vip, c.vport, outer).is_err() {
+                return Some(self.drop(DropReason::BadPacket));
+            }
+            self.counters.icmp_out += 1;
+            return Some(Verdict::Forward {
+                server: c.server,
+                to: facts.dst,
+                new: false,
+            });
+        }
+        let id = self.conns.lookup(
+            Dir::Forward,
+            p,
+            &emb.dst,
+            emb.dport,
+            &emb.src,
+            emb.sport,
+            now,
+        )?;
+        let c = *self.conns.get(id);
+        if !c.nat {
+            return None;
+        }
+        // client side, to the server
+        let outer = Some((End::Dst, &c.real));
+        if icmp::translate(frame, facts, &emb, End::Src, &c.real, c.rport, outer).is_err() {
+            return Some(self.drop(DropReason::BadPacket));
+        }
+        self.counters.icmp_in += 1;
+        Some(Verdict::Forward {
+            server: c.server,
+            to: ip_of(&c.real, facts.family),
             new: false,
         })
     }
