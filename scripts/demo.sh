@@ -2,14 +2,15 @@
 # The demo lab: flowgate on a machine without NICs.
 #
 #   client ns (cli0 192.168.0.100, 10.9.9.9)  <-veth->  fg-eth0 ]  appliance ns: flowgate on
-#   server ns (srv0 192.168.161.1)            <-veth->  fg-eth1 ]  net_af_packet vdevs, TAPs
-#                                                                  eth0/eth1 for its kernel
+#   server ns (srv0 192.168.161.1,            <-veth->  fg-eth1 ]  net_af_packet vdevs, TAPs
+#              mail1 10.0.0.11, mail2 10.0.0.12)                   eth0/eth1 for its kernel
 #
 # flowgate runs examples/flowgate.toml with examples/seed.flows inside the appliance
 # namespace; the kernel there owns 192.168.0.1/.2 and 192.168.161.10 on the TAPs. The demo
 # shows permitted traffic getting through (ping answered by the kernel through the TAP, a TCP
-# service reachable), denied traffic dropped, and the counters. Everything it creates is
-# removed on exit, also when interrupted. Run as root.
+# service reachable), denied traffic dropped, the `mail` flow's NAT director (persistence,
+# draining a server from flowctl), a rule push and rollback, and the counters. Everything it
+# creates is removed on exit, also when interrupted. Run as root.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,6 +63,10 @@ FLOWCTL=$ROOT/target/release/flowctl
 # run from a copy: `flowctl apply` persists the applied flows file next to the config
 cp examples/flowgate.toml examples/seed.flows "$TMP/"
 sed -i "s#/run/flowgate/control.sock#$TMP/control.sock#" "$TMP/flowgate.toml"
+# the seed denies all the rest, the appliance's own health checks' answers included: let the
+# mail farm answer the appliance (as an ALOHA admin would, before `alltherest`)
+awk '/^flow alltherest deny/ { print "# The mail farm answers the appliance'"'"'s health checks.\nflow farm permit\n    match proto tcp src 10.0.0.0/24 dst 192.168.161.10\n" } { print }' \
+  examples/seed.flows >"$TMP/seed.flows"
 "$BIN" check "$TMP/seed.flows" --config "$TMP/flowgate.toml"
 
 step "creating the lab: namespaces $APP, $CLI, $SRV and two veth pairs"
@@ -91,6 +96,12 @@ ip netns exec "$CLI" ethtool -K cli0 tx off >/dev/null
 ip netns exec "$SRV" ethtool -K srv0 tx off >/dev/null
 ip -n "$SRV" addr add 192.168.161.1/24 dev srv0
 ip -n "$SRV" link set srv0 up
+# the mail farm of the maildirect director: two servers' addresses in the server namespace,
+# reached through the appliance's main route 10.0.0.0/24 via 192.168.161.1; NAT replies to
+# clients go back through the appliance
+ip -n "$SRV" addr add 10.0.0.11/32 dev lo
+ip -n "$SRV" addr add 10.0.0.12/32 dev lo
+ip -n "$SRV" route add 192.168.0.0/24 via 192.168.161.10
 
 step "starting flowgate in $APP (examples/flowgate.toml, examples/seed.flows)"
 ip netns exec "$APP" "$BIN" run --config "$TMP/flowgate.toml" >"$TMP/flowgate.log" 2>&1 &
@@ -121,6 +132,27 @@ for p in (22, 23):
 threading.Event().wait()
 PY
 ip netns exec "$APP" python3 "$TMP/echo.py" &
+disown $!
+# the mail servers: each greets with its name on ports 25, 110 and 143
+cat >"$TMP/mail.py" <<'PY'
+import socket, threading
+def serve(addr, name, port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(16)
+    while True:
+        c, _ = s.accept()
+        try:
+            c.sendall(name + b"\n")
+        except OSError:
+            pass
+        c.close()
+for addr, name in (("10.0.0.11", b"mail1"), ("10.0.0.12", b"mail2")):
+    for port in (25, 110, 143):
+        threading.Thread(target=serve, args=(addr, name, port), daemon=True).start()
+threading.Event().wait()
+PY
+ip netns exec "$SRV" python3 "$TMP/mail.py" &
+disown $!
 sleep 0.5
 
 tcp() { # tcp SRC PORT: send a line to 192.168.0.1:PORT from SRC and expect it echoed
@@ -142,6 +174,37 @@ check "tcp 10.9.9.9 -> 192.168.0.1:22: denied (ssh ignores foreign sources, allt
 check "tcp 192.168.0.100 -> 192.168.0.1:23: denied (flow alltherest)" fail tcp 192.168.0.100 23
 check "ping 192.168.161.10 from 192.168.161.1: denied (flow ping covers only 192.168.0.1; alltherest)" fail \
   ip netns exec "$SRV" ping -c 2 -i 0.2 -W 1 192.168.161.10
+
+mail() { # mail PORT...: the greeting of one connection to 192.168.0.2:PORT per port, a line each
+  ip netns exec "$CLI" python3 - "$@" <<'PY'
+import socket, sys
+for port in sys.argv[1:]:
+    s = socket.create_connection(("192.168.0.2", int(port)), timeout=3)
+    print(s.makefile().readline().strip())
+    s.close()
+PY
+}
+same_server() { # same_server EXPECT(any|mail1|mail2) PORT...: every connection reached one server
+  mail "${@:2}" >"$TMP/mail.out" || return 1
+  tr '\n' ' ' <"$TMP/mail.out"; echo
+  local got; got=$(sort -u "$TMP/mail.out")
+  [ "$got" = mail1 ] || [ "$got" = mail2 ] || return 1
+  [ "$1" = any ] || [ "$got" = "$1" ] || return 1
+  echo "$got" >"$TMP/mail.server"
+}
+
+step "director: the mail flow to maildirect (NAT, wrr, persistence per client address)"
+check "9 connections to 192.168.0.2:25/110/143 all reach one mail server (persistence)" ok \
+  same_server any 25 110 143 25 110 143 25 110 143
+sed 's/^/        /' "$TMP/out"
+FIRST=$(cat "$TMP/mail.server" 2>/dev/null || echo mail1)
+OTHER=$([ "$FIRST" = mail1 ] && echo mail2 || echo mail1)
+"$FLOWCTL" --socket "$TMP/control.sock" director disable maildirect "$FIRST"
+check "after flowctl director disable $FIRST (drain): new connections go to $OTHER" ok \
+  same_server "$OTHER" 25 110 143
+"$FLOWCTL" --socket "$TMP/control.sock" director enable maildirect "$FIRST"
+sleep 0.3  # the workers publish their director counters every 100 ms
+"$FLOWCTL" --socket "$TMP/control.sock" director list
 
 step "control socket: a rule push under traffic, then a rollback"
 "$FLOWCTL" --socket "$TMP/control.sock" status

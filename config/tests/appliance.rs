@@ -109,12 +109,18 @@ fn example_loads() {
     );
     let addrs: Vec<_> = a.ports[0].addresses.iter().map(|x| x.to_string()).collect();
     assert_eq!(addrs, ["192.168.0.1/24", "192.168.0.2/24"]);
-    assert_eq!(a.main.routes.len(), 1);
-    assert_eq!(
-        a.main.routes[0].prefix,
-        Prefix::new(Ipv4Addr::UNSPECIFIED.into(), 0)
-    );
-    assert_eq!(a.main.routes[0].port, 0);
+    assert_eq!(a.main.routes.len(), 2);
+    let route = |p: Prefix| {
+        a.main
+            .routes
+            .iter()
+            .find(|r| r.prefix == p)
+            .unwrap_or_else(|| panic!("route {p}"))
+    };
+    assert_eq!(route(Prefix::new(Ipv4Addr::UNSPECIFIED.into(), 0)).port, 0);
+    let farm = route(Prefix::new(Ipv4Addr::new(10, 0, 0, 0).into(), 24));
+    assert_eq!(farm.port, 1, "the mail farm is behind eth1's gateway");
+    assert_eq!(farm.via, Some(IpAddr::from([192, 168, 161, 1])));
     let t200 = a.table(200).expect("table 200");
     assert_eq!(t200.routes[0].via, Some(IpAddr::from([192, 168, 161, 1])));
     assert_eq!(t200.routes[0].port, 1, "192.168.161.1 is on eth1's subnet");
