@@ -35,4 +35,6 @@ pub use state::{DirectorError, DirectorOptions, DirectorSet, DirectorState, Serv
 pub use worker::{DirectorWorker, Verdict, WorkerOptions};
 
 #[cfg(test)]
+mod burst_tests;
+#[cfg(test)]
 mod tests;
