@@ -425,10 +425,13 @@ fn burst_rates(case: &str, w: &mut DirectorWorker, st: &DirectorState, conns: u3
 fn cpu_rates(_: &mut Criterion) {
     let burst_only = std::env::var_os("DIRECTOR_BURST_ONLY").is_some();
     let n = 5_000_000;
-    {
+    // 10K: cache-resident; 32K in a 64K table: the size `flowgate run` gives each worker
+    // (`WorkerOptions::default()`), 7 MiB of slab and index
+    for conns in [10_000u32, 32_768] {
         let st = director(Scheduler::Wrr, Mode::Nat, 10);
-        let mut w = filled_with(&st, 10_000);
-        burst_rates("established_10K/nat", &mut w, &st, 10_000, n);
+        let mut w = filled_with(&st, conns);
+        let name = format!("established_{}K/nat", conns / 1000);
+        burst_rates(&name, &mut w, &st, conns, n);
     }
     for (name, mode) in [
         ("established_1M/nat", Mode::Nat),

@@ -517,6 +517,16 @@ impl<'p> Worker<'p> {
         let mut forwards = 0usize;
         if self.nat_any && n > 0 {
             if let Some(set) = dset {
+                // the burst's reply lookups: index slots, then connections, prefetched for
+                // all the keys before the first lookup, so their cache misses overlap
+                use crate::director::Prefetch as DirPrefetch;
+                for stage in [DirPrefetch::Slot, DirPrefetch::Conn] {
+                    for key in &self.keys[..n] {
+                        for (dw, st) in self.dws.iter().zip(set.iter()) {
+                            dw.prefetch_reply_key(st, stage, key);
+                        }
+                    }
+                }
                 let mut kept = 0usize;
                 for j in 0..n {
                     let p = usize::from(self.key_pkt[j]);
@@ -562,6 +572,17 @@ impl<'p> Worker<'p> {
             let list = &rules.flows;
             list.classifier
                 .classify_batch(&self.keys[..n], &mut self.verdicts[..n]);
+            // the burst's director lookups, prefetched as the replies' above
+            if !self.dws.is_empty() {
+                use crate::director::Prefetch as DirPrefetch;
+                for stage in [DirPrefetch::Slot, DirPrefetch::Conn] {
+                    for (key, &v) in self.keys[..n].iter().zip(&self.verdicts[..n]) {
+                        if let Some(dw) = self.dws.get(usize::from(rules.director_of(v))) {
+                            dw.prefetch_key(stage, key);
+                        }
+                    }
+                }
+            }
             for j in 0..n {
                 let v = self.verdicts[j];
                 let kind = count(list, v, &rc.flow_rules, &rc.flow_verdicts);

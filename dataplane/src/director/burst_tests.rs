@@ -15,6 +15,7 @@ use super::conntrack::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use super::*;
 use crate::build::{frame, FrameSpec};
 use crate::wire::{parse, Frame, IpFacts};
+use crate::worker::key_of;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 100);
 
@@ -210,6 +211,12 @@ fn differential(d: Director, seed: u64, rounds: usize, capacity: usize) -> Direc
                         w.prefetch_conn(x);
                         w.prefetch_reply_conn(&st, x);
                     }
+                    for stage in [Prefetch::Slot, Prefetch::Conn] {
+                        for x in &fs {
+                            w.prefetch_key(stage, &key_of(x, 0));
+                            w.prefetch_reply_key(&st, stage, &key_of(x, 0));
+                        }
+                    }
                     for ((f, x), v) in out.iter_mut().zip(&fs).zip(&mut verdicts) {
                         *v = w.forward(&st, f, x, now);
                     }
@@ -326,4 +333,26 @@ fn forward_burst_of_nothing_is_nothing() {
         w.counters(),
         DirectorWorker::new(st, WorkerOptions::default()).counters()
     );
+}
+
+#[test]
+fn key_hashes_equal_facts_hashes() {
+    // the worker prefetches from classifier keys: they must hash as `forward`/`reply` do,
+    // or the prefetches fetch the wrong lines (harmless, but useless)
+    for mode in [Mode::Nat, Mode::Gateway] {
+        let set = DirectorSet::build(&[director(Scheduler::Rr, mode, false)]).expect("set");
+        let st = set.get(0).expect("director");
+        let w = DirectorWorker::new(st, WorkerOptions::default());
+        let mut r = Rng(99);
+        let mut some = 0;
+        for _ in 0..500 {
+            let f = client_packet(&mut r);
+            let x = facts(&f);
+            let k = key_of(&x, 3);
+            assert_eq!(w.forward_hash_key(&k), w.forward_hash(&x), "{x:?}");
+            assert_eq!(w.reply_hash_key(st, &k), w.reply_hash(st, &x), "{x:?}");
+            some += usize::from(w.forward_hash(&x).is_some());
+        }
+        assert!(some > 400);
+    }
 }

@@ -18,6 +18,7 @@ use super::hash::Seed;
 use super::rewrite;
 use super::schedule::{pick, Cursor, SchedKey};
 use super::state::{addr16, DirectorState};
+use crate::classify::{Key, L4Kind};
 use crate::wire::IpFacts;
 
 const PROTO_TCP: u8 = 6;
@@ -59,6 +60,26 @@ pub enum Verdict {
     },
     /// Drop it (already counted).
     Drop(DropReason),
+}
+
+/// The two stages of a burst prefetch ([`DirectorWorker::prefetch_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    /// The index slot where the key's lookup starts.
+    Slot,
+    /// The connection that slot points at (reads the slot: run it once the burst's `Slot`
+    /// prefetches had time to land).
+    Conn,
+}
+
+/// A classifier key's address (IPv4 in the low 32 bits) in the table's 16-byte form.
+#[inline]
+fn key_addr(a: u128, v6: bool) -> [u8; 16] {
+    if v6 {
+        a.to_be_bytes()
+    } else {
+        Ipv4Addr::from(a as u32).to_ipv6_mapped().octets()
+    }
 }
 
 /// One worker's state for one director.
@@ -149,7 +170,7 @@ impl DirectorWorker {
     /// The hash of the forward key of `facts`, when it is a packet [`DirectorWorker::forward`]
     /// looks up (TCP or UDP with ports).
     #[inline]
-    fn forward_hash(&self, facts: &IpFacts) -> Option<u64> {
+    pub(super) fn forward_hash(&self, facts: &IpFacts) -> Option<u64> {
         let proto = facts.proto;
         match facts.l4 {
             L4::Ports { sport, dport } if proto == PROTO_TCP || proto == PROTO_UDP => {
@@ -160,9 +181,56 @@ impl DirectorWorker {
         }
     }
 
+    /// [`DirectorWorker::forward_hash`] from the packet's classifier key.
+    #[inline]
+    pub(super) fn forward_hash_key(&self, key: &Key) -> Option<u64> {
+        if key.l4 != L4Kind::Ports || (key.proto != PROTO_TCP && key.proto != PROTO_UDP) {
+            return None;
+        }
+        let (src, dst) = (key_addr(key.src, key.v6), key_addr(key.dst, key.v6));
+        Some(self.conns.hash(key.proto, &src, key.sport, &dst, key.dport))
+    }
+
+    /// [`DirectorWorker::reply_hash`] from the packet's classifier key.
+    #[inline]
+    pub(super) fn reply_hash_key(&self, st: &DirectorState, key: &Key) -> Option<u64> {
+        if key.l4 != L4Kind::Ports || st.mode != Mode::Nat {
+            return None;
+        }
+        let (src, dst) = (key_addr(key.src, key.v6), key_addr(key.dst, key.v6));
+        Some(self.conns.hash(key.proto, &src, key.sport, &dst, key.dport))
+    }
+
+    /// The worker's burst prefetch, from the classifier keys: `stage` [`Prefetch::Slot`] for
+    /// every packet of the burst going to this director, then [`Prefetch::Conn`] for every
+    /// one, then `forward` each. A hint only: nothing changes, whatever the key.
+    #[inline]
+    pub fn prefetch_key(&self, stage: Prefetch, key: &Key) {
+        if let Some(h) = self.forward_hash_key(key) {
+            self.prefetch_stage(stage, h, Dir::Forward);
+        }
+    }
+
+    /// [`DirectorWorker::prefetch_key`] for packets about to go to [`DirectorWorker::reply`]
+    /// (NAT only; a no-op otherwise).
+    #[inline]
+    pub fn prefetch_reply_key(&self, st: &DirectorState, stage: Prefetch, key: &Key) {
+        if let Some(h) = self.reply_hash_key(st, key) {
+            self.prefetch_stage(stage, h, Dir::Reply);
+        }
+    }
+
+    #[inline]
+    fn prefetch_stage(&self, stage: Prefetch, h: u64, dir: Dir) {
+        match stage {
+            Prefetch::Slot => self.conns.prefetch_slot(h),
+            Prefetch::Conn => self.conns.prefetch_entry(h, dir),
+        }
+    }
+
     /// The hash of the reply key of `facts`, when [`DirectorWorker::reply`] would look it up.
     #[inline]
-    fn reply_hash(&self, st: &DirectorState, facts: &IpFacts) -> Option<u64> {
+    pub(super) fn reply_hash(&self, st: &DirectorState, facts: &IpFacts) -> Option<u64> {
         match facts.l4 {
             L4::Ports { sport, dport } if st.mode == Mode::Nat => {
                 let (src, dst) = (addr16(facts.src), addr16(facts.dst));
