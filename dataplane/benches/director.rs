@@ -15,8 +15,9 @@ use flowgate_dataplane::build::{frame, FrameSpec};
 use flowgate_dataplane::director::hash::mix64;
 use flowgate_dataplane::director::maglev::{Backend, Maglev, DEFAULT_TABLE_SIZE};
 use flowgate_dataplane::director::rewrite::set_dst_mac;
+use flowgate_dataplane::director::worker::BURST;
 use flowgate_dataplane::director::{
-    DirectorSet, DirectorState, DirectorWorker, Verdict, WorkerOptions,
+    DirectorSet, DirectorState, DirectorWorker, DropReason, Verdict, WorkerOptions,
 };
 use flowgate_dataplane::wire::{parse, Frame, IpFacts};
 
@@ -106,6 +107,95 @@ impl Packet {
     }
 }
 
+/// How a burst of packets goes through the director, for the per-packet / burst comparison.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// `forward` on each packet in turn (what the worker does today).
+    PerPacket,
+    /// `prefetch` on the whole burst, then `forward` on each.
+    Prefetch1,
+    /// `prefetch`, then `prefetch_conn` on the whole burst, then `forward` on each.
+    Prefetch2,
+    /// `forward_burst` (hashes once, both prefetch stages, then the work).
+    Burst,
+}
+
+impl Way {
+    const ALL: [Way; 4] = [Way::PerPacket, Way::Prefetch1, Way::Prefetch2, Way::Burst];
+
+    fn name(self) -> &'static str {
+        match self {
+            Way::PerPacket => "per-packet",
+            Way::Prefetch1 => "prefetch-1",
+            Way::Prefetch2 => "prefetch-2",
+            Way::Burst => "forward_burst",
+        }
+    }
+}
+
+/// A burst of [`BURST`] 64-byte TCP frames to the VIP from chosen clients.
+struct Burst {
+    one: Packet,
+    bufs: [[u8; 64]; BURST],
+    facts: [IpFacts; BURST],
+    verdicts: [Verdict; BURST],
+}
+
+impl Burst {
+    fn new(flags: u8) -> Burst {
+        let one = Packet::new(flags);
+        let facts = [one.facts; BURST];
+        Burst {
+            one,
+            bufs: [[0; 64]; BURST],
+            facts,
+            verdicts: [Verdict::Drop(DropReason::BadPacket); BURST],
+        }
+    }
+
+    /// Fill the burst with the frames of clients `client(0..BURST)`.
+    #[inline]
+    fn fill(&mut self, mut client: impl FnMut(usize) -> u32) {
+        for j in 0..BURST {
+            let (b, f) = self.one.client(client(j));
+            self.bufs[j].copy_from_slice(b);
+            self.facts[j] = f;
+        }
+    }
+
+    /// Run the burst through `w` the `way` given.
+    #[inline]
+    fn run(&mut self, way: Way, w: &mut DirectorWorker, st: &DirectorState, now: u64) {
+        match way {
+            Way::PerPacket => {
+                for j in 0..BURST {
+                    self.verdicts[j] = w.forward(st, &mut self.bufs[j], &self.facts[j], now);
+                }
+            }
+            Way::Prefetch1 | Way::Prefetch2 => {
+                for f in &self.facts {
+                    w.prefetch(f);
+                }
+                if way == Way::Prefetch2 {
+                    for f in &self.facts {
+                        w.prefetch_conn(f);
+                    }
+                }
+                for j in 0..BURST {
+                    self.verdicts[j] = w.forward(st, &mut self.bufs[j], &self.facts[j], now);
+                }
+            }
+            Way::Burst => {
+                let mut bufs = self.bufs.iter_mut();
+                let mut frames: [&mut [u8]; BURST] =
+                    std::array::from_fn(|_| &mut bufs.next().expect("BURST buffers")[..]);
+                w.forward_burst(st, &mut frames, &self.facts, now, &mut self.verdicts);
+            }
+        }
+        black_box(&self.verdicts);
+    }
+}
+
 fn filled(st: &DirectorState) -> DirectorWorker {
     filled_with(st, CONNS)
 }
@@ -162,6 +252,32 @@ fn established(c: &mut Criterion) {
         });
         assert_eq!(w.table().len(), CONNS as usize, "no connection lost");
     }
+    g.finish();
+}
+
+/// Per-packet against burst prefetching, 32 packets an iteration, 1M connections, NAT.
+fn established_burst(c: &mut Criterion) {
+    if cpu_only() {
+        return;
+    }
+    let mut g = c.benchmark_group("director/established_1M_burst32");
+    g.throughput(Throughput::Elements(BURST as u64));
+    let st = director(Scheduler::Wrr, Mode::Nat, 10);
+    let mut w = filled(&st);
+    let mut burst = Burst::new(0x10);
+    let mut i = 0u32;
+    for way in [Way::PerPacket, Way::Burst] {
+        g.bench_function(format!("nat/{}", way.name()), |b| {
+            b.iter(|| {
+                burst.fill(|_| {
+                    i = i.wrapping_add(1);
+                    (mix64(u64::from(i)) % u64::from(CONNS)) as u32
+                });
+                burst.run(way, &mut w, &st, 1);
+            })
+        });
+    }
+    assert_eq!(w.table().len(), CONNS as usize, "no connection lost");
     g.finish();
 }
 
@@ -285,7 +401,86 @@ fn rate(name: &str, n: u32, mut one: impl FnMut(u32)) {
     );
 }
 
+/// Per-packet against the burst ways, on the same worker, interleaved (two rounds) so that
+/// the neighbours' load falls on all of them alike; `n` packets each.
+fn burst_rates(case: &str, w: &mut DirectorWorker, st: &DirectorState, conns: u32, n: u32) {
+    let mut burst = Burst::new(0x10);
+    let mut i = 0u32;
+    for _round in 0..2 {
+        for way in Way::ALL {
+            rate(&format!("{case} {}", way.name()), n, |k| {
+                if k % BURST as u32 != 0 {
+                    return;
+                }
+                burst.fill(|_| {
+                    i = i.wrapping_add(1);
+                    (mix64(u64::from(i)) % u64::from(conns)) as u32
+                });
+                burst.run(way, w, st, 1);
+            });
+        }
+    }
+}
+
 fn cpu_rates(_: &mut Criterion) {
+    let burst_only = std::env::var_os("DIRECTOR_BURST_ONLY").is_some();
+    let n = 5_000_000;
+    // 10K: cache-resident; 32K in a 64K table: the size `flowgate run` gives each worker
+    // (`WorkerOptions::default()`), 7 MiB of slab and index
+    for conns in [10_000u32, 32_768] {
+        let st = director(Scheduler::Wrr, Mode::Nat, 10);
+        let mut w = filled_with(&st, conns);
+        let name = format!("established_{}K/nat", conns / 1000);
+        burst_rates(&name, &mut w, &st, conns, n);
+    }
+    for (name, mode) in [
+        ("established_1M/nat", Mode::Nat),
+        ("established_1M/gateway", Mode::Gateway),
+    ] {
+        let st = director(Scheduler::Wrr, mode, 10);
+        let mut w = filled(&st);
+        burst_rates(name, &mut w, &st, CONNS, n);
+        assert_eq!(w.table().len(), CONNS as usize, "no connection lost");
+    }
+    {
+        // new connections on top of 1M established ones, per packet and by forward_burst
+        let st = director(Scheduler::Wrr, Mode::Nat, 10);
+        let mut w = filled(&st);
+        let mut burst = Burst::new(0x02);
+        let mut next = CONNS;
+        let mut now = 1u64;
+        for _round in 0..2 {
+            for way in [Way::PerPacket, Way::Burst] {
+                rate(
+                    &format!("new_conn/nat_wrr {}", way.name()),
+                    2_000_000,
+                    |k| {
+                        if k % BURST as u32 != 0 {
+                            return;
+                        }
+                        now += BURST as u64;
+                        w.expire(now, 128);
+                        burst.fill(|j| next + j as u32);
+                        next += BURST as u32;
+                        burst.run(way, &mut w, &st, now);
+                    },
+                );
+            }
+        }
+        let dropped: u64 = w.counters().drops.iter().sum();
+        eprintln!(
+            "new_conn/nat_wrr (burst comparison): table {} entries after the run, {dropped} drops",
+            w.table().len()
+        );
+    }
+    if burst_only {
+        return;
+    }
+    cpu_rates_per_packet();
+}
+
+/// The per-packet rates as first measured (one packet per call, no burst harness).
+fn cpu_rates_per_packet() {
     // The same path with a cache-resident table: what the 1M-entry figures lose to DRAM/TLB.
     let st = director(Scheduler::Wrr, Mode::Nat, 10);
     let small = 10_000u32;
@@ -335,6 +530,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = cpu_rates, established, new_connections, maglev
+    targets = cpu_rates, established, established_burst, new_connections, maglev
 }
 criterion_main!(benches);

@@ -88,11 +88,43 @@ pub struct Owners {
     steering: Steering,
     /// By director index: in NAT mode.
     nat: Vec<bool>,
-    /// The NAT directors' server addresses in key form (v6 flag, address), sorted.
-    servers: Vec<(bool, u128)>,
+    servers: NatServers,
     /// Some NAT director is persistent: the owner hashes the client address under this
     /// prefix length (port 0).
     persist_len: Option<u8>,
+}
+
+/// The NAT directors' server addresses: a NAT reply (or its ICMP error) can only come from
+/// one of them, so nothing else needs a reply lookup.
+#[derive(Debug, Clone, Default)]
+pub struct NatServers {
+    /// In key form (v6 flag, address), sorted.
+    addrs: Vec<(bool, u128)>,
+}
+
+impl NatServers {
+    pub fn new(set: &DirectorSet) -> NatServers {
+        let mut addrs: Vec<(bool, u128)> = set
+            .iter()
+            .filter(|d| d.mode == Mode::Nat)
+            .flat_map(|d| d.servers.iter().map(|s| key_addr(s.address)))
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        NatServers { addrs }
+    }
+
+    /// `addr` (key form) is a NAT server's.
+    #[inline]
+    pub fn contains(&self, v6: bool, addr: u128) -> bool {
+        self.addrs.binary_search(&(v6, addr)).is_ok()
+    }
+
+    /// The packet of `key` comes from a NAT server.
+    #[inline]
+    pub fn sent(&self, key: &Key) -> bool {
+        self.contains(key.v6, key.src)
+    }
 }
 
 fn key_addr(a: IpAddr) -> (bool, u128) {
@@ -161,13 +193,7 @@ impl Owners {
         if workers < 2 || !nat.contains(&true) {
             return None;
         }
-        let mut servers: Vec<(bool, u128)> = set
-            .iter()
-            .filter(|d| d.mode == Mode::Nat)
-            .flat_map(|d| d.servers.iter().map(|s| key_addr(s.address)))
-            .collect();
-        servers.sort_unstable();
-        servers.dedup();
+        let servers = NatServers::new(set);
         let persist_len = set
             .iter()
             .filter(|d| d.mode == Mode::Nat)
@@ -200,7 +226,7 @@ impl Owners {
     /// The packet of `key` comes from one of the NAT directors' servers: it may be a reply.
     #[inline]
     pub fn from_nat_server(&self, key: &Key) -> bool {
-        self.servers.binary_search(&(key.v6, key.src)).is_ok()
+        self.servers.sent(key)
     }
 
     /// The worker owning the connection an ICMP error quoting `e` may be about: the owner of
@@ -212,7 +238,7 @@ impl Owners {
     pub fn icmp_owner(&self, e: &Embedded) -> usize {
         let v6 = e.family == Family::V6;
         let dst = key_form(&e.dst, v6);
-        if self.servers.binary_search(&(v6, dst)).is_ok() {
+        if self.servers.contains(v6, dst) {
             self.owner(v6, key_form(&e.src, v6), e.sport)
         } else {
             self.owner(v6, dst, e.dport)

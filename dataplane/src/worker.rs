@@ -44,7 +44,7 @@ use crate::director::{
     DirectorSet, DirectorWorker, SharedDirectors, Verdict as DirVerdict, WorkerOptions,
 };
 use crate::dpdk::{Burst, Mbuf, Mempool, RingReader, RxQueue, TxQueue};
-use crate::handoff::{Handoff, Tag};
+use crate::handoff::{Handoff, NatServers, Tag};
 use crate::route::forward::{decrement_ttl, rewrite_macs, NotForwarded};
 use crate::route::neigh::{multicast_mac, ArpOp, NdKind};
 use crate::route::{
@@ -164,6 +164,8 @@ pub struct Worker<'p> {
     dws: Vec<DirectorWorker>,
     /// Some director is in NAT mode: packets from the ports are first tried as replies.
     nat_any: bool,
+    /// The NAT directors' servers: only their TCP/UDP packets can be replies.
+    nat_servers: NatServers,
     /// The directors' clock: milliseconds since `epoch`, read once per polling round.
     epoch: Instant,
     now_ms: u64,
@@ -221,6 +223,7 @@ impl<'p> Worker<'p> {
             directors: None,
             dws: Vec::new(),
             nat_any: false,
+            nat_servers: NatServers::default(),
             epoch: now,
             now_ms: 0,
             last_dstats: 0,
@@ -326,6 +329,7 @@ impl<'p> Worker<'p> {
         let set = shared.set.load();
         self.dws = set.iter().map(|st| DirectorWorker::new(st, opts)).collect();
         self.nat_any = set.iter().any(|st| st.mode == Mode::Nat);
+        self.nat_servers = NatServers::new(&set);
         self.directors = Some(shared);
         self
     }
@@ -594,6 +598,19 @@ impl<'p> Worker<'p> {
         let mut forwards = 0usize;
         if self.nat_any && n > 0 {
             if let Some(set) = dset {
+                // the burst's reply lookups: index slots, then connections, prefetched for
+                // all the keys before the first lookup, so their cache misses overlap
+                use crate::director::Prefetch as DirPrefetch;
+                for stage in [DirPrefetch::Slot, DirPrefetch::Conn] {
+                    for key in &self.keys[..n] {
+                        if !self.nat_servers.sent(key) {
+                            continue;
+                        }
+                        for (dw, st) in self.dws.iter().zip(set.iter()) {
+                            dw.prefetch_reply_key(st, stage, key);
+                        }
+                    }
+                }
                 let mut kept = 0usize;
                 for j in 0..n {
                     let p = usize::from(self.key_pkt[j]);
@@ -607,7 +624,10 @@ impl<'p> Worker<'p> {
                         }
                     }
                     let is_reply = match self.keys[j].l4 {
-                        L4Kind::Ports => self.director_reply(burst, p, j, port, set, &rules),
+                        // a NAT reply comes from a NAT server; nothing else is looked up
+                        L4Kind::Ports if self.nat_servers.sent(&self.keys[j]) => {
+                            self.director_reply(burst, p, j, port, set, &rules)
+                        }
                         L4Kind::Icmp if is_icmp_error(&self.keys[j]) => {
                             self.director_reply(burst, p, j, port, set, &rules)
                         }
@@ -645,6 +665,17 @@ impl<'p> Worker<'p> {
             let list = &rules.flows;
             list.classifier
                 .classify_batch(&self.keys[..n], &mut self.verdicts[..n]);
+            // the burst's director lookups, prefetched as the replies' above
+            if !self.dws.is_empty() {
+                use crate::director::Prefetch as DirPrefetch;
+                for stage in [DirPrefetch::Slot, DirPrefetch::Conn] {
+                    for (key, &v) in self.keys[..n].iter().zip(&self.verdicts[..n]) {
+                        if let Some(dw) = self.dws.get(usize::from(rules.director_of(v))) {
+                            dw.prefetch_key(stage, key);
+                        }
+                    }
+                }
+            }
             for j in 0..n {
                 let v = self.verdicts[j];
                 let kind = count(list, v, &rc.flow_rules, &rc.flow_verdicts);

@@ -34,7 +34,9 @@ pub mod worker;
 pub use counters::{DirectorCounters, DropReason, ServerCounters};
 pub use shared::SharedDirectors;
 pub use state::{DirectorError, DirectorOptions, DirectorSet, DirectorState, ServerState};
-pub use worker::{DirectorWorker, Verdict, WorkerOptions};
+pub use worker::{DirectorWorker, Prefetch, Verdict, WorkerOptions};
 
+#[cfg(test)]
+mod burst_tests;
 #[cfg(test)]
 pub(crate) mod tests;
