@@ -415,10 +415,74 @@ impl<'p> Worker<'p> {
         out: (usize, IpAddr, bool),
         rules: &RuleSet,
     ) -> Result<Key, To> {
+        if let (port, server, true) = out {
+            if let Some(mtu) = self.tunnel_too_big(burst, p, &key, port, server) {
+                return Err(self.too_big(burst, p, &key, input, mtu));
+            }
+        }
         self.take_ttl(burst, p, &key, input)?;
         match out {
             (port, server, true) => self.tunnel(burst, p, port, server, rules),
             _ => Ok(key),
+        }
+    }
+
+    /// Tunnel mode: the MTU to announce (the output port's, less the outer header) when
+    /// packet `p` would not fit in the output port's MTU once wrapped for `server`.
+    fn tunnel_too_big(
+        &self,
+        burst: &Burst,
+        p: usize,
+        key: &Key,
+        port: usize,
+        server: IpAddr,
+    ) -> Option<u32> {
+        let frame = burst.packet(p)?;
+        let l3 = usize::from(self.l3[p]);
+        let be16 = |at: usize| {
+            frame
+                .get(at..at + 2)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        };
+        let ip_len = match key.v6 {
+            false => be16(l3 + field::IPV4_TOTAL_LEN)?,
+            true => field::IPV6_HDR + be16(l3 + field::IPV6_PAYLOAD_LEN)?,
+        };
+        let mtu = self.roles.get(port).map_or(DEFAULT_MTU, |r| r.mtu);
+        (!tunnel_fits(ip_len, server, mtu))
+            .then(|| u32::from(mtu).saturating_sub(tunnel_overhead(server) as u32))
+    }
+
+    /// Packet `p` (from `input`) does not fit the tunnel: as IPVS, an IPv4 packet that may
+    /// not be fragmented (DF) and any IPv6 packet become an ICMP "fragmentation needed" /
+    /// "packet too big" announcing `mtu`, sent back out `input` to the packet's sender (the
+    /// caller runs the outflows on it: `To::Port(input)`); an IPv4 packet without DF is
+    /// dropped (flowgate does not fragment). Either way the packet counts as `tunnel-too-big`.
+    fn too_big(&mut self, burst: &mut Burst, p: usize, key: &Key, input: u16, mtu: u32) -> To {
+        let drop = To::Drop(DropReason::TunnelTooBig);
+        let l3 = usize::from(self.l3[p]);
+        let family = if key.v6 { Family::V6 } else { Family::V4 };
+        if family == Family::V4 {
+            let df = burst
+                .packet(p)
+                .and_then(|f| f.get(l3 + field::IPV4_FRAG))
+                .is_some_and(|b| b & 0x40 != 0);
+            if !df {
+                return drop;
+            }
+        }
+        let mac = self.roles[usize::from(input)].mac.0;
+        let Some(buf) = burst.prepend(p, icmp::too_big_overhead(family) as u16) else {
+            return drop;
+        };
+        let total = buf.len();
+        match icmp::too_big(buf, l3, family, mtu, mac) {
+            Ok(len) if burst.trim(p, (total - len) as u16) => {
+                // the packet itself was not forwarded (the error that replaces it is not a drop)
+                self.counters.dropped(DropReason::TunnelTooBig);
+                To::Port(input)
+            }
+            _ => drop,
         }
     }
 
@@ -793,6 +857,20 @@ impl<'p> Worker<'p> {
                 None => To::Drop(DropReason::NoRoute),
                 Some(hop) => {
                     match self.director_ttl(burst, p, key, port, (hop.port, server, t), rules) {
+                        // a tunnel's "too big" error, back out the input port: the outflows
+                        // decide whether it leaves, as for anything else leaving
+                        Err(To::Port(back)) => {
+                            let Some(Frame::Ip(facts)) = burst.packet(p).map(wire::parse) else {
+                                return To::Drop(DropReason::TunnelTooBig);
+                            };
+                            let e = *egress;
+                            self.keys[e] =
+                                key_of(&facts, rules.outflows.port_iface[usize::from(back)]);
+                            self.key_pkt[e] = p as u8;
+                            self.routed[e] = true;
+                            *egress += 1;
+                            To::Port(back)
+                        }
                         Err(to) => to,
                         Ok(key) => {
                             let e = *egress;

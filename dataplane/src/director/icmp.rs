@@ -320,3 +320,237 @@ pub fn translate(
     frame[c_at..c_at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
     Ok(())
 }
+
+/// Bytes an ICMP "too big" error puts in front of the packet it quotes (outer IP header and
+/// ICMP header): the headroom [`too_big`] needs.
+pub fn too_big_overhead(family: Family) -> usize {
+    match family {
+        Family::V4 => field::IPV4_MIN_HDR + ICMP_HDR,
+        Family::V6 => field::IPV6_HDR + ICMP_HDR,
+    }
+}
+
+/// The most an error quotes, as Linux: the error fits in 576 bytes (IPv4) or the IPv6 minimum
+/// MTU, 1280 bytes.
+const ERROR_MAX_V4: usize = 576;
+const ERROR_MAX_V6: usize = 1280;
+const TOO_BIG_TTL: u8 = 64;
+
+/// Turn the frame lying at `buf[over..]` (`over` = [`too_big_overhead`] of its family; its IP
+/// header at `l3` from the frame's start) into the ICMP error that tells its sender it does
+/// not fit: IPv4 "fragmentation needed" (type 3 code 4) or ICMPv6 "packet too big" (type 2),
+/// announcing `mtu`, from the packet's destination to its source, quoting the packet's start
+/// (as much as the error's size limit allows). The Ethernet header (VLAN tags kept) moves to
+/// the front, addressed back to the frame's sender from `mac`. Returns the error frame's
+/// length from `buf[0]`: the caller trims the rest.
+pub fn too_big(
+    buf: &mut [u8],
+    l3: usize,
+    family: Family,
+    mtu: u32,
+    mac: [u8; 6],
+) -> Result<usize, RewriteError> {
+    let over = too_big_overhead(family);
+    let frame_len = buf
+        .len()
+        .checked_sub(over)
+        .ok_or(RewriteError::NoHeadroom)?;
+    if l3 < 14 || l3 + field::IPV4_MIN_HDR > frame_len {
+        return Err(RewriteError::Truncated);
+    }
+    // the Ethernet header to the front: the new IP header and ICMP header then sit between
+    // it and the quoted packet, which stays where it is
+    buf.copy_within(over..over + l3, 0);
+    let (mut dst_mac, mut src_mac) = ([0u8; 6], [0u8; 6]);
+    dst_mac.copy_from_slice(&buf[6..12]);
+    src_mac.copy_from_slice(&mac);
+    buf[0..6].copy_from_slice(&dst_mac);
+    buf[6..12].copy_from_slice(&src_mac);
+    let quoted_at = l3 + over;
+    // the quoted packet's own length (not the Ethernet padding after it)
+    let be16 = |at: usize| usize::from(u16::from_be_bytes([buf[at], buf[at + 1]]));
+    let packet_len = match family {
+        Family::V4 => be16(quoted_at + field::IPV4_TOTAL_LEN),
+        Family::V6 => field::IPV6_HDR + be16(quoted_at + field::IPV6_PAYLOAD_LEN),
+    };
+    let quoted_avail = (frame_len - l3).min(packet_len);
+    let (ip_len, max) = match family {
+        Family::V4 => (field::IPV4_MIN_HDR, ERROR_MAX_V4),
+        Family::V6 => (field::IPV6_HDR, ERROR_MAX_V6),
+    };
+    let quote = quoted_avail.min(max - ip_len - ICMP_HDR);
+    let icmp_len = ICMP_HDR + quote;
+    let icmp_at = l3 + ip_len;
+    match family {
+        Family::V4 => {
+            let (mut src, mut dst) = ([0u8; 4], [0u8; 4]);
+            src.copy_from_slice(&buf[quoted_at + field::IPV4_DST..quoted_at + field::IPV4_DST + 4]);
+            dst.copy_from_slice(&buf[quoted_at + field::IPV4_SRC..quoted_at + field::IPV4_SRC + 4]);
+            let h = &mut buf[l3..l3 + ip_len];
+            h.fill(0);
+            h[0] = 0x45;
+            h[1] = 0xc0; // internetwork control, as Linux's ICMP errors
+            h[2..4].copy_from_slice(&((ip_len + icmp_len) as u16).to_be_bytes());
+            h[field::IPV4_TTL] = TOO_BIG_TTL;
+            h[field::IPV4_PROTO] = 1;
+            h[field::IPV4_SRC..field::IPV4_SRC + 4].copy_from_slice(&src);
+            h[field::IPV4_DST..field::IPV4_DST + 4].copy_from_slice(&dst);
+            let c = !(ones_sum(0, h) as u16);
+            h[field::IPV4_CSUM..field::IPV4_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+            let m = &mut buf[icmp_at..icmp_at + ICMP_HDR];
+            m.fill(0);
+            m[0] = 3;
+            m[1] = 4;
+            m[6..8].copy_from_slice(&(mtu.min(0xffff) as u16).to_be_bytes());
+            let c = !(ones_sum(0, &buf[icmp_at..icmp_at + icmp_len]) as u16);
+            buf[icmp_at + ICMP_CSUM..icmp_at + ICMP_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        Family::V6 => {
+            if quoted_avail < field::IPV6_HDR {
+                return Err(RewriteError::Truncated);
+            }
+            let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+            src.copy_from_slice(
+                &buf[quoted_at + field::IPV6_DST..quoted_at + field::IPV6_DST + 16],
+            );
+            dst.copy_from_slice(
+                &buf[quoted_at + field::IPV6_SRC..quoted_at + field::IPV6_SRC + 16],
+            );
+            let h = &mut buf[l3..l3 + ip_len];
+            h.fill(0);
+            h[0] = 0x60;
+            h[field::IPV6_PAYLOAD_LEN..field::IPV6_PAYLOAD_LEN + 2]
+                .copy_from_slice(&(icmp_len as u16).to_be_bytes());
+            h[field::IPV6_NEXT_HDR] = PROTO_ICMPV6;
+            h[field::IPV6_HOP_LIMIT] = TOO_BIG_TTL;
+            h[field::IPV6_SRC..field::IPV6_SRC + 16].copy_from_slice(&src);
+            h[field::IPV6_DST..field::IPV6_DST + 16].copy_from_slice(&dst);
+            let m = &mut buf[icmp_at..icmp_at + ICMP_HDR];
+            m.fill(0);
+            m[0] = 2;
+            m[4..8].copy_from_slice(&mtu.to_be_bytes());
+            let mut pseudo = [0u8; 40];
+            pseudo[..16].copy_from_slice(&src);
+            pseudo[16..32].copy_from_slice(&dst);
+            pseudo[32..36].copy_from_slice(&(icmp_len as u32).to_be_bytes());
+            pseudo[39] = PROTO_ICMPV6;
+            let sum = ones_sum(ones_sum(0, &pseudo), &buf[icmp_at..icmp_at + icmp_len]);
+            let c = !(sum as u16);
+            buf[icmp_at + ICMP_CSUM..icmp_at + ICMP_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+    Ok(icmp_at + icmp_len)
+}
+
+#[cfg(test)]
+mod too_big_tests {
+    use super::*;
+    use crate::build::{frame, FrameSpec};
+    use crate::wire::{parse, Frame};
+    use std::net::IpAddr;
+
+    const MAC: [u8; 6] = [0x02, 0xfa, 0, 0, 0, 1];
+
+    /// A `len`-byte UDP packet from the client to the VIP, the `over` bytes of headroom in
+    /// front, the error made of it, and the error frame re-parsed.
+    fn error_of(src: &str, dst: &str, payload: usize) -> (Vec<u8>, Vec<u8>, IpFacts) {
+        let mut spec = FrameSpec::new(
+            src.parse().expect("src"),
+            dst.parse().expect("dst"),
+            17,
+            40000,
+            53,
+        );
+        spec.payload = payload;
+        let original = frame(&spec);
+        let family = if spec.src.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let over = too_big_overhead(family);
+        let mut buf = vec![0u8; over];
+        buf.extend_from_slice(&original);
+        let len = too_big(&mut buf, 14, family, 1480, MAC).expect("too big");
+        buf.truncate(len);
+        let Frame::Ip(facts) = parse(&buf) else {
+            panic!("the error parses as IP")
+        };
+        (original, buf, facts)
+    }
+
+    #[test]
+    fn ipv4_fragmentation_needed_goes_back_to_the_sender_quoting_its_packet() {
+        let (original, err, facts) = error_of("192.168.0.100", "192.168.0.2", 1500);
+        // Ethernet: back to the sender's MAC, from ours
+        assert_eq!(&err[0..6], &original[6..12]);
+        assert_eq!(&err[6..12], &MAC);
+        assert_eq!(facts.src, "192.168.0.2".parse::<IpAddr>().expect("vip"));
+        assert_eq!(
+            facts.dst,
+            "192.168.0.100".parse::<IpAddr>().expect("client")
+        );
+        assert_eq!(facts.l4, L4::Icmp { icmptype: 3 });
+        let l3 = facts.l3_offset;
+        assert_eq!(
+            crate::build::checksum(&err[l3..l3 + 20]),
+            0,
+            "IPv4 header checksum"
+        );
+        let icmp = &err[facts.l4_offset..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4));
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1480);
+        assert_eq!(crate::build::checksum(icmp), 0, "ICMP checksum");
+        // the error fits in 576 bytes and quotes the packet's start, byte for byte
+        assert_eq!(err.len() - 14, 576);
+        assert_eq!(&icmp[8..], &original[14..14 + 576 - 28]);
+        // and it is an error the director's ICMP path recognises, quoting the client's packet
+        let e = embedded(&err, &facts).expect("quoted packet");
+        assert_eq!((e.sport, e.dport, e.proto), (40000, 53, 17));
+    }
+
+    #[test]
+    fn ipv6_packet_too_big_quotes_up_to_the_minimum_mtu() {
+        let (original, err, facts) = error_of("2001:db8::100", "2001:db8::2", 1500);
+        assert_eq!(facts.src, "2001:db8::2".parse::<IpAddr>().expect("vip"));
+        assert_eq!(facts.l4, L4::Icmp { icmptype: 2 });
+        let icmp = &err[facts.l4_offset..];
+        assert_eq!(
+            u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
+            1480
+        );
+        assert_eq!(err.len() - 14, 1280);
+        assert_eq!(&icmp[8..], &original[14..14 + 1280 - 48]);
+        let e = embedded(&err, &facts).expect("quoted packet");
+        assert!(
+            checksum_ok(&err, &facts, &e),
+            "ICMPv6 checksum with the pseudo-header"
+        );
+    }
+
+    #[test]
+    fn a_short_packet_is_quoted_whole_without_its_padding() {
+        // 28 bytes of IP padded to a 60-byte frame: the quote stops at the packet's end
+        let spec = FrameSpec::new(
+            "10.0.0.1".parse().expect("src"),
+            "10.0.0.2".parse().expect("dst"),
+            17,
+            1,
+            2,
+        );
+        let mut buf = vec![0u8; too_big_overhead(Family::V4)];
+        buf.extend_from_slice(&frame(&spec));
+        buf.resize(too_big_overhead(Family::V4) + 60, 0);
+        let len = too_big(&mut buf, 14, Family::V4, 1480, MAC).expect("too big");
+        assert_eq!(len, 14 + 20 + 8 + 28);
+        assert_eq!(crate::build::checksum(&buf[14 + 20..len]), 0);
+    }
+
+    #[test]
+    fn no_headroom_or_no_packet_is_an_error() {
+        let mut tiny = vec![0u8; 20];
+        assert!(too_big(&mut tiny, 14, Family::V4, 1480, MAC).is_err());
+        let mut short = vec![0u8; 28 + 14 + 10];
+        assert!(too_big(&mut short, 14, Family::V4, 1480, MAC).is_err());
+    }
+}
