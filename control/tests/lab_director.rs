@@ -42,14 +42,16 @@ for p in (110, 143):
 listen(25)
 "#;
 
-/// `n` connections, one after the other, to 192.168.0.2:`port`: per connection the server
-/// name of its greeting, or `MIXED a b` if the echo came from another server, or `ERR ...`.
+/// `n` connections, one after the other, to 192.168.0.2:`port` (from the address given
+/// third, if any): per connection the server name of its greeting, or `MIXED a b` if the
+/// echo came from another server, or `ERR ...`.
 const CLIENT: &str = r#"
 import socket, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
+src = (sys.argv[3], 0) if len(sys.argv) > 3 else None
 for i in range(n):
     try:
-        s = socket.create_connection(('192.168.0.2', port), timeout=3)
+        s = socket.create_connection(('192.168.0.2', port), timeout=3, source_address=src)
         f = s.makefile('rb')
         a = f.readline().strip().decode()
         s.sendall(b'x%d\n' % i)
@@ -62,12 +64,25 @@ for i in range(n):
 "#;
 
 fn connections(cli: &Netns, client: &Path, port: u16, n: usize) -> Vec<String> {
-    let out = cli.run(&[
-        "python3",
-        client.to_str().expect("utf-8 path"),
-        &port.to_string(),
-        &n.to_string(),
-    ]);
+    connections_from(cli, client, port, n, None)
+}
+
+fn connections_from(
+    cli: &Netns,
+    client: &Path,
+    port: u16,
+    n: usize,
+    src: Option<&str>,
+) -> Vec<String> {
+    let mut argv = vec![
+        "python3".to_string(),
+        client.to_str().expect("utf-8 path").to_string(),
+        port.to_string(),
+        n.to_string(),
+    ];
+    argv.extend(src.map(str::to_string));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = cli.run(&argv);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
@@ -111,6 +126,7 @@ struct Lab {
     s2: Netns,
     nic0: String,
     nic1: String,
+    c0: String,
     w0: String,
     e1: String,
     e2: String,
@@ -164,6 +180,7 @@ impl Lab {
             s2,
             nic0,
             nic1,
+            c0,
             w0,
             e1,
             e2,
@@ -208,6 +225,140 @@ fn seed_mail_flow_in_gateway_mode_routes_to_the_servers_macs() {
     mail_lab(Mode::Gateway, 1);
 }
 
+/// The mail labs' flows: the seed's `mail` flow, gateway-mode answers routed, the rest
+/// permitted.
+const MAIL_FLOWS: &str = "flow mail director maildirect\n\
+                          \x20   match proto tcp dst 192.168.0.2 dstport 110\n\
+                          \x20   match proto tcp dst 192.168.0.2 dstport 143\n\
+                          \x20   match proto tcp dst 192.168.0.2 dstport 25\n\
+                          flow dr-answers table 100\n    match proto tcp src 192.168.0.2\n\
+                          flow rest permit\n    match\n";
+
+/// The mail labs' config: `maildirect` (wrr, `mode`, tcp health checks) over mail1 and mail2,
+/// with one worker or two (lcores 0 and 1, the main lcore sharing 0, one RX queue each per
+/// port), persistent per client address or not.
+fn mail_config(nic0: &str, nic1: &str, mode: Mode, workers: usize, persistent: bool) -> String {
+    let mode_name = match mode {
+        Mode::Nat => "nat",
+        Mode::Gateway => "gateway",
+    };
+    let (lcores, eal_extra, qpairs, rx_queues) = match workers {
+        1 => ("[1]", "", "", ""),
+        _ => ("[0, 1]", r#", "-l", "0""#, ",qpairs=2", "rx_queues = 2"),
+    };
+    let persistence = match persistent {
+        true => "persistence = { timeout = 300, netmask = \"255.255.255.255\" }",
+        false => "",
+    };
+    format!(
+        r#"flows = "mail.flows"
+[dataplane]
+workers = {lcores}
+eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface={nic0}{qpairs}"
+{rx_queues}
+addresses = ["192.168.0.1/24", "192.168.0.2/24"]
+[[port]]
+name = "eth1"
+device = "net_af_packet1,iface={nic1}{qpairs}"
+{rx_queues}
+addresses = ["10.0.0.1/24"]
+[[table]]
+id = 100
+routes = {{ "203.0.113.0/24" = "10.0.0.254" }}
+[[director]]
+name = "maildirect"
+scheduler = "wrr"
+mode = "{mode_name}"
+virtual = {{ address = "192.168.0.2" }}
+{persistence}
+check = {{ kind = "tcp", port = 25, interval_ms = 200, timeout_ms = 150, rise = 1, fall = 2 }}
+servers = [
+  {{ name = "mail1", address = "10.0.0.11", weight = 10 }},
+  {{ name = "mail2", address = "10.0.0.12", weight = 10 }},
+]
+"#
+    )
+}
+
+/// Persistence (per client address) with two workers: a persistent director's templates
+/// live in the owning worker's table, so the hand-over steers by the client address alone
+/// and every connection of a client, whatever its port, meets the same template. A first
+/// client (192.168.0.101) opens one connection, which moves one worker's wrr cursor; then
+/// the second client's 30 connections to ports 25, 110 and 143 must all reach one server
+/// (steered by address and port instead, they would split over the two workers, whose
+/// cursors now disagree, and reach both).
+#[test]
+fn persistent_nat_director_keeps_a_client_on_one_server_with_two_workers() {
+    if skip_without_lab() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let lab = Lab::new(["mail1", "mail2"]);
+    let Lab {
+        app,
+        cli,
+        s1,
+        s2,
+        nic0,
+        nic1,
+        c0,
+        ..
+    } = &lab;
+    cli.must(&["ip", "addr", "add", "192.168.0.101/24", "dev", c0]);
+    for s in [s1, s2] {
+        s.must(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
+    }
+    let dir = TempDir::new("persist");
+    let server_py = dir.0.join("server.py");
+    let client_py = dir.0.join("client.py");
+    std::fs::write(&server_py, SERVER).expect("write server");
+    std::fs::write(&client_py, CLIENT).expect("write client");
+    let _mail1 = server(s1, &server_py, "mail1");
+    let _mail2 = server(s2, &server_py, "mail2");
+    let config = mail_config(nic0, nic1, Mode::Nat, 2, true);
+    let fg = Flowgate::start(
+        app,
+        &dir.0,
+        "mail",
+        &config,
+        MAIL_FLOWS,
+        "10.0.0.0/24 dev eth1",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let first = connections_from(cli, &client_py, 25, 1, Some("192.168.0.101"));
+    assert_eq!(tally(&first).0 + tally(&first).1, 1, "{first:?}");
+    let mut all = Vec::new();
+    for port in [25, 110, 143] {
+        all.extend(connections_from(
+            cli,
+            &client_py,
+            port,
+            10,
+            Some("192.168.0.100"),
+        ));
+    }
+    let (a, b) = tally(&all);
+    assert!(
+        a == 30 || b == 30,
+        "one server for the client: mail1 {a}, mail2 {b}"
+    );
+    let (s, _err) = fg.stop();
+    let d = &s["directors"]["maildirect"];
+    assert_eq!(d["connections"].as_u64(), Some(31), "{d:#}");
+    assert!(
+        s["handoff"]["handed_out"].as_u64().unwrap_or(0) > 0,
+        "{s:#}"
+    );
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Nat,
@@ -241,51 +392,8 @@ fn mail_lab(mode: Mode, workers: usize) {
     let mail1 = server(s1, &server_py, "mail1");
     let _mail2 = server(s2, &server_py, "mail2");
 
-    let mode_name = match mode {
-        Mode::Nat => "nat",
-        Mode::Gateway => "gateway",
-    };
-    // two workers: lcores 0 and 1 (the main lcore shares 0), one RX queue each per port
-    let (lcores, eal_extra, qpairs, rx_queues) = match workers {
-        1 => ("[1]", "", "", ""),
-        _ => ("[0, 1]", r#", "-l", "0""#, ",qpairs=2", "rx_queues = 2"),
-    };
-    let config = format!(
-        r#"flows = "mail.flows"
-[dataplane]
-workers = {lcores}
-eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
-[[port]]
-name = "eth0"
-device = "net_af_packet0,iface={nic0}{qpairs}"
-{rx_queues}
-addresses = ["192.168.0.1/24", "192.168.0.2/24"]
-[[port]]
-name = "eth1"
-device = "net_af_packet1,iface={nic1}{qpairs}"
-{rx_queues}
-addresses = ["10.0.0.1/24"]
-[[table]]
-id = 100
-routes = {{ "203.0.113.0/24" = "10.0.0.254" }}
-[[director]]
-name = "maildirect"
-scheduler = "wrr"
-mode = "{mode_name}"
-virtual = {{ address = "192.168.0.2" }}
-check = {{ kind = "tcp", port = 25, interval_ms = 200, timeout_ms = 150, rise = 1, fall = 2 }}
-servers = [
-  {{ name = "mail1", address = "10.0.0.11", weight = 10 }},
-  {{ name = "mail2", address = "10.0.0.12", weight = 10 }},
-]
-"#
-    );
-    let flows = "flow mail director maildirect\n\
-                 \x20   match proto tcp dst 192.168.0.2 dstport 110\n\
-                 \x20   match proto tcp dst 192.168.0.2 dstport 143\n\
-                 \x20   match proto tcp dst 192.168.0.2 dstport 25\n\
-                 flow dr-answers table 100\n    match proto tcp src 192.168.0.2\n\
-                 flow rest permit\n    match\n";
+    let config = mail_config(nic0, nic1, mode, workers, false);
+    let flows = MAIL_FLOWS;
     let fg = Flowgate::start(app, &dir.0, "mail", &config, flows, "10.0.0.0/24 dev eth1");
     // the first checks may run before the TAPs have their addresses: let them settle
     std::thread::sleep(Duration::from_millis(1500));
