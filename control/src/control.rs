@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use flowgate_config::appliance::Appliance;
 use flowgate_config::flows::{self, print::print_flow, Flow, FlowsFile, ListKind, Loaded};
-use flowgate_dataplane::counters::{DropReason, Totals, VerdictKind, PORT_COLUMNS};
+use flowgate_dataplane::counters::{
+    DropReason, Totals, VerdictKind, HANDOFF_COLUMNS, NEIGHBOUR_COLUMNS, PORT_COLUMNS,
+};
 use flowgate_dataplane::ruleset::RuleSet;
 
 use crate::metrics;
@@ -423,6 +425,17 @@ impl Controller {
             ports,
             drops,
             directors: self.director.as_ref().map(|d| d.list()).unwrap_or_default(),
+            workers: NEIGHBOUR_COLUMNS
+                .iter()
+                .map(|c| format!("neighbour_{c}"))
+                .zip(totals.neighbours)
+                .chain(
+                    HANDOFF_COLUMNS
+                        .iter()
+                        .map(|c| (*c).to_string())
+                        .zip(totals.handoff),
+                )
+                .collect(),
         }
     }
 

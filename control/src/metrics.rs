@@ -79,6 +79,9 @@ pub fn publish(s: &StatsReply, swaps: u64) {
     for (why, n) in &s.drops {
         counter!("flowgate_drops_total", "reason" => why.clone()).absolute(*n);
     }
+    for (what, n) in &s.workers {
+        counter!(format!("flowgate_{what}_total")).absolute(*n);
+    }
     for d in &s.directors {
         for srv in &d.servers {
             let labels = [("director", d.name.clone()), ("server", srv.name.clone())];
@@ -117,6 +120,7 @@ mod tests {
                     ports: vec![],
                     drops: vec![("flow-deny".into(), 4)],
                     directors: vec![],
+                    workers: vec![("handed_out".into(), 7)],
                 },
                 1,
             );
@@ -132,5 +136,6 @@ mod tests {
             text.contains(r#"flowgate_drops_total{reason="flow-deny"} 4"#),
             "{text}"
         );
+        assert!(text.contains("flowgate_handed_out_total 7"), "{text}");
     }
 }

@@ -222,6 +222,11 @@ pub struct StatsReply {
     pub ports: Vec<PortStat>,
     pub drops: Vec<(String, u64)>,
     pub directors: Vec<DirectorStatus>,
+    /// The workers' other counters, summed: next-hop resolution (`neighbour_solicits`,
+    /// `neighbour_learned`, `neighbour_from_shared`) and the NAT hand-over between workers
+    /// (`handed_out`, `handed_in`).
+    #[serde(default)]
+    pub workers: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

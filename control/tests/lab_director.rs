@@ -470,6 +470,14 @@ fn mail_lab(mode: Mode, workers: usize) {
     flowctl(&["director", "weight", "maildirect", "mail1", "0"]);
     let r = connections(cli, &client_py, 25, 10);
     assert_eq!(tally(&r), (0, 10), "mail1 drained by weight 0: {r:?}");
+    // the control side sees the hand-over too (`flowctl stats`, the metrics)
+    let stats: serde_json::Value =
+        serde_json::from_str(flowctl(&["--json", "stats"]).trim()).expect("stats JSON");
+    let handed = stats["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|c| c[0] == "handed_out"))
+        .and_then(|c| c[1].as_u64());
+    assert_eq!(handed.is_some_and(|n| n > 0), workers > 1, "{stats:#}");
 
     let (s, err) = fg.stop();
     // the health checks' state changes, as printed by `flowgate run`

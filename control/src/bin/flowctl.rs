@@ -377,6 +377,10 @@ fn render_stats(s: &StatsReply) {
             drops.join(" ")
         }
     );
+    let workers: Vec<String> = s.workers.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    if !workers.is_empty() {
+        println!("workers: {}", workers.join(" "));
+    }
     if !s.directors.is_empty() {
         render_directors(&s.directors);
     }
