@@ -494,6 +494,23 @@ fn lcores() {
 }
 
 #[test]
+fn max_connections_bounds_the_director() {
+    let a = parse_with_cpus(FILE, BASE, 4).expect("base");
+    assert_eq!(a.directors[0].max_connections, 65536, "the default");
+    let big = replace("mode = \"nat\"", "mode = \"nat\"\nmax_connections = 1000000");
+    let a = parse_with_cpus(FILE, &big, 4).expect("1M");
+    assert_eq!(a.directors[0].max_connections, 1_000_000);
+    for bad in ["0", "16777217"] {
+        let text = replace(
+            "mode = \"nat\"",
+            &format!("mode = \"nat\"\nmax_connections = {bad}"),
+        );
+        let d = one(&text, "director.maildirect.max_connections", 23);
+        assert!(d.message.contains("1..=16777216"), "{}", d.message);
+    }
+}
+
+#[test]
 fn server_port_needs_nat() {
     let text = replace("mode = \"nat\"", "mode = \"gateway\"").replacen(
         "weight = 10 }",

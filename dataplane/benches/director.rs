@@ -27,6 +27,7 @@ const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 100);
 fn director(scheduler: Scheduler, mode: Mode, n: u8) -> DirectorState {
     let d = Director {
         name: "bench".into(),
+        max_connections: 1 << 16,
         scheduler,
         mode,
         persistence: None,

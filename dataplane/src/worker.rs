@@ -324,10 +324,20 @@ impl<'p> Worker<'p> {
     }
 
     /// Run the directors of `shared`: this worker's connection tables are allocated now (from
-    /// the current snapshot) and live as long as the worker, across rule swaps.
+    /// the current snapshot) and live as long as the worker, across rule swaps. Each table
+    /// holds this worker's share of its director's `max_connections` (connections are spread
+    /// over the workers by their client endpoint), with a little slack for an uneven spread;
+    /// `opts.capacity` is not used.
     pub fn with_directors(mut self, shared: &'p SharedDirectors, opts: WorkerOptions) -> Self {
         let set = shared.set.load();
-        self.dws = set.iter().map(|st| DirectorWorker::new(st, opts)).collect();
+        let workers = shared.stats.len().max(1);
+        self.dws = set
+            .iter()
+            .map(|st| {
+                let capacity = worker_share(st.max_connections, workers);
+                DirectorWorker::new(st, WorkerOptions { capacity, ..opts })
+            })
+            .collect();
         self.nat_any = set.iter().any(|st| st.mode == Mode::Nat);
         self.nat_servers = NatServers::new(&set);
         self.directors = Some(shared);
@@ -1400,6 +1410,17 @@ pub fn wrap_for_tunnel(
     }
 }
 
+/// One worker's table size for a director limited to `max` connections over `workers`
+/// workers: its even share, plus 1/8 for an uneven spread (one worker alone takes it all).
+pub fn worker_share(max: u32, workers: usize) -> usize {
+    let max = max as usize;
+    if workers <= 1 {
+        return max.max(1);
+    }
+    let share = max.div_ceil(workers);
+    (share + share / 8).clamp(1, max.max(1))
+}
+
 /// Whether an IP packet of `ip_len` bytes still fits in `mtu` once tunnelled to `server`.
 #[inline]
 pub fn tunnel_fits(ip_len: usize, server: IpAddr, mtu: u16) -> bool {
@@ -1724,6 +1745,18 @@ mod tests {
 
     fn ip_v6(s: &str) -> Ipv6Addr {
         s.parse().expect("v6")
+    }
+
+    #[test]
+    fn a_directors_limit_is_shared_by_the_workers() {
+        assert_eq!(worker_share(65536, 1), 65536);
+        // an even share plus 1/8 for an uneven spread, never more than the whole
+        assert_eq!(worker_share(65536, 2), 32768 + 4096);
+        assert_eq!(worker_share(1_000_000, 3), 333_334 + 41_666);
+        assert_eq!(worker_share(10, 16), 1);
+        assert_eq!(worker_share(1, 4), 1);
+        let total: usize = (0..4).map(|_| worker_share(1 << 20, 4)).sum();
+        assert!(total >= 1 << 20 && total <= (1 << 20) * 9 / 8 + 4, "{total}");
     }
 
     #[test]

@@ -226,6 +226,9 @@ pub struct Director {
     pub persistence: Option<Persistence>,
     pub check: Check,
     pub timeouts: Timeouts,
+    /// Connections (and persistence templates) the director tracks at most, over all workers
+    /// (each worker's table holds its share); a new connection beyond is refused and counted.
+    pub max_connections: u32,
     /// The service address (and port), when given: informative, and fixes the family.
     pub virtual_service: Option<VirtualService>,
     /// Servers in file order; at least one, all of one family.

@@ -206,6 +206,8 @@ pub(crate) struct RawDirector {
     pub check: Option<RawCheck>,
     #[serde(default)]
     pub timeouts: Option<RawTimeouts>,
+    #[serde(default)]
+    pub max_connections: Option<u64>,
     #[serde(default, rename = "virtual")]
     pub virtual_service: Option<RawVirtual>,
     pub servers: Vec<RawServer>,

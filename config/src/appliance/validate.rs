@@ -793,6 +793,17 @@ fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, earlier: &[RawDirector])
         }
     };
 
+    let max_connections = match d.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(n) if (1..=u64::from(MAX_CONNECTIONS)).contains(&n) => n as u32,
+        Some(n) => {
+            cx.err(
+                &path.key("max_connections"),
+                format!("{n} connections is out of range: expected 1..={MAX_CONNECTIONS}"),
+            );
+            DEFAULT_MAX_CONNECTIONS
+        }
+    };
     let check = check(cx, &path, d, virtual_service);
     Director {
         name: d.name.clone(),
@@ -801,10 +812,16 @@ fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, earlier: &[RawDirector])
         persistence,
         check,
         timeouts,
+        max_connections,
         virtual_service,
         servers,
     }
 }
+
+/// A director's connection limit when the config gives none.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1 << 16;
+/// The largest connection limit (about 1.7 GB of tables).
+pub const MAX_CONNECTIONS: u32 = 1 << 24;
 
 /// A contiguous netmask, IPv4 (`255.255.255.0`) or IPv6 (`ffff:ffff::`): its family and length.
 fn parse_netmask(m: &str) -> Result<(crate::flows::Family, u8), String> {

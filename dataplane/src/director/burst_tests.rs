@@ -22,6 +22,7 @@ const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 100);
 fn director(scheduler: Scheduler, mode: Mode, persistence: bool) -> Director {
     Director {
         name: "d".into(),
+        max_connections: 1 << 16,
         scheduler,
         mode,
         persistence: persistence.then_some(Persistence {

@@ -92,6 +92,8 @@ pub struct DirectorState {
     pub mode: Mode,
     pub persistence: Option<Persistence>,
     pub timeouts: ConnTimeouts,
+    /// Connections (and templates) tracked at most over all workers (`max_connections`).
+    pub max_connections: u32,
     /// The virtual service address, when the config gives one.
     pub vip: Option<IpAddr>,
     /// In config order; the index is the server's identity.
@@ -150,6 +152,7 @@ impl DirectorState {
             mode: d.mode,
             persistence: d.persistence,
             timeouts: ConnTimeouts::from_config(&d.timeouts),
+            max_connections: d.max_connections,
             vip: d.virtual_service.map(|v| v.address),
             servers,
             generation: 0,

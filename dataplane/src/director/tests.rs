@@ -28,6 +28,7 @@ pub(crate) fn director(
 ) -> Director {
     Director {
         name: "d".into(),
+        max_connections: 1 << 16,
         scheduler,
         mode,
         persistence: None,

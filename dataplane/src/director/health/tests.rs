@@ -91,6 +91,7 @@ fn server(name: &str, port: Option<u16>) -> Server {
 fn director(name: &str, kind: CheckKind, port: Option<u16>, vport: Option<u16>) -> Director {
     Director {
         name: name.to_string(),
+        max_connections: 1 << 16,
         scheduler: Sched::Rr,
         mode: Mode::Nat,
         persistence: None,
