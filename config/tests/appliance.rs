@@ -497,7 +497,10 @@ fn lcores() {
 fn max_connections_bounds_the_director() {
     let a = parse_with_cpus(FILE, BASE, 4).expect("base");
     assert_eq!(a.directors[0].max_connections, 65536, "the default");
-    let big = replace("mode = \"nat\"", "mode = \"nat\"\nmax_connections = 1000000");
+    let big = replace(
+        "mode = \"nat\"",
+        "mode = \"nat\"\nmax_connections = 1000000",
+    );
     let a = parse_with_cpus(FILE, &big, 4).expect("1M");
     assert_eq!(a.directors[0].max_connections, 1_000_000);
     for bad in ["0", "16777217"] {

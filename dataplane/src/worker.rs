@@ -1756,7 +1756,10 @@ mod tests {
         assert_eq!(worker_share(10, 16), 1);
         assert_eq!(worker_share(1, 4), 1);
         let total: usize = (0..4).map(|_| worker_share(1 << 20, 4)).sum();
-        assert!(total >= 1 << 20 && total <= (1 << 20) * 9 / 8 + 4, "{total}");
+        assert!(
+            ((1 << 20)..=(1 << 20) * 9 / 8 + 4).contains(&total),
+            "{total}"
+        );
     }
 
     #[test]
