@@ -63,6 +63,24 @@ for i in range(n):
     sys.stdout.flush()
 "#;
 
+/// One connection to 192.168.0.2:25 held open: it writes the server's greeting to the file
+/// `argv[1]`, waits (at most 10 s) for the file `argv[2]`, sends a line and prints the
+/// greeting and the echo.
+const HELD_CLIENT: &str = r#"
+import os, socket, sys, time
+mark, go = sys.argv[1], sys.argv[2]
+s = socket.create_connection(('192.168.0.2', 25), timeout=5)
+f = s.makefile('rb')
+a = f.readline().strip().decode()
+open(mark, 'w').write(a)
+for _ in range(200):
+    if os.path.exists(go):
+        break
+    time.sleep(0.05)
+s.sendall(b'held\n')
+print(a, f.readline().strip().decode())
+"#;
+
 fn connections(cli: &Netns, client: &Path, port: u16, n: usize) -> Vec<String> {
     connections_from(cli, client, port, n, None)
 }
@@ -479,6 +497,44 @@ fn mail_lab(mode: Mode, workers: usize) {
         .and_then(|c| c[1].as_u64());
     assert_eq!(handed.is_some_and(|n| n > 0), workers > 1, "{stats:#}");
 
+    // 5. an established connection keeps its server across a rule swap and the drain of
+    // that very server: it greets, the flows are replaced, its server goes to weight 0, and
+    // its echo still comes from the same server
+    let held_py = dir.0.join("held.py");
+    std::fs::write(&held_py, HELD_CLIENT).expect("write held client");
+    let (mark, go) = (dir.0.join("held.mark"), dir.0.join("held.go"));
+    let held = cli.spawn(&[
+        "python3",
+        held_py.to_str().expect("utf-8 path"),
+        mark.to_str().expect("utf-8 path"),
+        go.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || mark.exists()),
+        "the held connection greeted"
+    );
+    let first = std::fs::read_to_string(&mark).expect("greeting");
+    let swapped = dir.0.join("swapped.flows");
+    std::fs::write(
+        &swapped,
+        format!("flow extra deny\n    match proto udp dstport 9\n{MAIL_FLOWS}"),
+    )
+    .expect("write flows");
+    flowctl(&["apply", swapped.to_str().expect("utf-8 path")]);
+    flowctl(&["director", "weight", "maildirect", &first, "0"]);
+    std::fs::write(&go, "").expect("go");
+    let mut held = held;
+    assert!(
+        wait_until(Duration::from_secs(10), || !held.is_running()),
+        "the held connection finished"
+    );
+    let (_, out, err_held) = held.stop(Duration::from_secs(1));
+    assert_eq!(
+        out.trim(),
+        format!("{first} {first}:held"),
+        "same server after the swap and the drain: {err_held}"
+    );
+
     let (s, err) = fg.stop();
     // the health checks' state changes, as printed by `flowgate run`
     let down = err.find("director maildirect/mail1: down");
@@ -497,10 +553,18 @@ fn mail_lab(mode: Mode, workers: usize) {
         "NAT replies: {d:#}"
     );
     assert_eq!(d["servers"]["mail1"]["up"], true, "{d:#}");
-    assert!(
-        s["verdicts"]["director"].as_u64().unwrap_or(0) >= 86 * 3,
-        "{s:#}"
-    );
+    // over every generation (the held connection's test swapped the rule set)
+    let director_verdicts: u64 = s["all_generations"]["verdicts"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter(|x| x["list"] == "flow" && x["verdict"] == "director")
+                .filter_map(|x| x["packets"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(director_verdicts >= 86 * 3, "{s:#}");
+    assert_eq!(s["generation"].as_u64(), Some(2), "one swap: {s:#}");
     let (out, into) = (
         s["handoff"]["handed_out"].as_u64().unwrap_or(0),
         s["handoff"]["handed_in"].as_u64().unwrap_or(0),
