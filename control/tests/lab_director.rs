@@ -63,6 +63,110 @@ for i in range(n):
     sys.stdout.flush()
 "#;
 
+/// Opens a connection to 192.168.0.2:25, reads the greeting, then sends the VIP (raw socket)
+/// an ICMP "fragmentation needed" (MTU 1400) quoting the server's answer `VIP:25 ->
+/// client:port` of that connection; prints the server's name and the ICMP message sent (hex).
+const ICMP_CLIENT: &str = r#"
+import socket, struct, time
+def csum(b):
+    if len(b) % 2:
+        b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+vip, client = '192.168.0.2', '192.168.0.100'
+c = socket.create_connection((vip, 25), timeout=5)
+name = c.makefile('rb').readline().strip().decode()
+cport = c.getsockname()[1]
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 1500, 0, 0x4000, 63, 6, 0,
+                 socket.inet_aton(vip), socket.inet_aton(client))
+ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+quoted = ip + struct.pack('!HHI', 25, cport, 12345)
+msg = struct.pack('!BBHHH', 3, 4, 0, 0, 1400) + quoted
+msg = msg[:2] + struct.pack('!H', csum(msg)) + msg[4:]
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+r.sendto(msg, (vip, 0))
+time.sleep(0.5)
+c.close()
+print(name, msg.hex())
+"#;
+
+/// Gateway mode, step 6 of [`mail_lab`]: the client's ICMP error about an answer of one of
+/// its connections reaches that connection's server, unchanged but for the TTL, at the
+/// server's MAC (captured on the appliance-facing bridge port).
+fn gateway_icmp_reaches_the_server(lab: &Lab, dir: &Path) {
+    let Lab {
+        app,
+        cli,
+        sw,
+        s1,
+        s2,
+        nic1,
+        w0,
+        e1,
+        e2,
+        ..
+    } = lab;
+    let pcap = dir.join("icmp.pcap");
+    let capture = sw.spawn(&[
+        "tcpdump",
+        "-i",
+        w0,
+        "-n",
+        "-U",
+        "--immediate-mode",
+        "-Z",
+        "root",
+        "-w",
+        pcap.to_str().expect("utf-8 path"),
+        "icmp",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || pcap.exists()),
+        "tcpdump started"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let script = dir.join("icmp_client.py");
+    std::fs::write(&script, ICMP_CLIENT).expect("write icmp client");
+    let out = cli.run(&["python3", script.to_str().expect("utf-8 path")]);
+    assert!(
+        out.status.success(),
+        "icmp client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (name, hex) = text.trim().split_once(' ').expect("name and message");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = capture.stop(Duration::from_secs(5));
+    let frames = read_pcap(&std::fs::read(&pcap).expect("pcap written"));
+    let port_mac = mac_of(app, nic1);
+    let sent: Vec<&Vec<u8>> = frames
+        .iter()
+        .filter(|f| f.len() > 34 && f[6..12] == port_mac && f[23] == 1)
+        .collect();
+    assert_eq!(sent.len(), 1, "one ICMP error forwarded: {frames:?}");
+    let f = sent[0];
+    let server_mac = if name == "mail1" {
+        mac_of(s1, e1)
+    } else {
+        mac_of(s2, e2)
+    };
+    assert_eq!(&f[0..6], &server_mac, "to {name}'s MAC");
+    assert_eq!(&f[26..30], &[192, 168, 0, 100], "from the client");
+    assert_eq!(&f[30..34], &[192, 168, 0, 2], "to the VIP");
+    assert_eq!(f[22], 63, "TTL - 1");
+    assert_eq!(checksum(&f[14..34]), 0, "IPv4 header checksum");
+    let msg: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    assert_eq!(
+        &f[34..34 + msg.len()],
+        &msg[..],
+        "the ICMP message unchanged"
+    );
+}
+
 /// One connection to 192.168.0.2:25 held open: it writes the server's greeting to the file
 /// `argv[1]`, waits (at most 10 s) for the file `argv[2]`, sends a line and prints the
 /// greeting and the echo.
@@ -535,6 +639,13 @@ fn mail_lab(mode: Mode, workers: usize) {
         "same server after the swap and the drain: {err_held}"
     );
 
+    // 6. gateway mode: an ICMP error from the client about a server's answer (sent to the
+    // VIP, so to the appliance) is forwarded unchanged to that connection's server
+    if mode == Mode::Gateway {
+        flowctl(&["director", "weight", "maildirect", &first, "10"]);
+        gateway_icmp_reaches_the_server(&lab, &dir.0);
+    }
+
     let (s, err) = fg.stop();
     // the health checks' state changes, as printed by `flowgate run`
     let down = err.find("director maildirect/mail1: down");
@@ -553,6 +664,8 @@ fn mail_lab(mode: Mode, workers: usize) {
         "NAT replies: {d:#}"
     );
     assert_eq!(d["servers"]["mail1"]["up"], true, "{d:#}");
+    let icmp_in = u64::from(mode == Mode::Gateway);
+    assert_eq!(d["icmp_in"].as_u64(), Some(icmp_in), "{d:#}");
     // over every generation (the held connection's test swapped the rule set)
     let director_verdicts: u64 = s["all_generations"]["verdicts"]
         .as_array()

@@ -162,8 +162,6 @@ pub struct Worker<'p> {
     directors: Option<&'p SharedDirectors>,
     /// This worker's tables and counters, one per director (index as in the `DirectorSet`).
     dws: Vec<DirectorWorker>,
-    /// Some director is in NAT mode: packets from the ports are first tried as replies.
-    nat_any: bool,
     /// The NAT directors' servers: only their TCP/UDP packets can be replies.
     nat_servers: NatServers,
     /// The directors' clock: milliseconds since `epoch`, read once per polling round.
@@ -222,7 +220,6 @@ impl<'p> Worker<'p> {
             to: [To::Drop(DropReason::TxFull); BATCH],
             directors: None,
             dws: Vec::new(),
-            nat_any: false,
             nat_servers: NatServers::default(),
             epoch: now,
             now_ms: 0,
@@ -338,7 +335,6 @@ impl<'p> Worker<'p> {
                 DirectorWorker::new(st, WorkerOptions { capacity, ..opts })
             })
             .collect();
-        self.nat_any = set.iter().any(|st| st.mode == Mode::Nat);
         self.nat_servers = NatServers::new(&set);
         self.directors = Some(shared);
         self
@@ -551,11 +547,12 @@ impl<'p> Worker<'p> {
                 _ => dw.reply(st, frame, &facts, self.now_ms),
             };
             if let Some(v) = v {
-                verdict = Some(v);
+                verdict = Some((v, st.mode));
                 break;
             }
         }
-        let to = match verdict? {
+        let (verdict, mode) = verdict?;
+        let to = match verdict {
             DirVerdict::Drop(_) => {
                 self.to[p] = To::Drop(DropReason::DirectorDrop);
                 return Some(None);
@@ -567,7 +564,13 @@ impl<'p> Worker<'p> {
             self.to[p] = To::Drop(DropReason::NoRoute);
             return Some(None);
         };
-        match self.take_ttl(burst, p, &self.keys[j], port) {
+        let ttl = self.take_ttl(burst, p, &self.keys[j], port);
+        // a tunnel director's ICMP error for a server goes to it wrapped, as its packets do
+        let wrapped = match (ttl, mode) {
+            (Ok(()), Mode::Tunnel) => self.tunnel(burst, p, hop.port, to, rules).map(|_| ()),
+            (ttl, _) => ttl,
+        };
+        match wrapped {
             Err(t) => {
                 self.to[p] = t;
                 Some(None)
@@ -670,7 +673,7 @@ impl<'p> Worker<'p> {
         // key list, which keeps only what the flows decide
         let mut replies = 0usize;
         let mut forwards = 0usize;
-        if self.nat_any && n > 0 {
+        if !self.dws.is_empty() && n > 0 {
             if let Some(set) = dset {
                 // the burst's reply lookups: index slots, then connections, prefetched for
                 // all the keys before the first lookup, so their cache misses overlap

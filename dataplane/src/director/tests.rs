@@ -1086,6 +1086,46 @@ fn icmp_errors_from_the_client_side_reach_the_server_translated() {
     }
 }
 
+/// Gateway and tunnel modes (IPVS `ip_vs_icmp_xmit`): an error from the client's side about a
+/// server's answer (which went to the client directly, from the VIP) reaches the appliance
+/// and goes, unchanged, to the connection's server; anything else is not the director's.
+#[test]
+fn client_side_icmp_errors_go_unchanged_to_the_server_in_gateway_and_tunnel_modes() {
+    for mode in [Mode::Gateway, Mode::Tunnel] {
+        for &(proto, client, vip, server, _, router) in ICMP_CASES {
+            let st = state(director(Scheduler::Rr, mode, &[(server, 1, false)]));
+            let mut w = worker(&st, 64);
+            let mut fwd = packet(proto, client, 40000, vip, 443, TCP_SYN);
+            server_of(send(&mut w, &st, &mut fwd, 0));
+            let t = if client.contains(':') { 1 } else { 3 };
+            // the server's answer, straight to the client: VIP:443 -> client:40000
+            let answer = packet(proto, vip, 443, client, 40000, TCP_SYN | TCP_ACK);
+            for from in [client, router] {
+                let mut e = icmp_error(from, vip, t, 3, &answer, usize::MAX);
+                let before = e.clone();
+                let x = facts(&e);
+                let v = w.icmp(&st, &mut e, &x, 5).expect("about the connection");
+                let want = Verdict::Forward {
+                    server: 0,
+                    to: ip(server),
+                    new: false,
+                };
+                assert_eq!(v, want, "{mode:?} {proto} {from}");
+                assert_eq!(e, before, "forwarded unchanged");
+            }
+            // about another client port, or sent elsewhere than the VIP: not ours
+            let other = packet(proto, vip, 443, client, 40001, TCP_ACK);
+            let mut e = icmp_error(client, vip, t, 3, &other, usize::MAX);
+            let x = facts(&e);
+            assert_eq!(w.icmp(&st, &mut e, &x, 6), None, "{mode:?} {proto}");
+            let mut e = icmp_error(client, server, t, 3, &answer, usize::MAX);
+            let x = facts(&e);
+            assert_eq!(w.icmp(&st, &mut e, &x, 6), None, "{mode:?} {proto}");
+            assert_eq!((w.counters().icmp_in, w.counters().icmp_out), (2, 0));
+        }
+    }
+}
+
 #[test]
 fn icmp_errors_quoting_a_cut_packet_are_translated_the_same() {
     for &(proto, client, vip, server, _, _) in ICMP_CASES {

@@ -599,7 +599,7 @@ impl DirectorWorker {
         now: u64,
     ) -> Option<Verdict> {
         if st.mode != Mode::Nat {
-            return None;
+            return self.icmp_direct(st, frame, facts, now);
         }
         let emb = icmp::embedded(frame, facts)?;
         // an error goes to the quoted packet's source
@@ -642,6 +642,43 @@ impl DirectorWorker {
         if icmp::translate(frame, facts, &emb, End::Src, &c.real, c.rport, outer).is_err() {
             return Some(self.drop(DropReason::BadPacket));
         }
+        self.counters.icmp_in += 1;
+        Some(Verdict::Forward {
+            server: c.server,
+            to: ip_of(&c.real, facts.family),
+            new: false,
+        })
+    }
+
+    /// Gateway and tunnel modes (IPVS `ip_vs_icmp_xmit`): an ICMP error from the client's
+    /// side about a server's answer (quoting `VIP:vport -> client:cport`, sent to the VIP,
+    /// which routes to the appliance) goes, unchanged, to the connection's server, which
+    /// owns the VIP and sent the answer (its path MTU discovery needs it). Errors from the
+    /// servers' side go to the clients directly, never through us.
+    fn icmp_direct(
+        &mut self,
+        st: &DirectorState,
+        frame: &[u8],
+        facts: &IpFacts,
+        now: u64,
+    ) -> Option<Verdict> {
+        if st.mode == Mode::Nat {
+            return None;
+        }
+        let emb = icmp::embedded(frame, facts)?;
+        if emb.src != addr16(facts.dst) || !icmp::checksum_ok(frame, facts, &emb) {
+            return None;
+        }
+        let id = self.conns.lookup(
+            Dir::Forward,
+            emb.proto,
+            &emb.dst,
+            emb.dport,
+            &emb.src,
+            emb.sport,
+            now,
+        )?;
+        let c = *self.conns.get(id);
         self.counters.icmp_in += 1;
         Some(Verdict::Forward {
             server: c.server,
