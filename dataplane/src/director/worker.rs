@@ -598,13 +598,13 @@ impl DirectorWorker {
         facts: &IpFacts,
         now: u64,
     ) -> Option<Verdict> {
-        if st.mode != Mode::Nat {
-            return self.icmp_direct(st, frame, facts, now);
-        }
         let emb = icmp::embedded(frame, facts)?;
         // an error goes to the quoted packet's source
         if emb.src != addr16(facts.dst) || !icmp::checksum_ok(frame, facts, &emb) {
             return None;
+        }
+        if st.mode != Mode::Nat {
+            return self.icmp_direct(&emb, facts, now);
         }
         let p = emb.proto;
         if let Some(id) =
@@ -655,20 +655,7 @@ impl DirectorWorker {
     /// which routes to the appliance) goes, unchanged, to the connection's server, which
     /// owns the VIP and sent the answer (its path MTU discovery needs it). Errors from the
     /// servers' side go to the clients directly, never through us.
-    fn icmp_direct(
-        &mut self,
-        st: &DirectorState,
-        frame: &[u8],
-        facts: &IpFacts,
-        now: u64,
-    ) -> Option<Verdict> {
-        if st.mode == Mode::Nat {
-            return None;
-        }
-        let emb = icmp::embedded(frame, facts)?;
-        if emb.src != addr16(facts.dst) || !icmp::checksum_ok(frame, facts, &emb) {
-            return None;
-        }
+    fn icmp_direct(&mut self, emb: &icmp::Embedded, facts: &IpFacts, now: u64) -> Option<Verdict> {
         let id = self.conns.lookup(
             Dir::Forward,
             emb.proto,
