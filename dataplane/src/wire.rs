@@ -130,6 +130,16 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
+/// The length of the IP packet whose header starts at `frame[l3]`, as its header says
+/// (IPv4 total length; IPv6 fixed header plus payload length): the packet without the
+/// Ethernet padding that may follow it. `None` when the length field is cut short.
+pub fn ip_len(frame: &[u8], l3: usize, family: Family) -> Option<usize> {
+    Some(match family {
+        Family::V4 => usize::from(be16(frame, l3 + field::IPV4_TOTAL_LEN)?),
+        Family::V6 => field::IPV6_HDR + usize::from(be16(frame, l3 + field::IPV6_PAYLOAD_LEN)?),
+    })
+}
+
 fn array<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
     b.get(at..at + N)?.try_into().ok()
 }

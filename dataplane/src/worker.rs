@@ -443,17 +443,8 @@ impl<'p> Worker<'p> {
         port: usize,
         server: IpAddr,
     ) -> Option<u32> {
-        let frame = burst.packet(p)?;
-        let l3 = usize::from(self.l3[p]);
-        let be16 = |at: usize| {
-            frame
-                .get(at..at + 2)
-                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        };
-        let ip_len = match key.v6 {
-            false => be16(l3 + field::IPV4_TOTAL_LEN)?,
-            true => field::IPV6_HDR + be16(l3 + field::IPV6_PAYLOAD_LEN)?,
-        };
+        let family = if key.v6 { Family::V6 } else { Family::V4 };
+        let ip_len = wire::ip_len(burst.packet(p)?, usize::from(self.l3[p]), family)?;
         let mtu = self.roles.get(port).map_or(DEFAULT_MTU, |r| r.mtu);
         (!tunnel_fits(ip_len, server, mtu))
             .then(|| u32::from(mtu).saturating_sub(tunnel_overhead(server) as u32))
@@ -1391,16 +1382,8 @@ pub fn wrap_for_tunnel(
         .filter(|l| l.is_ipv4() == server.is_ipv4())
         .ok_or(DropReason::TunnelNoSource)?;
     // the inner packet's IP length (the parser checked it lies within the frame)
-    let l3 = over + inner.l3_offset;
-    let be16 = |at: usize| {
-        buf.get(at..at + 2)
-            .map(|b| usize::from(b[0]) << 8 | usize::from(b[1]))
-    };
-    let ip_len = match inner.family {
-        Family::V4 => be16(l3 + field::IPV4_TOTAL_LEN),
-        Family::V6 => be16(l3 + field::IPV6_PAYLOAD_LEN).map(|n| field::IPV6_HDR + n),
-    }
-    .ok_or(DropReason::RouteTruncated)?;
+    let ip_len = wire::ip_len(buf, over + inner.l3_offset, inner.family)
+        .ok_or(DropReason::RouteTruncated)?;
     if !tunnel_fits(ip_len, server, mtu) {
         return Err(DropReason::TunnelTooBig);
     }

@@ -29,7 +29,7 @@ use flowgate_config::flows::{Family, L4};
 
 use super::rewrite::{csum_replace, End, RewriteError};
 use crate::build::ones_sum;
-use crate::wire::{field, IpFacts};
+use crate::wire::{self, field, IpFacts};
 
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
@@ -93,13 +93,13 @@ fn outer_end(frame: &[u8], facts: &IpFacts) -> Option<usize> {
             if be16(frame, l3 + field::IPV4_FRAG)? & IPV4_MF != 0 {
                 return None;
             }
-            l3 + usize::from(be16(frame, l3 + field::IPV4_TOTAL_LEN)?)
+            l3 + wire::ip_len(frame, l3, Family::V4)?
         }
         Family::V6 => {
             if facts.l4_offset != l3 + field::IPV6_HDR {
                 return None;
             }
-            l3 + field::IPV6_HDR + usize::from(be16(frame, l3 + field::IPV6_PAYLOAD_LEN)?)
+            l3 + wire::ip_len(frame, l3, Family::V6)?
         }
     };
     (end <= frame.len()).then_some(end)
@@ -361,18 +361,12 @@ pub fn too_big(
     // the Ethernet header to the front: the new IP header and ICMP header then sit between
     // it and the quoted packet, which stays where it is
     buf.copy_within(over..over + l3, 0);
-    let (mut dst_mac, mut src_mac) = ([0u8; 6], [0u8; 6]);
-    dst_mac.copy_from_slice(&buf[6..12]);
-    src_mac.copy_from_slice(&mac);
-    buf[0..6].copy_from_slice(&dst_mac);
-    buf[6..12].copy_from_slice(&src_mac);
+    // back to the sender (its source MAC), from `mac`
+    buf.copy_within(6..12, 0);
+    buf[6..12].copy_from_slice(&mac);
     let quoted_at = l3 + over;
     // the quoted packet's own length (not the Ethernet padding after it)
-    let be16 = |at: usize| usize::from(u16::from_be_bytes([buf[at], buf[at + 1]]));
-    let packet_len = match family {
-        Family::V4 => be16(quoted_at + field::IPV4_TOTAL_LEN),
-        Family::V6 => field::IPV6_HDR + be16(quoted_at + field::IPV6_PAYLOAD_LEN),
-    };
+    let packet_len = wire::ip_len(buf, quoted_at, family).ok_or(RewriteError::Truncated)?;
     let quoted_avail = (frame_len - l3).min(packet_len);
     let (ip_len, max) = match family {
         Family::V4 => (field::IPV4_MIN_HDR, ERROR_MAX_V4),
