@@ -223,12 +223,6 @@ impl Owners {
         self.nat.get(usize::from(d)).copied().unwrap_or(false)
     }
 
-    /// The packet of `key` comes from one of the NAT directors' servers: it may be a reply.
-    #[inline]
-    pub fn from_nat_server(&self, key: &Key) -> bool {
-        self.servers.sent(key)
-    }
-
     /// The worker owning the connection an ICMP error quoting `e` may be about: the owner of
     /// the quoted packet's client endpoint. When the quoted destination is a NAT server, the
     /// packet was forwarded (`client -> server`, the error goes to the client): its source;
@@ -312,9 +306,10 @@ mod tests {
         let o = Owners::new(2, &nat_set(None)).expect("owners");
         assert!(!o.is_nat(0) && o.is_nat(1) && !o.is_nat(7));
         // replies come from NAT servers' addresses only (not the gateway director's)
-        assert!(o.from_nat_server(&key("10.0.0.12", 25, "192.168.0.100", 40000)));
-        assert!(!o.from_nat_server(&key("10.0.0.21", 25, "192.168.0.100", 40000)));
-        assert!(!o.from_nat_server(&key("192.168.0.100", 40000, "10.0.0.12", 25)));
+        let servers = NatServers::new(&nat_set(None));
+        assert!(servers.sent(&key("10.0.0.12", 25, "192.168.0.100", 40000)));
+        assert!(!servers.sent(&key("10.0.0.21", 25, "192.168.0.100", 40000)));
+        assert!(!servers.sent(&key("192.168.0.100", 40000, "10.0.0.12", 25)));
     }
 
     #[test]

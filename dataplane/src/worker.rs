@@ -272,13 +272,13 @@ impl<'p> Worker<'p> {
         (o != self.index).then_some(o as u8)
     }
 
-    /// The worker to hand packet `key` to as a possible NAT reply (no reply of this worker's
-    /// connections): its client endpoint's owner, when the packet comes from a NAT server and
-    /// that owner is another worker.
+    /// The worker to hand TCP/UDP packet `key`, from a NAT server but no reply of this
+    /// worker's connections, to as a possible NAT reply: its client endpoint's owner, when
+    /// that is another worker.
     #[inline]
     fn reply_owner(&self, key: &Key) -> Option<u8> {
         let h = self.handoff?.owners();
-        if self.handed || key.l4 != L4Kind::Ports || !h.from_nat_server(key) {
+        if self.handed {
             return None;
         }
         let o = h.owner(key.v6, key.dst, key.dport);
@@ -691,21 +691,20 @@ impl<'p> Worker<'p> {
                             continue;
                         }
                     }
-                    let is_reply = match self.keys[j].l4 {
-                        // a NAT reply comes from a NAT server; nothing else is looked up
-                        L4Kind::Ports if self.nat_servers.sent(&self.keys[j]) => {
-                            self.director_reply(burst, p, j, port, set, &rules)
-                        }
-                        L4Kind::Icmp if is_icmp_error(&self.keys[j]) => {
-                            self.director_reply(burst, p, j, port, set, &rules)
-                        }
-                        _ => None,
+                    // a NAT reply comes from a NAT server; no other TCP/UDP is looked up
+                    let from_server =
+                        self.keys[j].l4 == L4Kind::Ports && self.nat_servers.sent(&self.keys[j]);
+                    let is_reply = if from_server || is_icmp_error(&self.keys[j]) {
+                        self.director_reply(burst, p, j, port, set, &rules)
+                    } else {
+                        None
                     };
                     match is_reply {
                         None => {
-                            let owner = self
-                                .reply_owner(&self.keys[j])
-                                .or_else(|| self.icmp_owner(burst, p, &self.keys[j]));
+                            let owner = match from_server {
+                                true => self.reply_owner(&self.keys[j]),
+                                false => self.icmp_owner(burst, p, &self.keys[j]),
+                            };
                             if let Some(o) = owner {
                                 burst.set_tag(p, Tag::Reply.encode());
                                 self.to[p] = To::Handoff(o);
