@@ -72,6 +72,12 @@ impl Tag {
     }
 }
 
+/// Whether `workers` workers running directors of these modes hand packets over: several
+/// workers and some NAT director (the rule `Handoff::new` and the mempool sizing share).
+pub fn needed(workers: usize, mut modes: impl Iterator<Item = Mode>) -> bool {
+    workers > 1 && modes.any(|m| m == Mode::Nat)
+}
+
 /// The rings and the ownership policy shared by the workers.
 #[derive(Debug)]
 pub struct Handoff {
@@ -189,10 +195,10 @@ impl Owners {
     /// The policy for `workers` workers and the directors of `set`; `None` when nothing is
     /// ever handed over (one worker, or no NAT director).
     pub fn new(workers: usize, set: &DirectorSet) -> Option<Owners> {
-        let nat: Vec<bool> = set.iter().map(|d| d.mode == Mode::Nat).collect();
-        if workers < 2 || !nat.contains(&true) {
+        if !needed(workers, set.iter().map(|d| d.mode)) {
             return None;
         }
+        let nat: Vec<bool> = set.iter().map(|d| d.mode == Mode::Nat).collect();
         let servers = NatServers::new(set);
         let persist_len = set
             .iter()

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use flowgate_config::appliance::{Appliance, Device, MacAddr, Mode};
+use flowgate_config::appliance::{Appliance, Device, MacAddr};
 
 use crate::dpdk::{self, DpdkError, Eal, Mempool, Port, PortStats};
 use crate::route::SharedNeighbours;
@@ -282,8 +282,7 @@ impl Plant {
 /// Mbufs the hand-over rings between workers may hold (`crate::handoff`): they exist with
 /// several workers and a NAT director.
 fn handoff_mbufs(app: &Appliance, workers: usize) -> usize {
-    let nat = app.directors.iter().any(|d| d.mode == Mode::Nat);
-    if workers > 1 && nat {
+    if crate::handoff::needed(workers, app.directors.iter().map(|d| d.mode)) {
         workers * app.ports.len() * crate::handoff::RING_SIZE as usize
     } else {
         0
