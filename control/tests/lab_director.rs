@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    nic_for_flowgate, skip_without_lab, sysctl, tag, veth, wait_until, Flowgate, Netns, Proc,
-    TempDir,
+    nic_for_flowgate, skip_without_cpus, skip_without_lab, sysctl, tag, veth, wait_until, Flowgate,
+    Netns, Proc, TempDir,
 };
 
 const SERVER: &str = r#"
@@ -328,9 +328,7 @@ fn seed_mail_flow_nat_with_two_workers_hands_replies_to_the_connection_owner() {
     if skip_without_lab() {
         return;
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        eprintln!("skipped: needs two CPUs");
+    if skip_without_cpus(2) {
         return;
     }
     mail_lab(Mode::Nat, 2);
@@ -427,9 +425,7 @@ fn persistent_nat_director_keeps_a_client_on_one_server_with_two_workers() {
     if skip_without_lab() {
         return;
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        eprintln!("skipped: needs two CPUs");
+    if skip_without_cpus(2) {
         return;
     }
     let lab = Lab::new(["mail1", "mail2"]);
@@ -826,19 +822,9 @@ fn tunnel_mode_wraps_client_packets_in_ipip_to_the_servers() {
     );
     std::thread::sleep(Duration::from_millis(300));
 
-    let config = r#"flows = "tun.flows"
-[dataplane]
-workers = [1]
-eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"]
-[[port]]
-name = "eth0"
-device = "net_af_packet0,iface=NIC0"
-addresses = ["192.168.0.1/24", "192.168.0.2/24"]
-[[port]]
-name = "eth1"
-device = "net_af_packet1,iface=NIC1"
-addresses = ["10.0.0.1/24"]
-[[director]]
+    let head = lab_config("tun.flows", nic0, nic1, 1);
+    let config = head
+        + r#"[[director]]
 name = "tundirect"
 scheduler = "wrr"
 mode = "tunnel"
@@ -847,9 +833,7 @@ servers = [
   { name = "t1", address = "10.0.0.11", weight = 3 },
   { name = "t2", address = "10.0.0.12", weight = 1 },
 ]
-"#
-    .replace("NIC0", nic0)
-    .replace("NIC1", nic1);
+"#;
     // the outflows see what leaves: the outer packet (protocol 4), not the client's UDP
     let flows = "flow lb director tundirect\n\
                  \x20   match proto tcp dst 192.168.0.2 dstport 25\n\
@@ -1063,9 +1047,7 @@ fn nat_udp_port_unreachable_with_two_workers_is_handed_to_the_connection_owner()
     if skip_without_lab() {
         return;
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        eprintln!("skipped: needs two CPUs");
+    if skip_without_cpus(2) {
         return;
     }
     udp_unreachable_lab(2);

@@ -14,7 +14,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    nic_for_flowgate, skip_without_lab, sysctl, tag, veth, wait_until, Flowgate, Netns, TempDir,
+    nic_for_flowgate, skip_without_cpus, skip_without_lab, sysctl, tag, veth, wait_until, Flowgate,
+    Netns, TempDir,
 };
 use flowgate_dataplane::build::{checksum, ones_sum};
 
@@ -290,9 +291,7 @@ fn flow_table_with_two_workers_resolves_next_hops_learned_by_the_other() {
     if skip_without_lab() {
         return;
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        eprintln!("skipped: needs two CPUs");
+    if skip_without_cpus(2) {
         return;
     }
     // af_packet: one TX queue per worker (qpairs); it fans received frames out over its

@@ -202,6 +202,16 @@ pub fn skip_without_lab() -> bool {
     false
 }
 
+/// True (after saying why) when this machine has fewer than `n` CPUs (multi-worker labs).
+pub fn skip_without_cpus(n: usize) -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if cpus < n {
+        eprintln!("skipped: needs {n} CPUs");
+        return true;
+    }
+    false
+}
+
 /// Make `nic` (in the appliance namespace) a NIC only flowgate reads: no IPv6, and an
 /// ingress drop so the appliance kernel never answers on it directly.
 pub fn nic_for_flowgate(app: &Netns, nic: &str) {
