@@ -184,11 +184,6 @@ impl Handoff {
         }
         self.rings.get(worker * self.ports + port)
     }
-
-    /// Mbufs waiting in all the rings now.
-    pub fn pending(&self) -> usize {
-        self.rings.iter().map(Ring::len).sum()
-    }
 }
 
 impl Owners {
