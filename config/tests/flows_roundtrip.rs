@@ -134,17 +134,15 @@ fn flows_file() -> impl Strategy<Value = FlowsFile> {
         proptest::collection::hash_set(name(), 8),
         proptest::collection::vec(item(), 0..8),
     )
-        .prop_map(|(names, items)| FlowsFile {
-            items: names
-                .into_iter()
-                .zip(items)
-                .map(|(name, (kind, policy, rules))| Flow {
+        .prop_map(|(names, items)| {
+            FlowsFile::from_flows(names.into_iter().zip(items).map(
+                |(name, (kind, policy, rules))| Flow {
                     kind,
                     name,
                     policy,
                     rules,
-                })
-                .collect(),
+                },
+            ))
         })
 }
 

@@ -33,7 +33,7 @@ fn keyword_as_name() {
     let f = file("flow match permit match");
     assert_eq!(
         f.items,
-        [Flow {
+        [std::sync::Arc::new(Flow {
             kind: ListKind::Flow,
             name: "match".into(),
             policy: Policy::Permit,
@@ -41,7 +41,7 @@ fn keyword_as_name() {
                 kind: RuleKind::Match,
                 conds: vec![]
             }],
-        }]
+        })]
     );
     let f = file(
         "flow flow director director match iface match\noutflow permit table 9 ignore iface not",

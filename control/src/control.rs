@@ -499,11 +499,20 @@ pub fn diff(old: &FlowsFile, new: &FlowsFile) -> DiffReply {
         print_flow(&mut s, f);
         s
     };
-    let old_by: HashMap<&str, &Flow> = old.items.iter().map(|f| (f.name.as_str(), f)).collect();
-    let new_by: HashMap<&str, &Flow> = new.items.iter().map(|f| (f.name.as_str(), f)).collect();
+    let old_by: HashMap<&str, &Flow> = old
+        .items
+        .iter()
+        .map(|f| (f.name.as_str(), f.as_ref()))
+        .collect();
+    let new_by: HashMap<&str, &Flow> = new
+        .items
+        .iter()
+        .map(|f| (f.name.as_str(), f.as_ref()))
+        .collect();
     let added = new
         .items
         .iter()
+        .map(|f| f.as_ref())
         .filter(|f| !old_by.contains_key(f.name.as_str()))
         .map(text)
         .collect();
@@ -518,7 +527,7 @@ pub fn diff(old: &FlowsFile, new: &FlowsFile) -> DiffReply {
         .iter()
         .filter_map(|f| {
             let before = old_by.get(f.name.as_str())?;
-            (*before != f).then(|| Changed {
+            (**before != **f).then(|| Changed {
                 name: f.name.clone(),
                 before: text(before),
                 after: text(f),

@@ -115,25 +115,26 @@ fn sized_file(flows: usize, rules: usize) -> impl Strategy<Value = FlowsFile> {
         policy(),
         prop::collection::vec(rule(), 0..rules),
     );
-    prop::collection::vec(flow, 1..flows).prop_map(|flows| FlowsFile {
-        items: flows
-            .into_iter()
-            .enumerate()
-            .map(|(i, (out, policy, rules))| Flow {
-                kind: if out {
-                    ListKind::Outflow
-                } else {
-                    ListKind::Flow
-                },
-                name: format!("f{i}"),
-                policy: if out && matches!(policy, Policy::Director(_)) {
-                    Policy::Deny
-                } else {
-                    policy
-                },
-                rules,
-            })
-            .collect(),
+    prop::collection::vec(flow, 1..flows).prop_map(|flows| {
+        FlowsFile::from_flows(
+            flows
+                .into_iter()
+                .enumerate()
+                .map(|(i, (out, policy, rules))| Flow {
+                    kind: if out {
+                        ListKind::Outflow
+                    } else {
+                        ListKind::Flow
+                    },
+                    name: format!("f{i}"),
+                    policy: if out && matches!(policy, Policy::Director(_)) {
+                        Policy::Deny
+                    } else {
+                        policy
+                    },
+                    rules,
+                }),
+        )
     })
 }
 
@@ -307,48 +308,46 @@ fn v4(s: &str, len: u8) -> Prefix {
 
 #[test]
 fn seed_example_and_ignore() {
-    let file = FlowsFile {
-        items: vec![
-            Flow {
-                kind: ListKind::Flow,
-                name: "ssh".into(),
-                policy: Policy::Permit,
-                rules: vec![
-                    Rule {
-                        kind: RuleKind::Ignore,
-                        conds: vec![cond(false, Test::Src(v4("192.168.0.66", 32)))],
-                    },
-                    Rule {
-                        kind: RuleKind::Match,
-                        conds: vec![
-                            cond(false, Test::Iface("eth0".into())),
-                            cond(false, Test::Proto(Proto::TCP)),
-                            cond(false, Test::Src(v4("192.168.0.0", 24))),
-                            cond(false, Test::DstPort(PortRange { lo: 22, hi: 22 })),
-                        ],
-                    },
-                ],
-            },
-            Flow {
-                kind: ListKind::Flow,
-                name: "off".into(),
-                policy: Policy::Skip,
-                rules: vec![Rule {
+    let file = FlowsFile::from_flows([
+        Flow {
+            kind: ListKind::Flow,
+            name: "ssh".into(),
+            policy: Policy::Permit,
+            rules: vec![
+                Rule {
+                    kind: RuleKind::Ignore,
+                    conds: vec![cond(false, Test::Src(v4("192.168.0.66", 32)))],
+                },
+                Rule {
                     kind: RuleKind::Match,
-                    conds: vec![],
-                }],
-            },
-            Flow {
-                kind: ListKind::Flow,
-                name: "rest".into(),
-                policy: Policy::Deny,
-                rules: vec![Rule {
-                    kind: RuleKind::Match,
-                    conds: vec![cond(true, Test::Src(v4("10.0.0.0", 8)))],
-                }],
-            },
-        ],
-    };
+                    conds: vec![
+                        cond(false, Test::Iface("eth0".into())),
+                        cond(false, Test::Proto(Proto::TCP)),
+                        cond(false, Test::Src(v4("192.168.0.0", 24))),
+                        cond(false, Test::DstPort(PortRange { lo: 22, hi: 22 })),
+                    ],
+                },
+            ],
+        },
+        Flow {
+            kind: ListKind::Flow,
+            name: "off".into(),
+            policy: Policy::Skip,
+            rules: vec![Rule {
+                kind: RuleKind::Match,
+                conds: vec![],
+            }],
+        },
+        Flow {
+            kind: ListKind::Flow,
+            name: "rest".into(),
+            policy: Policy::Deny,
+            rules: vec![Rule {
+                kind: RuleKind::Match,
+                conds: vec![cond(true, Test::Src(v4("10.0.0.0", 8)))],
+            }],
+        },
+    ]);
     let c = Classifier::new(file.flows(), &Action::Permit).expect("compile");
     let pkt = |src: &str, iface: &str, frag: bool| Packet {
         iface: iface.into(),

@@ -6,27 +6,41 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// A whole flows file: flows and outflows in file order (they share one name space).
+///
+/// Items are shared (`Arc`), so a file that differs from another by one item (an incremental
+/// update) is built by copying pointers, not rules.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FlowsFile {
-    pub items: Vec<Flow>,
+    pub items: Vec<Arc<Flow>>,
 }
 
 impl FlowsFile {
     /// The ingress list (`flow` items), in file order.
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        self.items.iter().filter(|f| f.kind == ListKind::Flow)
+        self.list(ListKind::Flow)
     }
 
     /// The egress list (`outflow` items), in file order.
     pub fn outflows(&self) -> impl Iterator<Item = &Flow> {
-        self.items.iter().filter(|f| f.kind == ListKind::Outflow)
+        self.list(ListKind::Outflow)
     }
 
     /// The items of one list, in file order.
     pub fn list(&self, kind: ListKind) -> impl Iterator<Item = &Flow> {
-        self.items.iter().filter(move |f| f.kind == kind)
+        self.items
+            .iter()
+            .map(|f| f.as_ref())
+            .filter(move |f| f.kind == kind)
+    }
+
+    /// A file of these items (in file order).
+    pub fn from_flows(items: impl IntoIterator<Item = Flow>) -> FlowsFile {
+        FlowsFile {
+            items: items.into_iter().map(Arc::new).collect(),
+        }
     }
 }
 

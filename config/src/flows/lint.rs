@@ -94,6 +94,7 @@ fn dead_flows(
     let list: Vec<(usize, &Flow)> = file
         .items
         .iter()
+        .map(|f| f.as_ref())
         .enumerate()
         .filter(|(_, f)| f.kind == kind && f.policy != Policy::Skip)
         .collect();
@@ -224,7 +225,7 @@ mod tests {
 
     fn rule(conds: &str) -> Rule {
         match parse(&format!("flow t permit match {conds}")) {
-            Ok(mut p) => p.file.items.remove(0).rules.remove(0),
+            Ok(p) => p.file.items[0].rules[0].clone(),
             Err(e) => panic!("{e:?}"),
         }
     }

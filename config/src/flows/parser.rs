@@ -190,7 +190,7 @@ impl<'s> Parser<'s, '_> {
                         seen.insert(flow.name.clone(), item.name);
                     }
                 }
-                file.items.push(flow);
+                file.items.push(std::sync::Arc::new(flow));
                 spans.items.push(item);
             }
         }
