@@ -248,6 +248,9 @@ pub struct RuleCounters {
     /// Per-rule hits (layout: `CompiledList::slot`, the default last).
     pub flow_rules: Vec<Counter>,
     pub outflow_rules: Vec<Counter>,
+    /// Per-rule bytes (frame lengths), same layout.
+    pub flow_bytes: Vec<Counter>,
+    pub outflow_bytes: Vec<Counter>,
     /// Per routing table (by `Routes` index, 0 = main): lookups asked of it by `table`
     /// verdicts, and those it had no route for, answered by the main table (fallbacks).
     pub route_lookups: Vec<Counter>,
@@ -262,8 +265,48 @@ impl RuleCounters {
             outflow_verdicts: Default::default(),
             flow_rules: counters(flow_slots),
             outflow_rules: counters(outflow_slots),
+            flow_bytes: counters(flow_slots),
+            outflow_bytes: counters(outflow_slots),
             route_lookups: counters(tables),
             route_fallbacks: counters(tables),
+        }
+    }
+
+    /// One packet of `bytes` decided by the flows rule at `slot` (`CompiledList::slot`):
+    /// two plain adds into this worker's own counters (single writer, no atomic RMW).
+    #[inline(always)]
+    pub fn hit_flow(&self, slot: usize, bytes: u64) {
+        if let (Some(p), Some(b)) = (self.flow_rules.get(slot), self.flow_bytes.get(slot)) {
+            p.add(1);
+            b.add(bytes);
+        }
+    }
+
+    /// As [`RuleCounters::hit_flow`], for the outflows.
+    #[inline(always)]
+    pub fn hit_outflow(&self, slot: usize, bytes: u64) {
+        if let (Some(p), Some(b)) = (self.outflow_rules.get(slot), self.outflow_bytes.get(slot)) {
+            p.add(1);
+            b.add(bytes);
+        }
+    }
+
+    /// `packets` packets of `bytes` bytes in all, decided by the same flows rule (a batch
+    /// the default decided whole).
+    #[inline(always)]
+    pub fn hit_flow_n(&self, slot: usize, packets: u64, bytes: u64) {
+        if let (Some(p), Some(b)) = (self.flow_rules.get(slot), self.flow_bytes.get(slot)) {
+            p.add(packets);
+            b.add(bytes);
+        }
+    }
+
+    /// As [`RuleCounters::hit_flow_n`], for the outflows.
+    #[inline(always)]
+    pub fn hit_outflow_n(&self, slot: usize, packets: u64, bytes: u64) {
+        if let (Some(p), Some(b)) = (self.outflow_rules.get(slot), self.outflow_bytes.get(slot)) {
+            p.add(packets);
+            b.add(bytes);
         }
     }
 }
@@ -286,6 +329,8 @@ pub struct RuleTotals {
     pub outflow_verdicts: [u64; 4],
     pub flow_rules: Vec<u64>,
     pub outflow_rules: Vec<u64>,
+    pub flow_bytes: Vec<u64>,
+    pub outflow_bytes: Vec<u64>,
     pub route_lookups: Vec<u64>,
     pub route_fallbacks: Vec<u64>,
 }
@@ -298,6 +343,8 @@ impl RuleTotals {
             add_all(&mut t.outflow_verdicts, &w.outflow_verdicts);
             add_vec(&mut t.flow_rules, &w.flow_rules);
             add_vec(&mut t.outflow_rules, &w.outflow_rules);
+            add_vec(&mut t.flow_bytes, &w.flow_bytes);
+            add_vec(&mut t.outflow_bytes, &w.outflow_bytes);
             add_vec(&mut t.route_lookups, &w.route_lookups);
             add_vec(&mut t.route_fallbacks, &w.route_fallbacks);
         }
@@ -410,8 +457,15 @@ mod tests {
         ra.flow_rules[2].add(1);
         rb.flow_rules[2].add(2);
         rb.outflow_verdicts[1].add(4);
+        ra.hit_flow(1, 60);
+        rb.hit_flow(1, 1500);
+        rb.hit_outflow_n(0, 3, 300);
+        ra.hit_flow(9, 1); // no such slot: ignored
         let r = RuleTotals::sum([&ra, &rb]);
-        assert_eq!(r.flow_rules, vec![0, 0, 3]);
+        assert_eq!(r.flow_rules, vec![0, 2, 3]);
+        assert_eq!(r.flow_bytes, vec![0, 1560, 0]);
+        assert_eq!(r.outflow_bytes, vec![300]);
+        assert_eq!(r.outflow_rules, vec![3]);
         assert_eq!(r.outflow_verdicts, [0, 4, 0, 0]);
         assert_eq!(r.route_fallbacks, vec![0, 3]);
         assert_eq!(t.drop_count(DropReason::FlowDeny), 2);

@@ -2,23 +2,29 @@
 //! and the layout of the per-rule counters. Immutable once built; the control thread publishes
 //! a new one as a whole (RCU), and each burst is decided by exactly one.
 
-use flowgate_config::appliance::{Appliance, DefaultPolicy};
-use flowgate_config::flows::{Action, FlowsFile, ListKind};
+use std::sync::Arc;
 
-use crate::classify::{Classifier, CompileError, Verdict};
+use flowgate_config::appliance::{Appliance, DefaultPolicy};
+use flowgate_config::flows::{Action, Flow, FlowsFile, ListKind};
+
+use crate::classify::live::{ListEdit, LiveClassifier};
+use crate::classify::{CompileError, Verdict};
 use crate::counters::{RuleCounters, RuleTotals};
 use crate::route::Routes;
 
 /// One compiled list (flows or outflows) and where its per-rule counters live.
 #[derive(Debug)]
 pub struct CompiledList {
-    pub classifier: Classifier,
+    /// The compiled list: a base and, after incremental updates, a delta (`classify::live`).
+    pub classifier: LiveClassifier,
     /// Interface id of each port (by port index) in this list's classifier.
     pub port_iface: Vec<u16>,
     /// Counter slot of rule 1 of each flow; a flow's rule `r` is slot `base[flow] + r - 1`.
     rule_base: Vec<u32>,
     /// Number of per-rule counter slots, plus one for the default at the end.
     slots: usize,
+    /// The list's default policy.
+    default: Action,
 }
 
 impl CompiledList {
@@ -28,7 +34,17 @@ impl CompiledList {
         ports: &[String],
         default: &Action,
     ) -> Result<CompiledList, CompileError> {
-        let classifier = Classifier::new(file.list(kind), default)?;
+        let classifier = LiveClassifier::compile(file.list(kind), default)?;
+        Ok(Self::around(classifier, file, kind, ports, default))
+    }
+
+    fn around(
+        classifier: LiveClassifier,
+        file: &FlowsFile,
+        kind: ListKind,
+        ports: &[String],
+        default: &Action,
+    ) -> CompiledList {
         let port_iface = ports.iter().map(|p| classifier.iface_id(p)).collect();
         let mut rule_base = Vec::new();
         let mut next = 0u32;
@@ -36,12 +52,40 @@ impl CompiledList {
             rule_base.push(next);
             next += flow.rules.len() as u32;
         }
-        Ok(CompiledList {
+        CompiledList {
             classifier,
             port_iface,
             rule_base,
             slots: next as usize + 1,
-        })
+            default: default.clone(),
+        }
+    }
+
+    /// The list after one edit (see [`LiveClassifier::edit`]): the delta is recompiled, or
+    /// the whole list when the delta is past its bounds.
+    fn edited(
+        &self,
+        file: &FlowsFile,
+        kind: ListKind,
+        ports: &[String],
+        edit: ListEdit,
+    ) -> Result<CompiledList, CompileError> {
+        let list: Vec<&Flow> = file.list(kind).collect();
+        let classifier = match self.classifier.edit(&list, edit, &self.default)? {
+            Some(c) => c,
+            None => LiveClassifier::compile(list.iter().copied(), &self.default)?,
+        };
+        Ok(Self::around(classifier, file, kind, ports, &self.default))
+    }
+
+    /// The slot of `rule` (1-based) of the flow at `flow` (index in the list); the default's
+    /// slot for rule 0.
+    pub fn rule_slot(&self, flow: usize, rule: usize) -> Option<usize> {
+        if rule == 0 {
+            return Some(self.slots - 1);
+        }
+        let base = *self.rule_base.get(flow)? as usize;
+        Some(base + rule - 1)
     }
 
     /// The counter slot of a verdict: its rule's, or the default's (the last slot).
@@ -84,14 +128,32 @@ pub struct RuleSet {
     pub flows: CompiledList,
     pub outflows: CompiledList,
     /// Every routing table of the config, for `table T` verdicts (flows and outflows):
-    /// published with the lists, so one swap changes both.
-    pub routes: Routes,
+    /// published with the lists, so one swap changes both (shared by incremental updates).
+    pub routes: Arc<Routes>,
     /// One set of verdict and per-rule counters per worker, for this generation.
     pub counters: Vec<RuleCounters>,
     /// For each flow action (by [`Verdict::action`]): the index of the director an
     /// `Action::Director` names in the appliance's `directors` (and `DirectorSet`), or
     /// [`NO_DIRECTOR`] (so the packet path never compares names).
     pub flow_directors: Vec<u16>,
+}
+
+/// The director index of each flow action of `flows` (see [`RuleSet::flow_directors`]).
+fn directors_of(flows: &CompiledList, appliance: &Appliance) -> Vec<u16> {
+    flows
+        .classifier
+        .actions()
+        .iter()
+        .map(|a| match a {
+            Action::Director(name) => appliance
+                .directors
+                .iter()
+                .position(|d| &d.name == name)
+                .and_then(|i| u16::try_from(i).ok())
+                .unwrap_or(NO_DIRECTOR),
+            _ => NO_DIRECTOR,
+        })
+        .collect()
 }
 
 /// In [`RuleSet::flow_directors`]: not a director action, or a director not configured.
@@ -127,23 +189,54 @@ impl RuleSet {
         rs.counters = (0..workers)
             .map(|_| RuleCounters::new(rs.flows.slots(), rs.outflows.slots(), routes.count()))
             .collect();
-        rs.routes = routes;
-        rs.flow_directors = rs
-            .flows
-            .classifier
-            .actions()
-            .iter()
-            .map(|a| match a {
-                Action::Director(name) => appliance
-                    .directors
-                    .iter()
-                    .position(|d| &d.name == name)
-                    .and_then(|i| u16::try_from(i).ok())
-                    .unwrap_or(NO_DIRECTOR),
-                _ => NO_DIRECTOR,
-            })
-            .collect();
+        rs.routes = Arc::new(routes);
+        rs.flow_directors = directors_of(&rs.flows, appliance);
         Ok(rs)
+    }
+
+    /// The next generation: `file` is this set's source with one item of list `kind` removed
+    /// (`edit.removed`, its index in the old list) and/or one inserted (`edit.inserted`, its
+    /// index in the new list); the other list is shared. Routing tables are shared; counters
+    /// start at zero (totals across generations are the control side's, by rule identity).
+    pub fn edit(
+        &self,
+        file: FlowsFile,
+        kind: ListKind,
+        edit: ListEdit,
+        appliance: &Appliance,
+        generation: u64,
+    ) -> Result<RuleSet, CompileError> {
+        let ports: Vec<String> = appliance.ports.iter().map(|p| p.name.clone()).collect();
+        let remake = |list: &CompiledList, k: ListKind| {
+            if k == kind {
+                list.edited(&file, k, &ports, edit)
+            } else {
+                Ok(CompiledList::around(
+                    list.classifier.clone(),
+                    &file,
+                    k,
+                    &ports,
+                    &list.default,
+                ))
+            }
+        };
+        let flows = remake(&self.flows, ListKind::Flow)?;
+        let outflows = remake(&self.outflows, ListKind::Outflow)?;
+        let workers = self.counters.len().max(1);
+        let tables = self.routes.count();
+        let counters = (0..workers)
+            .map(|_| RuleCounters::new(flows.slots(), outflows.slots(), tables))
+            .collect();
+        let flow_directors = directors_of(&flows, appliance);
+        Ok(RuleSet {
+            generation,
+            source: file,
+            flows,
+            outflows,
+            routes: Arc::clone(&self.routes),
+            counters,
+            flow_directors,
+        })
     }
 
     /// Compile `file` for explicit port names and default actions, without routing tables
@@ -166,7 +259,7 @@ impl RuleSet {
             source: file,
             flows,
             outflows,
-            routes: Routes::empty(),
+            routes: Arc::new(Routes::empty()),
             counters,
             flow_directors: Vec::new(),
         })

@@ -21,6 +21,7 @@
 pub mod classbench;
 pub mod engine;
 pub mod key;
+pub mod live;
 mod lower;
 
 use std::collections::HashMap;
@@ -90,22 +91,32 @@ struct Part<W: Word> {
     /// Batches walk the engine level by level across keys (worth it once the structure
     /// outgrows the L1/L2 caches; below that the per-key loop is faster).
     interleave: bool,
+    /// First entry of each flow of the list (by flow index), and the entry count at the end:
+    /// where [`Classifier::classify_after`] starts.
+    flow_start: Vec<u32>,
 }
 
 /// Engines at least this large (bytes) use the interleaved batch walk.
 const INTERLEAVE_BYTES: usize = 256 * 1024;
 
 impl<W: Word> Part<W> {
-    fn build(bounds: &[Bounds<W>], mut entries: Vec<Entry>) -> Self {
+    /// `restartable`: [`Classifier::classify_after`] must answer exactly (no pruning).
+    fn build(
+        bounds: &[Bounds<W>],
+        mut entries: Vec<Entry>,
+        flow_start: Vec<u32>,
+        restartable: bool,
+    ) -> Self {
         entries.shrink_to_fit();
         let restarts = entries.iter().any(|e| e.ignore);
-        let engine = Engine::build(bounds, !restarts);
+        let engine = Engine::build(bounds, !restarts && !restartable);
         let interleave = engine.memory_bytes() >= INTERLEAVE_BYTES;
         Part {
             engine,
             entries,
             restarts,
             interleave,
+            flow_start,
         }
     }
 
@@ -154,6 +165,24 @@ impl Classifier {
         list: impl IntoIterator<Item = &'a Flow>,
         default_policy: &Action,
     ) -> Result<Classifier, CompileError> {
+        Self::build(list, default_policy, false)
+    }
+
+    /// As [`Classifier::new`], for a list that incremental updates may remove flows from:
+    /// [`Classifier::classify_after`] is exact (the engines skip the pruning of rules behind
+    /// region-covering ones, which a restart past the covering rule's flow would miss).
+    pub fn new_restartable<'a>(
+        list: impl IntoIterator<Item = &'a Flow>,
+        default_policy: &Action,
+    ) -> Result<Classifier, CompileError> {
+        Self::build(list, default_policy, true)
+    }
+
+    fn build<'a>(
+        list: impl IntoIterator<Item = &'a Flow>,
+        default_policy: &Action,
+        restartable: bool,
+    ) -> Result<Classifier, CompileError> {
         let flows: Vec<&Flow> = list.into_iter().collect();
         if flows.len() >= usize::from(Verdict::NO_FLOW) {
             return Err(CompileError::TooManyFlows(flows.len()));
@@ -199,8 +228,8 @@ impl Classifier {
             rule: 0,
         };
         let id = |n: &str| iface_ids.get(n).copied().unwrap_or(ifaces.len() as u16);
-        let v4 = lower_list::<u32>(&flows, &flow_actions, Family::V4, &id)?;
-        let v6 = lower_list::<u128>(&flows, &flow_actions, Family::V6, &id)?;
+        let v4 = lower_list::<u32>(&flows, &flow_actions, Family::V4, &id, restartable)?;
+        let v6 = lower_list::<u128>(&flows, &flow_actions, Family::V6, &id, restartable)?;
         Ok(Classifier {
             flows: flows.iter().map(|f| f.name.clone()).collect(),
             ifaces,
@@ -244,8 +273,8 @@ impl Classifier {
                 flow: Verdict::NO_FLOW,
                 rule: 0,
             },
-            v4: Part::build(boxes, entries),
-            v6: Part::build(&[], Vec::new()),
+            v4: Part::build(boxes, entries, vec![0, boxes.len() as u32], false),
+            v6: Part::build(&[], Vec::new(), vec![0, 0], false),
         })
     }
 
@@ -291,6 +320,35 @@ impl Classifier {
         } else {
             self.v4.lookup(&key.lanes_v4(), self.default)
         }
+    }
+
+    /// The first flow after `flow` (by list index) that decides `key`, as [`Classifier::classify`]
+    /// would answer were the flows up to `flow` absent; the default if none does. The live
+    /// classifier uses it to step over flows an incremental update removed. Exact for a
+    /// classifier built with [`Classifier::new_restartable`] (or with `ignore` rules).
+    pub fn classify_after(&self, key: &Key, flow: u16) -> Verdict {
+        let next = usize::from(flow) + 1;
+        if key.v6 {
+            match self.v6.flow_start.get(next) {
+                Some(&from) => self.v6.restart(&key.lanes_v6(), from, self.default),
+                None => self.default,
+            }
+        } else {
+            match self.v4.flow_start.get(next) {
+                Some(&from) => self.v4.restart(&key.lanes_v4(), from, self.default),
+                None => self.default,
+            }
+        }
+    }
+
+    /// The interface names rules mention, by id (any other name has id `ifaces().len()`).
+    pub fn ifaces(&self) -> &[String] {
+        &self.ifaces
+    }
+
+    /// How many flows the list has (skip flows included).
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
     }
 
     /// Classify `keys` into `out` (the shorter length wins), [`BATCH`] keys at a time: the
@@ -424,10 +482,13 @@ fn lower_list<W: Word>(
     flow_actions: &[Option<usize>],
     family: Family,
     id: &impl Fn(&str) -> u16,
+    restartable: bool,
 ) -> Result<Part<W>, CompileError> {
     let mut bounds = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
+    let mut flow_start = Vec::with_capacity(flows.len() + 1);
     for (fi, (f, action)) in flows.iter().zip(flow_actions).enumerate() {
+        flow_start.push(entries.len() as u32);
         let Some(action) = action else {
             continue; // skip: disabled
         };
@@ -456,5 +517,6 @@ fn lower_list<W: Word>(
         }
     }
     debug_assert!(entries.len() < NONE as usize);
-    Ok(Part::build(&bounds, entries))
+    flow_start.push(entries.len() as u32);
+    Ok(Part::build(&bounds, entries, flow_start, restartable))
 }
