@@ -8,6 +8,7 @@ use flowgate_config::flows::{
     decide, Action, Cond, Flow, FlowsFile, ListKind, Packet, Policy, PortRange, Prefix, Proto,
     Rule, RuleKind, Test, L4,
 };
+use flowgate_dataplane::classify::live::{ListEdit, LiveClassifier};
 use flowgate_dataplane::classify::{Classifier, Key, Verdict};
 use proptest::prelude::*;
 
@@ -397,4 +398,137 @@ fn seed_example_and_ignore() {
 fn classifier_is_send_sync() {
     fn assert<T: Send + Sync>() {}
     assert::<Classifier>();
+}
+
+/// One random edit of a list: what it does and the material it may use.
+#[derive(Debug, Clone)]
+struct EditOp {
+    op: u8,
+    at: usize,
+    rule_at: usize,
+    policy: Policy,
+    rules: Vec<Rule>,
+}
+
+fn edit_op() -> impl Strategy<Value = EditOp> {
+    (
+        0u8..6,
+        any::<usize>(),
+        any::<usize>(),
+        policy(),
+        prop::collection::vec(rule(), 0..5),
+    )
+        .prop_map(|(op, at, rule_at, policy, rules)| EditOp {
+            op,
+            at,
+            rule_at,
+            policy: if matches!(policy, Policy::Director(_)) {
+                Policy::Director("mail".into())
+            } else {
+                policy
+            },
+            rules,
+        })
+}
+
+/// Apply `e` to `list`: the new list and the `ListEdit` the live classifier takes.
+fn apply_edit(list: &mut Vec<Flow>, e: &EditOp, step: usize) -> ListEdit {
+    let n = list.len();
+    let new_flow = |name: String| Flow {
+        kind: ListKind::Flow,
+        name,
+        policy: e.policy.clone(),
+        rules: e.rules.clone(),
+    };
+    match e.op {
+        // delete a flow
+        0 if n > 0 => {
+            let i = e.at % n;
+            list.remove(i);
+            ListEdit {
+                removed: Some(i),
+                inserted: None,
+            }
+        }
+        // replace a flow (same name, new policy and rules)
+        1 if n > 0 => {
+            let i = e.at % n;
+            list[i] = new_flow(list[i].name.clone());
+            ListEdit {
+                removed: Some(i),
+                inserted: Some(i),
+            }
+        }
+        // insert, delete or replace one rule of a flow
+        2..=4 if n > 0 => {
+            let i = e.at % n;
+            let mut f = list[i].clone();
+            let r = f.rules.len();
+            match (e.op, e.rules.first()) {
+                (2, Some(rule)) => f.rules.insert(e.rule_at % (r + 1), rule.clone()),
+                (3, _) if r > 0 => {
+                    f.rules.remove(e.rule_at % r);
+                }
+                (4, Some(rule)) if r > 0 => f.rules[e.rule_at % r] = rule.clone(),
+                _ => {}
+            }
+            list[i] = f;
+            ListEdit {
+                removed: Some(i),
+                inserted: Some(i),
+            }
+        }
+        // insert a new flow anywhere
+        _ => {
+            let i = e.at % (n + 1);
+            list.insert(i, new_flow(format!("new{step}")));
+            ListEdit {
+                removed: None,
+                inserted: Some(i),
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    /// Random sequences of incremental edits: after each, the live classifier (base plus
+    /// delta) answers what the reference answers for the edited list, single and batched.
+    #[test]
+    fn live_edits_equal_reference(
+        file in sized_file(12, 6),
+        edits in prop::collection::vec(edit_op(), 1..24),
+        seed in any::<u64>(),
+    ) {
+        let default = if seed & 1 == 0 { Action::Permit } else { Action::Deny };
+        let mut list: Vec<Flow> = file.items.iter().map(|f| Flow {
+            kind: ListKind::Flow,
+            ..f.as_ref().clone()
+        }).collect();
+        let mut live = LiveClassifier::compile(list.iter(), &default)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut rng = Rng(seed | 1);
+        for (step, e) in edits.iter().enumerate() {
+            let edit = apply_edit(&mut list, e, step);
+            let refs: Vec<&Flow> = list.iter().collect();
+            live = match live.edit(&refs, edit, &default)
+                .map_err(|e| TestCaseError::fail(e.to_string()))? {
+                Some(l) => l,
+                None => return Err(TestCaseError::fail("delta refused a small edit")),
+            };
+            prop_assert!(live.delta_edits() as usize <= step + 1);
+            let whole = FlowsFile::from_flows(list.iter().cloned());
+            let (a4, a6, ps) = pools(&whole);
+            let pkts: Vec<Packet> = (0..64).map(|_| packet(&mut rng, &a4, &a6, &ps)).collect();
+            let keys: Vec<Key> = pkts.iter().map(|p| live.key(p)).collect();
+            let mut out = vec![Verdict::default(); keys.len()];
+            live.classify_batch(&keys, &mut out);
+            for (i, p) in pkts.iter().enumerate() {
+                let want = decide(list.iter(), p, &default);
+                prop_assert_eq!(&live.decide(p), &want, "step {} {:?}, packet {:?}", step, e, p);
+                prop_assert_eq!(&live.decision(out[i]), &want, "batched, step {}", step);
+            }
+        }
+    }
 }

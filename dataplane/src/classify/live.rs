@@ -341,7 +341,10 @@ impl LiveClassifier {
     /// Heap bytes of the compiled structures (base and delta).
     pub fn memory_bytes(&self) -> usize {
         self.base.memory_bytes()
-            + self.delta.as_ref().map_or(0, |d| d.classifier.memory_bytes())
+            + self
+                .delta
+                .as_ref()
+                .map_or(0, |d| d.classifier.memory_bytes())
             + self.origin.capacity() * 4
     }
 }
