@@ -27,7 +27,7 @@ use crate::protocol::{
     FlowsReply, PortStat, Request, RuleStat, StatsReply, StatusReply, VerdictStat,
 };
 use crate::server::{self, Server};
-use crate::state::{per_rule, sizes, DirectorControl, Generations, Shared};
+use crate::state::{sizes, DirectorControl, Generations, Shared};
 use crate::trace::{list_default, trace};
 
 /// Files with more rules than this are not linted by the daemon (the lint is quadratic in the
@@ -370,18 +370,21 @@ impl Controller {
     pub fn stats(&self) -> StatsReply {
         let set = self.shared.rules.load();
         let (all_rules, verdicts) = self.gens.totals();
-        let mut rules = Vec::new();
-        for (key, hits) in per_rule(&set).0 {
-            let total = all_rules.get(&key).copied().unwrap_or(hits);
-            let (kind, flow, rule) = key;
-            rules.push(RuleStat {
-                list: kind.keyword().into(),
-                flow,
-                rule,
-                hits,
-                total,
-            });
-        }
+        let rules = all_rules
+            .into_iter()
+            .map(|r| RuleStat {
+                list: r.ident.list.keyword().into(),
+                flow: r.ident.flow.to_string(),
+                rule: r.rule,
+                text: r.ident.text.to_string(),
+                occurrence: r.ident.occurrence,
+                live: r.live,
+                hits: r.packets,
+                bytes: r.bytes,
+                total: r.total_packets,
+                total_bytes: r.total_bytes,
+            })
+            .collect();
         let mut vs = Vec::new();
         for (kind, counts) in [
             (ListKind::Flow, verdicts[0]),

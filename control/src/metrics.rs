@@ -9,16 +9,23 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_util::MetricKindMask;
 
 use crate::protocol::StatsReply;
 
 /// Swap latency histogram (seconds): request arrival to the new set being published.
 pub const SWAP_SECONDS: &str = "flowgate_swap_seconds";
 
+/// A counter series not published for this long leaves the scrape output.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Installs the global recorder and the `/metrics` HTTP listener on `addr`.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        // series the control thread stops publishing (rules whose retired totals were
+        // dropped, see `state::RETIRED_MAX`) leave the scrape: /metrics follows the live set
+        .idle_timeout(MetricKindMask::COUNTER, Some(IDLE_TIMEOUT))
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(SWAP_SECONDS.into()),
             &[
@@ -41,13 +48,15 @@ pub fn publish(s: &StatsReply, swaps: u64) {
     gauge!("flowgate_generation").set(s.generation as f64);
     counter!("flowgate_swaps_total").absolute(swaps);
     for r in &s.rules {
-        counter!(
-            "flowgate_rule_packets_total",
-            "list" => r.list.clone(),
-            "flow" => r.flow.clone(),
-            "rule" => r.rule.to_string()
-        )
-        .absolute(r.total);
+        // the rule's identity (see docs/control.md), not its position: stable across pushes
+        let labels = [
+            ("list", r.list.clone()),
+            ("flow", r.flow.clone()),
+            ("rule", r.text.clone()),
+            ("n", r.occurrence.to_string()),
+        ];
+        counter!("flowgate_rule_packets_total", &labels).absolute(r.total);
+        counter!("flowgate_rule_bytes_total", &labels).absolute(r.total_bytes);
     }
     for v in &s.verdicts {
         counter!(
@@ -113,8 +122,13 @@ mod tests {
                         list: "flow".into(),
                         flow: "ssh".into(),
                         rule: 2,
+                        text: "match proto tcp dstport 22".into(),
+                        occurrence: 1,
+                        live: true,
                         hits: 5,
+                        bytes: 300,
                         total: 9,
+                        total_bytes: 540,
                     }],
                     verdicts: vec![],
                     ports: vec![],
@@ -129,7 +143,15 @@ mod tests {
         assert!(text.contains("flowgate_swaps_total 1"), "{text}");
         assert!(text.contains("flowgate_swap_seconds"), "{text}");
         assert!(
-            text.contains(r#"flowgate_rule_packets_total{list="flow",flow="ssh",rule="2"} 9"#),
+            text.contains(
+                r#"flowgate_rule_packets_total{list="flow",flow="ssh",rule="match proto tcp dstport 22",n="1"} 9"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"flowgate_rule_bytes_total{list="flow",flow="ssh",rule="match proto tcp dstport 22",n="1"} 540"#
+            ),
             "{text}"
         );
         assert!(

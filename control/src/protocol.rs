@@ -235,10 +235,25 @@ pub struct RuleStat {
     pub list: String,
     /// Flow name, or `-` for the list's default.
     pub flow: String,
-    /// 1-based rule index, 0 for the default.
+    /// 1-based rule index in the current set; 0 for the default and for retired rules.
     pub rule: usize,
+    /// Canonical text of the rule (`default` for the list's default).
+    #[serde(default)]
+    pub text: String,
+    /// Which occurrence of `text` in the flow (1: the first).
+    #[serde(default)]
+    pub occurrence: u32,
+    /// In the current set (else a retired rule, kept with its totals).
+    #[serde(default)]
+    pub live: bool,
+    /// Packets and bytes of this generation.
     pub hits: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    /// Packets and bytes since start, over every generation that had this rule's identity.
     pub total: u64,
+    #[serde(default)]
+    pub total_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

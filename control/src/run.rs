@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use flowgate_config::appliance::Appliance;
 use flowgate_config::flows::ListKind;
-use flowgate_control::protocol::{NicStats, Request};
-use flowgate_control::{ControlOptions, NicStatsFn, Shared};
+use flowgate_control::protocol::{Body, NicStats, Request, StatsReply};
+use flowgate_control::{ControlHandle, ControlOptions, NicStatsFn, Shared};
 use flowgate_dataplane::counters::{
     DropReason, Totals, VerdictKind, WorkerCounters, HANDOFF_COLUMNS, NEIGHBOUR_COLUMNS,
     PORT_COLUMNS,
@@ -161,9 +161,17 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(50));
             if usr1.swap(false, Ordering::Relaxed) {
                 let r = published.load();
+                let all = stats_of(&control);
                 eprint!(
                     "{}",
-                    report(&app, &r, counters, &plant.nic_stats(), started.elapsed())
+                    report(
+                        &app,
+                        &r,
+                        counters,
+                        &plant.nic_stats(),
+                        started.elapsed(),
+                        all.as_ref()
+                    )
                 );
                 eprint!("{}", director_report(&directors));
             }
@@ -181,14 +189,18 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     });
     let elapsed = started.elapsed();
     // the control side's view covers every generation ever published (rule swaps)
-    let all_generations = match control.request(Request::Stats {}) {
-        Ok(body) => serde_json::to_value(body).unwrap_or_default(),
-        Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+    let all = stats_of(&control);
+    let all_generations = match &all {
+        Some(stats) => serde_json::to_value(stats).unwrap_or_default(),
+        None => serde_json::json!({ "error": "the control thread did not answer" }),
     };
     control.shutdown();
     let nic = plant.nic_stats();
     let rules = published.load_full();
-    eprint!("{}", report(&app, &rules, counters, &nic, elapsed));
+    eprint!(
+        "{}",
+        report(&app, &rules, counters, &nic, elapsed, all.as_ref())
+    );
     eprint!("{}", director_report(&directors));
     if let Some(path) = &opts.stats_json {
         let mut json = stats_json(&app, &rules, counters, &nic, elapsed);
@@ -206,13 +218,24 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     result
 }
 
-/// The counters as a person reads them (SIGUSR1 and exit).
+/// The control side's counters (every generation, by rule identity).
+fn stats_of(control: &ControlHandle) -> Option<StatsReply> {
+    match control.request(Request::Stats {}) {
+        Ok(Body::Stats(s)) => Some(*s),
+        _ => None,
+    }
+}
+
+/// The counters as a person reads them (SIGUSR1 and exit). With `all` (the control side's
+/// `stats`), per-rule lines are totals since start by rule identity (packets and bytes,
+/// rules of earlier sets included); without, this generation's hits.
 pub fn report(
     app: &Appliance,
     rules: &RuleSet,
     workers: &[Arc<WorkerCounters>],
     nic: &[PortStats],
     elapsed: Duration,
+    all: Option<&StatsReply>,
 ) -> String {
     let t = Totals::sum(workers.iter().map(|w| w.as_ref()));
     let r = rules.totals();
@@ -262,6 +285,22 @@ pub fn report(
             .map(|k| format!("{} {}", k.name(), verdicts[*k as usize]))
             .collect();
         let _ = writeln!(s, "{}s: {}", kind.keyword(), v.join(", "));
+        if let Some(all) = all {
+            for r in all.rules.iter().filter(|r| r.list == kind.keyword()) {
+                let at = match (r.live, r.rule) {
+                    (false, _) => "gone".to_string(),
+                    (true, 0) => "-".to_string(),
+                    (true, n) => n.to_string(),
+                };
+                let flow = if r.flow == "-" { "(default)" } else { &r.flow };
+                let _ = writeln!(
+                    s,
+                    "  {flow:<28} rule {at:<4} {:>12} pkts {:>14} bytes  {}",
+                    r.total, r.total_bytes, r.text
+                );
+            }
+            continue;
+        }
         for (slot, (flow, rule)) in list.slot_names(&rules.source, kind).iter().enumerate() {
             let _ = writeln!(
                 s,

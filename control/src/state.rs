@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use flowgate_config::appliance::Appliance;
-use flowgate_config::flows::{FlowsFile, ListKind};
+use flowgate_config::flows::print::rule_text;
+use flowgate_config::flows::{Flow, FlowsFile, ListKind};
 use flowgate_dataplane::counters::{RuleTotals, WorkerCounters};
 use flowgate_dataplane::ruleset::RuleSet;
 
@@ -78,93 +79,382 @@ impl Shared {
     }
 }
 
-/// Hits of one (list, flow name, rule) summed over generations; rule 0 is the default.
-pub type RuleKey = (ListKind, String, usize);
+/// The identity of a rule across pushes: its list, its flow's name, its canonical text
+/// (`print::rule_text`) and which occurrence of that text in the flow it is (1 for the first).
+/// A list's default is flow `-`, text `default`. A push that leaves a rule's identity in the
+/// set keeps its counters, wherever the rule moved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuleIdentity {
+    pub list: ListKind,
+    pub flow: Arc<str>,
+    pub text: Arc<str>,
+    pub occurrence: u32,
+}
 
-/// The rule sets the control thread remembers, and the counts of those it forgot.
+/// Counts of one identity folded from generations no worker counts into any more.
+#[derive(Debug)]
+struct Tally {
+    ident: RuleIdentity,
+    packets: u64,
+    bytes: u64,
+    /// The newest generation whose slots include it.
+    last_gen: u64,
+}
+
+/// Totals of rules that left the set (deleted, or changed into another identity) are kept
+/// for the most recent this many; older ones are dropped (see docs/control.md).
+pub const RETIRED_MAX: usize = 10_000;
+
+/// A published set and the identity (tally id) of each of its counter slots, per list.
+#[derive(Debug)]
+struct Gen {
+    set: Arc<RuleSet>,
+    ids: [Vec<u32>; 2],
+}
+
+/// Per-rule totals of one identity: this generation's and every generation's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTotal {
+    pub ident: RuleIdentity,
+    /// 1-based rule number in the current set; 0 for the default and for retired rules.
+    pub rule: usize,
+    /// Whether the rule is in the current set.
+    pub live: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub total_packets: u64,
+    pub total_bytes: u64,
+}
+
+/// The rule sets the control thread remembers, and the counts of those it forgot, by rule
+/// identity.
 #[derive(Debug, Default)]
 pub struct Generations {
     /// Every published set not yet folded (the current one last).
-    live: Vec<Arc<RuleSet>>,
-    /// Counts of folded generations, by flow name and rule.
-    folded_rules: HashMap<RuleKey, u64>,
+    live: Vec<Gen>,
+    index: HashMap<RuleIdentity, u32>,
+    tallies: Vec<Option<Tally>>,
+    free: Vec<u32>,
     folded_verdicts: [[u64; 4]; 2],
+    /// Retired identities dropped (past [`RETIRED_MAX`]).
+    dropped: u64,
 }
 
 /// How many past generations stay unfolded (their own counters readable).
 const KEEP_LIVE: usize = 8;
 
+fn list_index(kind: ListKind) -> usize {
+    match kind {
+        ListKind::Flow => 0,
+        ListKind::Outflow => 1,
+    }
+}
+
 impl Generations {
-    /// Remember a newly published set.
+    /// Remember a newly published set: give its slots their identities (unchanged flows
+    /// take their previous slots' ids), retire what left, fold what no worker holds.
     pub fn push(&mut self, set: Arc<RuleSet>) {
-        self.live.push(set);
+        let g = set.generation;
+        let ids = [ListKind::Flow, ListKind::Outflow].map(|kind| self.slot_ids(&set, kind));
+        for list in &ids {
+            for &id in list {
+                if let Some(Some(t)) = self.tallies.get_mut(id as usize) {
+                    t.last_gen = t.last_gen.max(g);
+                }
+            }
+        }
+        self.live.push(Gen { set, ids });
         self.fold();
     }
 
-    /// Fold the counts of old generations that no worker can still count into.
+    /// The tally ids of `set`'s slots of one list, reusing the previous generation's for
+    /// flows that are the same `Arc` (an incremental update shares every untouched flow).
+    fn slot_ids(&mut self, set: &RuleSet, kind: ListKind) -> Vec<u32> {
+        let li = list_index(kind);
+        let mut out = Vec::with_capacity(set.list(kind).slots());
+        let live = std::mem::take(&mut self.live);
+        let prev = live.last().map(|p| {
+            let flows: Vec<&Arc<Flow>> = p
+                .set
+                .source
+                .items
+                .iter()
+                .filter(|f| f.kind == kind)
+                .collect();
+            let mut starts = Vec::with_capacity(flows.len() + 1);
+            let mut n = 0;
+            for f in &flows {
+                starts.push(n);
+                n += f.rules.len();
+            }
+            (flows, starts, &p.ids[li])
+        });
+        let new: Vec<&Arc<Flow>> = set.source.items.iter().filter(|f| f.kind == kind).collect();
+        let mut j = 0;
+        let mut i = 0;
+        while i < new.len() {
+            let f = new[i];
+            if let Some((old, starts, ids)) = &prev {
+                if j < old.len() && Arc::ptr_eq(f, old[j]) {
+                    out.extend_from_slice(&ids[starts[j]..starts[j] + f.rules.len()]);
+                    i += 1;
+                    j += 1;
+                    continue;
+                }
+                if j + 1 < old.len() && Arc::ptr_eq(f, old[j + 1]) {
+                    j += 1; // old[j] was removed
+                    continue;
+                }
+            }
+            self.fresh_ids(kind, f, &mut out);
+            i += 1;
+            // a replacement consumes the old flow; an insertion does not
+            if let Some((old, _, _)) = &prev {
+                let inserted = i < new.len() && j < old.len() && Arc::ptr_eq(new[i], old[j]);
+                if !inserted {
+                    j += 1;
+                }
+            }
+        }
+        let default = RuleIdentity {
+            list: kind,
+            flow: Arc::from("-"),
+            text: Arc::from("default"),
+            occurrence: 1,
+        };
+        out.push(self.id_of(default));
+        drop(prev);
+        self.live = live;
+        out
+    }
+
+    fn fresh_ids(&mut self, kind: ListKind, f: &Flow, out: &mut Vec<u32>) {
+        let flow: Arc<str> = Arc::from(f.name.as_str());
+        let mut seen: HashMap<String, u32> = HashMap::new();
+        for r in &f.rules {
+            let text = rule_text(r);
+            let n = seen.entry(text.clone()).or_default();
+            *n += 1;
+            let occurrence = *n;
+            out.push(self.id_of(RuleIdentity {
+                list: kind,
+                flow: Arc::clone(&flow),
+                text: Arc::from(text),
+                occurrence,
+            }));
+        }
+    }
+
+    fn id_of(&mut self, ident: RuleIdentity) -> u32 {
+        if let Some(&id) = self.index.get(&ident) {
+            return id;
+        }
+        let tally = Tally {
+            ident: ident.clone(),
+            packets: 0,
+            bytes: 0,
+            last_gen: 0,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.tallies[id as usize] = Some(tally);
+                id
+            }
+            None => {
+                self.tallies.push(Some(tally));
+                (self.tallies.len() - 1) as u32
+            }
+        };
+        self.index.insert(ident, id);
+        id
+    }
+
+    /// Fold the counts of old generations that no worker can still count into, then drop
+    /// the oldest retired identities past [`RETIRED_MAX`].
     pub fn fold(&mut self) {
         while self.live.len() > KEEP_LIVE {
             // the oldest; only folded once no worker holds it (strong count: ours alone)
-            if Arc::strong_count(&self.live[0]) > 1 {
+            if Arc::strong_count(&self.live[0].set) > 1 {
                 break;
             }
             // pairs with the Release of the workers' last `Arc` drop: their counts are final
             std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             let old = self.live.remove(0);
-            let (rules, verdicts) = per_rule(&old);
-            for (k, v) in rules {
-                *self.folded_rules.entry(k).or_default() += v;
+            let t: RuleTotals = old.set.totals();
+            for (li, (packets, bytes)) in [
+                (&t.flow_rules, &t.flow_bytes),
+                (&t.outflow_rules, &t.outflow_bytes),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                for (slot, &id) in old.ids[li].iter().enumerate() {
+                    if let Some(Some(tally)) = self.tallies.get_mut(id as usize) {
+                        tally.packets += packets.get(slot).copied().unwrap_or(0);
+                        tally.bytes += bytes.get(slot).copied().unwrap_or(0);
+                    }
+                }
             }
-            for (acc, v) in self.folded_verdicts.iter_mut().zip(verdicts) {
+            for (acc, v) in self
+                .folded_verdicts
+                .iter_mut()
+                .zip([t.flow_verdicts, t.outflow_verdicts])
+            {
                 for (a, x) in acc.iter_mut().zip(v) {
                     *a += x;
                 }
+            }
+        }
+        self.drop_retired();
+    }
+
+    /// Drops the oldest retired identities (those no unfolded generation has) past
+    /// [`RETIRED_MAX`].
+    fn drop_retired(&mut self) {
+        let (Some(oldest), Some(current)) = (self.live.first(), self.live.last()) else {
+            return;
+        };
+        let (oldest, current) = (oldest.set.generation, current.set.generation);
+        let retired = self
+            .index
+            .len()
+            .saturating_sub(current_slots(self.live.last().map(|g| &g.ids)));
+        if retired <= RETIRED_MAX {
+            return;
+        }
+        let mut evictable: Vec<(u64, u32)> = self
+            .tallies
+            .iter()
+            .enumerate()
+            .filter_map(|(id, t)| {
+                let t = t.as_ref()?;
+                (t.last_gen < oldest.min(current)).then_some((t.last_gen, id as u32))
+            })
+            .collect();
+        evictable.sort_unstable();
+        for &(_, id) in evictable.iter().take(retired - RETIRED_MAX) {
+            if let Some(t) = self.tallies[id as usize].take() {
+                self.index.remove(&t.ident);
+                self.free.push(id);
+                self.dropped += 1;
             }
         }
     }
 
-    /// Per (list, flow, rule) hits and per-list verdicts summed over every generation.
-    pub fn totals(&self) -> (HashMap<RuleKey, u64>, [[u64; 4]; 2]) {
-        let mut rules = self.folded_rules.clone();
+    /// Every rule of the current set (in slot order, with this generation's counts), then
+    /// every retired identity kept, with totals since start; and the verdicts per list over
+    /// every generation.
+    pub fn totals(&self) -> (Vec<RuleTotal>, [[u64; 4]; 2]) {
+        let mut packets: Vec<u64> = self
+            .tallies
+            .iter()
+            .map(|t| t.as_ref().map_or(0, |t| t.packets))
+            .collect();
+        let mut bytes: Vec<u64> = self
+            .tallies
+            .iter()
+            .map(|t| t.as_ref().map_or(0, |t| t.bytes))
+            .collect();
         let mut verdicts = self.folded_verdicts;
-        for set in &self.live {
-            let (r, v) = per_rule(set);
-            for (k, x) in r {
-                *rules.entry(k).or_default() += x;
+        let mut current = None;
+        for g in &self.live {
+            let t = g.set.totals();
+            for (li, (p, b)) in [
+                (&t.flow_rules, &t.flow_bytes),
+                (&t.outflow_rules, &t.outflow_bytes),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                for (slot, &id) in g.ids[li].iter().enumerate() {
+                    if let Some(x) = packets.get_mut(id as usize) {
+                        *x += p.get(slot).copied().unwrap_or(0);
+                    }
+                    if let Some(x) = bytes.get_mut(id as usize) {
+                        *x += b.get(slot).copied().unwrap_or(0);
+                    }
+                }
             }
-            for (acc, v) in verdicts.iter_mut().zip(v) {
+            for (acc, v) in verdicts
+                .iter_mut()
+                .zip([t.flow_verdicts, t.outflow_verdicts])
+            {
                 for (a, x) in acc.iter_mut().zip(v) {
                     *a += x;
                 }
             }
+            current = Some((g, t));
         }
-        (rules, verdicts)
+        let mut out = Vec::new();
+        let mut in_current = vec![false; self.tallies.len()];
+        if let Some((g, t)) = current {
+            for kind in [ListKind::Flow, ListKind::Outflow] {
+                let li = list_index(kind);
+                let (p, b) = match kind {
+                    ListKind::Flow => (&t.flow_rules, &t.flow_bytes),
+                    ListKind::Outflow => (&t.outflow_rules, &t.outflow_bytes),
+                };
+                let numbers = g.set.list(kind).slot_names(&g.set.source, kind);
+                for (slot, &id) in g.ids[li].iter().enumerate() {
+                    let Some(Some(tally)) = self.tallies.get(id as usize) else {
+                        continue;
+                    };
+                    in_current[id as usize] = true;
+                    out.push(RuleTotal {
+                        ident: tally.ident.clone(),
+                        rule: numbers.get(slot).map_or(0, |(_, r)| *r),
+                        live: true,
+                        packets: p.get(slot).copied().unwrap_or(0),
+                        bytes: b.get(slot).copied().unwrap_or(0),
+                        total_packets: packets[id as usize],
+                        total_bytes: bytes[id as usize],
+                    });
+                }
+            }
+        }
+        for (id, t) in self.tallies.iter().enumerate() {
+            if let Some(t) = t {
+                if !in_current[id] {
+                    out.push(RuleTotal {
+                        ident: t.ident.clone(),
+                        rule: 0,
+                        live: false,
+                        packets: 0,
+                        bytes: 0,
+                        total_packets: packets[id],
+                        total_bytes: bytes[id],
+                    });
+                }
+            }
+        }
+        (out, verdicts)
     }
 
     /// Sets remembered (live, unfolded).
     pub fn live(&self) -> usize {
         self.live.len()
     }
+
+    /// Identities with a tally (current and retired ones kept).
+    pub fn identities(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Retired identities dropped past [`RETIRED_MAX`] since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
 }
 
-/// The hits of one generation by (list, flow name, rule), and its verdicts per list.
-pub fn per_rule(set: &RuleSet) -> (Vec<(RuleKey, u64)>, [[u64; 4]; 2]) {
-    let t: RuleTotals = set.totals();
-    let mut out = Vec::new();
-    for (kind, hits) in [
-        (ListKind::Flow, &t.flow_rules),
-        (ListKind::Outflow, &t.outflow_rules),
-    ] {
-        let names = set.list(kind).slot_names(&set.source, kind);
-        for (slot, h) in hits.iter().enumerate() {
-            let key = match names.get(slot) {
-                Some((flow, rule)) => (kind, (*flow).to_string(), *rule),
-                None => (kind, "-".to_string(), 0),
-            };
-            out.push((key, *h));
-        }
-    }
-    (out, [t.flow_verdicts, t.outflow_verdicts])
+/// Distinct ids among the current generation's slots.
+fn current_slots(ids: Option<&[Vec<u32>; 2]>) -> usize {
+    let Some(ids) = ids else {
+        return 0;
+    };
+    let mut v: Vec<u32> = ids.iter().flatten().copied().collect();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
 }
 
 /// Number of items and rules of a file: (flows, outflows, rules).

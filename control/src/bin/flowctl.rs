@@ -334,18 +334,23 @@ fn render(req: &Request, v: &Value) -> Result<(), ErrorReply> {
 fn render_stats(s: &StatsReply) {
     println!("generation {}", s.generation);
     println!(
-        "{:<8} {:<28} {:>5} {:>14} {:>14}",
-        "list", "flow", "rule", "hits(gen)", "total"
+        "{:<8} {:<20} {:>5} {:>12} {:>14} {:>16}  rule",
+        "list", "flow", "#", "hits(gen)", "packets", "bytes"
     );
     for r in &s.rules {
-        let rule = if r.rule == 0 {
-            "-".to_string()
+        let rule = match (r.live, r.rule) {
+            (false, _) => "gone".to_string(),
+            (true, 0) => "-".to_string(),
+            (true, n) => n.to_string(),
+        };
+        let text = if r.occurrence > 1 {
+            format!("{} (#{})", r.text, r.occurrence)
         } else {
-            r.rule.to_string()
+            r.text.clone()
         };
         println!(
-            "{:<8} {:<28} {:>5} {:>14} {:>14}",
-            r.list, r.flow, rule, r.hits, r.total
+            "{:<8} {:<20} {:>5} {:>12} {:>14} {:>16}  {}",
+            r.list, r.flow, rule, r.hits, r.total, r.total_bytes, text
         );
     }
     println!();
