@@ -14,7 +14,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use flowgate_config::appliance::Appliance;
-use flowgate_config::flows::{self, print::print_flow, Flow, FlowsFile, ListKind, Loaded};
+use flowgate_config::flows::{self, print::print_flow, Flow, FlowsFile, ListKind, Loaded, Rule};
+use flowgate_dataplane::classify::live::ListEdit;
 use flowgate_dataplane::counters::{
     DropReason, Totals, VerdictKind, HANDOFF_COLUMNS, NEIGHBOUR_COLUMNS, PORT_COLUMNS,
 };
@@ -128,6 +129,38 @@ pub enum Command {
     Shutdown,
 }
 
+/// An incremental update, as the control thread executes it.
+#[derive(Debug)]
+enum EditOp {
+    InsertFlow {
+        text: String,
+        before: Option<String>,
+        after: Option<String>,
+    },
+    DeleteFlow {
+        flow: String,
+    },
+    ReplaceFlow {
+        text: String,
+    },
+    /// Insert (`text`, at a position or at the end), replace (`text`) or delete (no text)
+    /// one rule of `flow`.
+    Rule {
+        flow: String,
+        rule: RuleAt,
+        text: Option<String>,
+    },
+}
+
+/// Where a rule edit applies.
+#[derive(Debug)]
+enum RuleAt {
+    /// New rule number (1-based), or after the last.
+    Insert(Option<usize>),
+    /// An existing rule number (1-based).
+    At(usize),
+}
+
 /// The owner of the published state (runs on the control thread).
 pub struct Controller {
     shared: Arc<Shared>,
@@ -135,6 +168,9 @@ pub struct Controller {
     /// The text of the applied set, and of the sets before it (most recent last).
     current_text: String,
     undo: Vec<String>,
+    /// Canonical text of each item of the running set, kept between incremental edits
+    /// (`None` after a full apply: printed on the first edit).
+    printed: Option<Vec<String>>,
     flows_path: PathBuf,
     director: Option<Box<dyn DirectorControl>>,
     swaps: u64,
@@ -161,6 +197,7 @@ impl Controller {
             gens,
             current_text,
             undo: Vec::new(),
+            printed: None,
             flows_path: opts.flows_path.clone(),
             director: opts.director.take(),
             swaps: 0,
@@ -200,6 +237,63 @@ impl Controller {
                 self.apply(text, Some(&path), arrived)
             }
             Request::Rollback {} => self.rollback(arrived),
+            Request::Insert {
+                text,
+                flow,
+                at,
+                before,
+                after,
+            } => match flow {
+                None if at.is_none() => self.edit(
+                    EditOp::InsertFlow {
+                        text,
+                        before,
+                        after,
+                    },
+                    arrived,
+                ),
+                None => Err(ErrorReply::new("`at` needs `flow`")),
+                Some(flow) => {
+                    if before.is_some() || after.is_some() {
+                        return Err(ErrorReply::new(
+                            "`before`/`after` place flows; a rule takes `at`",
+                        ));
+                    }
+                    self.edit(
+                        EditOp::Rule {
+                            flow,
+                            rule: RuleAt::Insert(at),
+                            text: Some(text),
+                        },
+                        arrived,
+                    )
+                }
+            },
+            Request::Delete { flow, rule } => match rule {
+                None => self.edit(EditOp::DeleteFlow { flow }, arrived),
+                Some(r) => self.edit(
+                    EditOp::Rule {
+                        flow,
+                        rule: RuleAt::At(r),
+                        text: None,
+                    },
+                    arrived,
+                ),
+            },
+            Request::Replace { text, flow, rule } => match (flow, rule) {
+                (None, None) => self.edit(EditOp::ReplaceFlow { text }, arrived),
+                (Some(flow), Some(r)) => self.edit(
+                    EditOp::Rule {
+                        flow,
+                        rule: RuleAt::At(r),
+                        text: Some(text),
+                    },
+                    arrived,
+                ),
+                _ => Err(ErrorReply::new(
+                    "replace takes a whole item, or `flow` and `rule` with one rule",
+                )),
+            },
             Request::ShowFlows {} => {
                 let set = self.shared.rules.load();
                 Ok(Body::Flows(FlowsReply {
@@ -305,7 +399,7 @@ impl Controller {
         Ok(Body::Applied(reply))
     }
 
-    /// Compile the next generation, publish it, then persist its text.
+    /// Compile the next generation, then commit it.
     fn compile_and_publish(
         &mut self,
         file: FlowsFile,
@@ -318,29 +412,270 @@ impl Controller {
         let set =
             Arc::new(RuleSet::compile(file, self.appliance(), generation).map_err(compile_err)?);
         let compile = t0.elapsed();
+        self.printed = None;
+        Ok(self.commit(set, text, arrived, compile, remember))
+    }
+
+    /// The one place a compiled set becomes the running one (apply, rollback, incremental
+    /// edits): publish, persist `text` (the set's flows file), remember, answer. Persistence
+    /// is done before the reply; to persist before publishing (refusing a set that cannot be
+    /// saved), reorder the two steps here and nowhere else.
+    fn commit(
+        &mut self,
+        set: Arc<RuleSet>,
+        text: String,
+        arrived: Instant,
+        compile: Duration,
+        remember: bool,
+    ) -> AppliedReply {
+        let generation = set.generation;
         self.shared.rules.store(Arc::clone(&set));
         let publish = arrived.elapsed();
-        self.gens.push(set);
         self.swaps += 1;
         metrics::record_swap(publish);
+        let t0 = Instant::now();
         let previous = std::mem::replace(&mut self.current_text, text);
+        let persist_error = write_atomic(&self.flows_path, self.current_text.as_bytes())
+            .err()
+            .map(|e| format!("cannot persist to {}: {e}", self.flows_path.display()));
+        let persist = t0.elapsed();
         if remember {
             self.undo.push(previous);
             if self.undo.len() > ROLLBACK_DEPTH {
                 self.undo.remove(0);
             }
         }
-        let persist_error = write_atomic(&self.flows_path, self.current_text.as_bytes())
-            .err()
-            .map(|e| format!("cannot persist to {}: {e}", self.flows_path.display()));
-        Ok(AppliedReply {
+        self.gens.push(set);
+        AppliedReply {
             generation,
             publish_us: micros(publish),
             compile_us: micros(compile),
+            persist_us: micros(persist),
             persisted: persist_error.is_none(),
             persist_error,
             warnings: String::new(),
+        }
+    }
+
+    /// An incremental update (`insert`, `delete`, `replace`): the running set with one flow
+    /// or one rule added, removed or replaced, validated as `apply` validates, compiled as
+    /// a delta beside the running classifier (`classify::live`), committed as `apply` is.
+    fn edit(&mut self, op: EditOp, arrived: Instant) -> Reply {
+        let set = self.shared.rules.load_full();
+        let mut items = set.source.items.clone();
+        let find = |items: &[Arc<Flow>], name: &str| {
+            items
+                .iter()
+                .position(|f| f.name == name)
+                .ok_or_else(|| ErrorReply::new(format!("no flow or outflow named `{name}`")))
+        };
+        let list_index = |items: &[Arc<Flow>], at: usize, kind: ListKind| {
+            items[..at].iter().filter(|f| f.kind == kind).count()
+        };
+        let mut warnings = String::new();
+        // (item index removed, item index inserted) in `items` before / after the edit
+        let (kind, edit, removed_at, inserted_at) = match op {
+            EditOp::InsertFlow {
+                text,
+                before,
+                after,
+            } => {
+                let (flow, w) = self.parse_flow(&text)?;
+                warnings = w;
+                if items.iter().any(|f| f.name == flow.name) {
+                    return Err(ErrorReply::new(format!(
+                        "`{}` exists: replace it, or delete it first; nothing changed",
+                        flow.name
+                    )));
+                }
+                let at = match (before, after) {
+                    (Some(_), Some(_)) => {
+                        return Err(ErrorReply::new("give `before` or `after`, not both"))
+                    }
+                    (Some(n), None) => find(&items, &n)?,
+                    (None, Some(n)) => find(&items, &n)? + 1,
+                    (None, None) => items.len(),
+                };
+                let kind = flow.kind;
+                let li = list_index(&items, at, kind);
+                items.insert(at, Arc::new(flow));
+                (
+                    kind,
+                    ListEdit {
+                        removed: None,
+                        inserted: Some(li),
+                    },
+                    None,
+                    Some(at),
+                )
+            }
+            EditOp::DeleteFlow { flow } => {
+                let at = find(&items, &flow)?;
+                let kind = items[at].kind;
+                let li = list_index(&items, at, kind);
+                items.remove(at);
+                (
+                    kind,
+                    ListEdit {
+                        removed: Some(li),
+                        inserted: None,
+                    },
+                    Some(at),
+                    None,
+                )
+            }
+            EditOp::ReplaceFlow { text } => {
+                let (flow, w) = self.parse_flow(&text)?;
+                warnings = w;
+                let at = find(&items, &flow.name)?;
+                if items[at].kind != flow.kind {
+                    return Err(ErrorReply::new(format!(
+                        "`{}` is {} {}: delete it and insert the new item; nothing changed",
+                        flow.name,
+                        if items[at].kind == ListKind::Flow {
+                            "a"
+                        } else {
+                            "an"
+                        },
+                        items[at].kind.keyword()
+                    )));
+                }
+                let kind = flow.kind;
+                let li = list_index(&items, at, kind);
+                items[at] = Arc::new(flow);
+                (
+                    kind,
+                    ListEdit {
+                        removed: Some(li),
+                        inserted: Some(li),
+                    },
+                    Some(at),
+                    Some(at),
+                )
+            }
+            EditOp::Rule { flow, rule, text } => {
+                let at = find(&items, &flow)?;
+                let mut f = items[at].as_ref().clone();
+                let n = f.rules.len();
+                let check = |r: usize, max: usize| {
+                    if r == 0 || r > max {
+                        Err(ErrorReply::new(format!(
+                            "`{flow}` has {n} rule(s): rule {r} is out of range; nothing changed"
+                        )))
+                    } else {
+                        Ok(r - 1)
+                    }
+                };
+                match (rule, text) {
+                    // insert
+                    (RuleAt::Insert(r), Some(text)) => {
+                        let (new, w) = self.parse_rule(&f, &text)?;
+                        warnings = w;
+                        let i = check(r.unwrap_or(n + 1), n + 1)?;
+                        f.rules.insert(i, new);
+                    }
+                    (RuleAt::At(r), Some(text)) => {
+                        let (new, w) = self.parse_rule(&f, &text)?;
+                        warnings = w;
+                        let i = check(r, n)?;
+                        f.rules[i] = new;
+                    }
+                    (RuleAt::At(r), None) => {
+                        let i = check(r, n)?;
+                        f.rules.remove(i);
+                    }
+                    (RuleAt::Insert(_), None) => {
+                        return Err(ErrorReply::new("insert needs a rule"));
+                    }
+                }
+                let kind = f.kind;
+                let li = list_index(&items, at, kind);
+                items[at] = Arc::new(f);
+                (
+                    kind,
+                    ListEdit {
+                        removed: Some(li),
+                        inserted: Some(li),
+                    },
+                    Some(at),
+                    Some(at),
+                )
+            }
+        };
+        let file = FlowsFile { items };
+        let t0 = Instant::now();
+        let new = RuleSet::edit(&set, file, kind, edit, self.appliance(), set.generation + 1)
+            .map_err(compile_err)?;
+        let compile = t0.elapsed();
+        let new = Arc::new(new);
+        drop(set);
+        // the flows file, from the canonical print of each item (cached between edits)
+        let printed = self.printed_items();
+        if let Some(r) = removed_at {
+            printed.remove(r);
+        }
+        if let Some(i) = inserted_at {
+            let mut s = String::new();
+            print_flow(&mut s, &new.source.items[i]);
+            printed.insert(i, s);
+        }
+        let text = printed.join("\n");
+        let mut reply = self.commit(new, text, arrived, compile, true);
+        reply.warnings = warnings;
+        Ok(Body::Applied(reply))
+    }
+
+    /// The canonical text of each item of the running set (printed once after a full apply).
+    fn printed_items(&mut self) -> &mut Vec<String> {
+        let set = self.shared.rules.load();
+        self.printed.get_or_insert_with(|| {
+            set.source
+                .items
+                .iter()
+                .map(|f| {
+                    let mut s = String::new();
+                    print_flow(&mut s, f);
+                    s
+                })
+                .collect()
         })
+    }
+
+    /// One whole item, validated against the appliance; its rendered warnings.
+    fn parse_flow(&self, text: &str) -> Result<(Flow, String), ErrorReply> {
+        let loaded = self.load_fragment(text, "<flow>")?;
+        match loaded.file.items.as_slice() {
+            [one] => Ok((one.as_ref().clone(), loaded.render_warnings(false))),
+            items => Err(ErrorReply::new(format!(
+                "expected exactly one flow or outflow, got {}; nothing changed",
+                items.len()
+            ))),
+        }
+    }
+
+    /// One rule for flow `f`, validated against the appliance (as a rule of `f`, whose
+    /// warnings it gets).
+    fn parse_rule(&self, f: &Flow, text: &str) -> Result<(Rule, String), ErrorReply> {
+        let wrapped = format!(
+            "{} {} skip\n    {}\n",
+            f.kind.keyword(),
+            f.name,
+            text.trim()
+        );
+        let loaded = self.load_fragment(&wrapped, "<rule>")?;
+        match loaded.file.items.first() {
+            Some(g) if loaded.file.items.len() == 1 && g.rules.len() == 1 => {
+                Ok((g.rules[0].clone(), loaded.render_warnings(false)))
+            }
+            _ => Err(ErrorReply::new(
+                "expected exactly one `match` or `ignore` rule; nothing changed",
+            )),
+        }
+    }
+
+    /// Parse and check a fragment as `apply` checks a file (and lint it alone).
+    fn load_fragment(&self, text: &str, name: &str) -> Result<Loaded, ErrorReply> {
+        self.load(text, Some(name))
     }
 
     /// Generation, uptime and sizes.

@@ -41,6 +41,35 @@ pub enum Request {
     },
     /// Publish the previously applied set again.
     Rollback {},
+    /// Add one flow (`text` is a whole item; placed `before` or `after` a flow of its list,
+    /// else at the end of the file), or one rule (`text` is one rule; into `flow`, as its
+    /// rule number `at`, else after its last).
+    Insert {
+        text: String,
+        #[serde(default)]
+        flow: Option<String>,
+        #[serde(default)]
+        at: Option<usize>,
+        #[serde(default)]
+        before: Option<String>,
+        #[serde(default)]
+        after: Option<String>,
+    },
+    /// Remove flow `flow`, or its rule number `rule`.
+    Delete {
+        flow: String,
+        #[serde(default)]
+        rule: Option<usize>,
+    },
+    /// Replace the flow of the same name as `text` (a whole item), or rule number `rule` of
+    /// `flow` (`text` is one rule).
+    Replace {
+        text: String,
+        #[serde(default)]
+        flow: Option<String>,
+        #[serde(default)]
+        rule: Option<usize>,
+    },
     /// The canonical text of the applied set.
     ShowFlows {},
     /// Counters: per flow and rule, per port, drops, per director server.
@@ -78,6 +107,9 @@ impl Request {
             Request::Apply { .. } => "apply",
             Request::ApplyPath { .. } => "apply_path",
             Request::Rollback {} => "rollback",
+            Request::Insert { .. } => "insert",
+            Request::Delete { .. } => "delete",
+            Request::Replace { .. } => "replace",
             Request::ShowFlows {} => "show_flows",
             Request::Stats {} => "stats",
             Request::Trace { .. } => "trace",
@@ -167,6 +199,9 @@ pub struct AppliedReply {
     pub publish_us: u64,
     /// Of which compiling the classifiers.
     pub compile_us: u64,
+    /// Writing the flows file (after publication, before this reply).
+    #[serde(default)]
+    pub persist_us: u64,
     pub persisted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persist_error: Option<String>,

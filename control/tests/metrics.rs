@@ -42,7 +42,16 @@ fn exporter_serves_swaps_and_rules() {
     assert!(text.contains("flowgate_swaps_total 1"), "{text}");
     assert!(text.contains("flowgate_swap_seconds_bucket"), "{text}");
     assert!(
-        text.contains(r#"flowgate_rule_packets_total{list="flow",flow="a",rule="1"} 0"#),
+        text.contains(r#"flowgate_rule_packets_total{list="flow",flow="a",rule="match",n="1"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"flowgate_rule_bytes_total{list="flow",flow="a",rule="match",n="1"} 0"#),
+        "{text}"
+    );
+    // the seed's rules left the set: kept (retired) under their identity
+    assert!(
+        text.contains(r#"flowgate_rule_packets_total{list="flow",flow="dns",rule="match proto udp dst 192.168.0.1 dstport 53",n="1"} 0"#),
         "{text}"
     );
     assert!(

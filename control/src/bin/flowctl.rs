@@ -49,6 +49,38 @@ enum Cmd {
     Apply { file: PathBuf },
     /// Go back to the previously applied set.
     Rollback,
+    /// Add one flow to the running set (`flowctl insert 'flow web permit match proto tcp
+    /// dstport 80'`), or one rule to a flow (`flowctl insert --flow web [--at N] 'match
+    /// proto tcp dstport 443'`). Validated, published and persisted as `apply`.
+    Insert {
+        /// Place the new flow before this one (same list).
+        #[arg(long, conflicts_with_all = ["after", "flow"])]
+        before: Option<String>,
+        /// Place the new flow after this one (same list).
+        #[arg(long, conflicts_with = "flow")]
+        after: Option<String>,
+        /// Insert a rule into this flow instead.
+        #[arg(long)]
+        flow: Option<String>,
+        /// The new rule's number in the flow (default: after the last).
+        #[arg(long, requires = "flow")]
+        at: Option<usize>,
+        /// The flow (or rule) text; several words are joined with spaces.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Remove a flow, or rule number RULE of it.
+    Delete { flow: String, rule: Option<usize> },
+    /// Replace the flow of the same name (`flowctl replace 'flow web deny match ...'`), or
+    /// rule number RULE of a flow (`flowctl replace --flow web --rule 2 'match ...'`).
+    Replace {
+        #[arg(long, requires = "rule")]
+        flow: Option<String>,
+        #[arg(long, requires = "flow")]
+        rule: Option<usize>,
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
     /// Show the applied set.
     Show {
         #[command(subcommand)]
@@ -139,6 +171,28 @@ fn run(cli: &Cli) -> Result<(), ErrorReply> {
             name: name(file),
         },
         Cmd::Rollback => Request::Rollback {},
+        Cmd::Insert {
+            before,
+            after,
+            flow,
+            at,
+            text,
+        } => Request::Insert {
+            text: text.join(" "),
+            flow: flow.clone(),
+            at: *at,
+            before: before.clone(),
+            after: after.clone(),
+        },
+        Cmd::Delete { flow, rule } => Request::Delete {
+            flow: flow.clone(),
+            rule: *rule,
+        },
+        Cmd::Replace { flow, rule, text } => Request::Replace {
+            text: text.join(" "),
+            flow: flow.clone(),
+            rule: *rule,
+        },
         Cmd::Show {
             what: ShowWhat::Flows,
         } => Request::ShowFlows {},
@@ -287,12 +341,17 @@ fn render(req: &Request, v: &Value) -> Result<(), ErrorReply> {
                 println!("~ moved {m}");
             }
         }
-        Request::Apply { .. } | Request::ApplyPath { .. } | Request::Rollback {} => {
+        Request::Apply { .. }
+        | Request::ApplyPath { .. }
+        | Request::Rollback {}
+        | Request::Insert { .. }
+        | Request::Delete { .. }
+        | Request::Replace { .. } => {
             let a: AppliedReply = body(v)?;
             eprint!("{}", a.warnings);
             println!(
-                "generation {} published in {} us (compile {} us)",
-                a.generation, a.publish_us, a.compile_us
+                "generation {} published in {} us (compile {} us), persisted in {} us",
+                a.generation, a.publish_us, a.compile_us, a.persist_us
             );
             if let Some(e) = a.persist_error {
                 return Err(ErrorReply::new(format!("published but not persisted: {e}")));
