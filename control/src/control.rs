@@ -31,10 +31,6 @@ use crate::server::{self, Server};
 use crate::state::{sizes, DirectorControl, Generations, Shared};
 use crate::trace::{list_default, trace};
 
-/// Files with more rules than this are not linted by the daemon (the lint is quadratic in the
-/// number of rules); `flowgate check` still lints them. Errors are always checked.
-pub const LINT_MAX_RULES: usize = 2_000;
-
 /// The largest flows file `apply_path` reads.
 pub const MAX_FLOWS_FILE: u64 = 256 << 20;
 
@@ -214,7 +210,7 @@ impl Controller {
         match req {
             Request::Status {} => Ok(Body::Status(self.status())),
             Request::Check { flows, name } => {
-                let loaded = self.load(&flows, name.as_deref())?;
+                let loaded = self.load(&flows, name.as_deref(), true)?;
                 let (f, o, r) = sizes(&loaded.file);
                 RuleSet::compile(loaded.file.clone(), self.appliance(), 0).map_err(compile_err)?;
                 Ok(Body::Check(CheckReply {
@@ -225,7 +221,7 @@ impl Controller {
                 }))
             }
             Request::Diff { flows, name } => {
-                let loaded = self.load(&flows, name.as_deref())?;
+                let loaded = self.load(&flows, name.as_deref(), false)?;
                 Ok(Body::Diff(diff(
                     &self.shared.rules.load().source,
                     &loaded.file,
@@ -348,7 +344,9 @@ impl Controller {
             .ok_or_else(|| ErrorReply::new("no director state in this build"))
     }
 
-    fn load(&self, text: &str, name: Option<&str>) -> Result<Loaded, ErrorReply> {
+    /// Parse and check `text` against the appliance; with `lint`, lint it too (else the
+    /// caller lints after publication, see `apply`).
+    fn load(&self, text: &str, name: Option<&str>, lint: bool) -> Result<Loaded, ErrorReply> {
         let name = name.unwrap_or("<pushed>");
         let refused = |report: flows::Report| {
             let n = report.errors().count();
@@ -364,11 +362,8 @@ impl Controller {
                 diagnostics,
             })
         })?;
-        let rules: usize = parsed.file.items.iter().map(|f| f.rules.len()).sum();
         let mut warnings = parsed.warnings;
-        // as `flows::load`; but the lint compares rule pairs (quadratic): past the limit,
-        // errors and parse warnings only
-        if rules <= LINT_MAX_RULES {
+        if lint {
             warnings.extend(flows::lint::lint(&parsed.file, &parsed.spans, text));
             warnings.sort_by_key(|d| (d.span.start, d.span.end));
         }
@@ -381,11 +376,17 @@ impl Controller {
         })
     }
 
+    /// Parse and check, compile, commit; then lint (after publication, so the lint's time is
+    /// not the publication's) and answer with the warnings.
     fn apply(&mut self, text: String, name: Option<&str>, arrived: Instant) -> Reply {
-        let loaded = self.load(&text, name)?;
-        let warnings = loaded.render_warnings(false);
-        let mut reply = self.compile_and_publish(loaded.file, text, arrived, true)?;
-        reply.warnings = warnings;
+        let mut loaded = self.load(&text, name, false)?;
+        // items are shared: this copies pointers
+        let file = loaded.file.clone();
+        let mut reply = self.compile_and_publish(file, text, arrived, true)?;
+        let lint = flows::lint::lint(&loaded.file, &loaded.spans, &loaded.source);
+        loaded.warnings.extend(lint);
+        loaded.warnings.sort_by_key(|d| (d.span.start, d.span.end));
+        reply.warnings = loaded.render_warnings(false);
         Ok(Body::Applied(reply))
     }
 
@@ -393,7 +394,7 @@ impl Controller {
         let Some(text) = self.undo.last().cloned() else {
             return Err(ErrorReply::new("nothing to roll back to"));
         };
-        let loaded = self.load(&text, Some("<rollback>"))?;
+        let loaded = self.load(&text, Some("<rollback>"), false)?;
         let reply = self.compile_and_publish(loaded.file, text, arrived, false)?;
         self.undo.pop();
         Ok(Body::Applied(reply))
@@ -675,7 +676,7 @@ impl Controller {
 
     /// Parse and check a fragment as `apply` checks a file (and lint it alone).
     fn load_fragment(&self, text: &str, name: &str) -> Result<Loaded, ErrorReply> {
-        self.load(text, Some(name))
+        self.load(text, Some(name), true)
     }
 
     /// Generation, uptime and sizes.
