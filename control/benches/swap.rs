@@ -6,6 +6,11 @@
 //! `/work/shared/classbench`, `acl1_{1K,10K,100K}.rules`), converted to flows text at run
 //! time (16 rules per flow); without them, random rules of the same shape.
 //! Run: `cargo bench -p flowgate-control --bench swap [-- SIZES...]`, e.g. `-- 1K 10K`.
+//!
+//! A second table: incremental updates (`insert` a flow, `replace` a rule of it, `insert` a
+//! rule, `delete` the rule, `delete` the flow; [`EDIT_ROUNDS`] rounds) with the set of each size
+//! loaded: request to publish (median and worst) and the whole request with persistence
+//! (the flows file rewritten and fsynced) through the control thread.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -21,6 +26,9 @@ use flowgate_dataplane::ruleset::RuleSet;
 
 /// Rules per flow: a list holds at most 65534 flows, so 100K rules need several per flow.
 const RULES_PER_FLOW: usize = 16;
+
+/// Rounds of five incremental updates per size.
+const EDIT_ROUNDS: usize = 20;
 
 fn flows_text(rules: &[CbRule]) -> String {
     let mut s = String::new();
@@ -132,8 +140,9 @@ fn main() {
             return;
         }
     };
-    println!("| set | source | rules | bytes | parse (ms) | lint (ms; apply skips it past 2000 rules) | compile (ms) | request to publish, in-process (ms) | request to publish, socket (ms) | flowctl round trip (ms) |");
+    println!("| set | source | rules | bytes | parse (ms) | lint (ms; after publication) | compile (ms) | request to publish, in-process (ms) | request to publish, socket (ms) | flowctl round trip (ms) |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut edits = Vec::new();
     for size in &sizes {
         let (rules, source) = rules_for(size);
         let text = flows_text(&rules);
@@ -147,13 +156,9 @@ fn main() {
             }
         };
         let parse_ms = t.elapsed().as_secs_f64() * 1e3;
-        let lint_ms = if rules.len() <= 20_000 {
-            let t = Instant::now();
-            let _ = flowgate_config::flows::load("bench", &text, Some(&app));
-            format!("{:.1}", t.elapsed().as_secs_f64() * 1e3 - parse_ms)
-        } else {
-            "not run (quadratic)".to_string()
-        };
+        let t = Instant::now();
+        let _ = flowgate_config::flows::lint::lint(&parsed.file, &parsed.spans, &text);
+        let lint_ms = format!("{:.1}", t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         let set = match RuleSet::compile(parsed.file, &app, 1) {
             Ok(s) => s,
@@ -185,6 +190,65 @@ fn main() {
                 }
             }
         }
+        // incremental updates with this set loaded
+        let mut publish = Vec::new();
+        let mut whole = Vec::new();
+        for round in 0..EDIT_ROUNDS {
+            let at = format!("f{}", (round * 7919) % (rules.len() / RULES_PER_FLOW).max(1));
+            let ops = [
+                Request::Insert {
+                    text: format!("flow edit{round} permit match proto tcp dstport {round}"),
+                    flow: None,
+                    at: None,
+                    before: Some(at),
+                    after: None,
+                },
+                Request::Replace {
+                    text: "match proto udp dstport 53".into(),
+                    flow: Some(format!("edit{round}")),
+                    rule: Some(1),
+                },
+                Request::Insert {
+                    text: "match src 10.0.0.0/8 proto tcp dstport 22".into(),
+                    flow: Some(format!("edit{round}")),
+                    at: Some(1),
+                    before: None,
+                    after: None,
+                },
+                Request::Delete {
+                    flow: format!("edit{round}"),
+                    rule: Some(2),
+                },
+                Request::Delete {
+                    flow: format!("edit{round}"),
+                    rule: None,
+                },
+            ];
+            for op in ops {
+                let t = Instant::now();
+                match ctl.handle(op, t) {
+                    Ok(Body::Applied(a)) => {
+                        whole.push(t.elapsed().as_secs_f64() * 1e3);
+                        publish.push(a.publish_us as f64 / 1e3);
+                    }
+                    other => {
+                        eprintln!("edit failed: {other:?}");
+                        return;
+                    }
+                }
+            }
+        }
+        let stat = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[v.len() - 1])
+        };
+        let (p50, pmax) = stat(&mut publish);
+        let (w50, wmax) = stat(&mut whole);
+        edits.push(format!(
+            "| {size} | {} | {} | {p50:.3} | {pmax:.3} | {w50:.2} | {wmax:.2} |",
+            rules.len(),
+            publish.len()
+        ));
         drop(ctl);
 
         // through the socket (server thread -> control thread), as flowctl does
@@ -220,6 +284,12 @@ fn main() {
             rules.len(),
             text.len(),
         );
+    }
+    println!();
+    println!("| set loaded | rules | updates | request to publish, median (ms) | worst (ms) | with persistence, median (ms) | worst (ms) |");
+    println!("|---|---|---|---|---|---|---|");
+    for line in edits {
+        println!("{line}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
