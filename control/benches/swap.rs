@@ -194,7 +194,10 @@ fn main() {
         let mut publish = Vec::new();
         let mut whole = Vec::new();
         for round in 0..EDIT_ROUNDS {
-            let at = format!("f{}", (round * 7919) % (rules.len() / RULES_PER_FLOW).max(1));
+            let at = format!(
+                "f{}",
+                (round * 7919) % (rules.len() / RULES_PER_FLOW).max(1)
+            );
             let ops = [
                 Request::Insert {
                     text: format!("flow edit{round} permit match proto tcp dstport {round}"),

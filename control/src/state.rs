@@ -138,6 +138,8 @@ pub struct Generations {
     folded_verdicts: [[u64; 4]; 2],
     /// Retired identities dropped (past [`RETIRED_MAX`]).
     dropped: u64,
+    /// [`RETIRED_MAX`], unless set otherwise (tests).
+    retired_max: Option<usize>,
 }
 
 /// How many past generations stay unfolded (their own counters readable).
@@ -165,6 +167,7 @@ impl Generations {
         }
         self.live.push(Gen { set, ids });
         self.fold();
+        self.drop_retired();
     }
 
     /// The tally ids of `set`'s slots of one list, reusing the previous generation's for
@@ -269,8 +272,7 @@ impl Generations {
         id
     }
 
-    /// Fold the counts of old generations that no worker can still count into, then drop
-    /// the oldest retired identities past [`RETIRED_MAX`].
+    /// Fold the counts of old generations that no worker can still count into.
     pub fn fold(&mut self) {
         while self.live.len() > KEEP_LIVE {
             // the oldest; only folded once no worker holds it (strong count: ours alone)
@@ -305,11 +307,10 @@ impl Generations {
                 }
             }
         }
-        self.drop_retired();
     }
 
     /// Drops the oldest retired identities (those no unfolded generation has) past
-    /// [`RETIRED_MAX`].
+    /// [`RETIRED_MAX`] (at each push: identities only retire at pushes).
     fn drop_retired(&mut self) {
         let (Some(oldest), Some(current)) = (self.live.first(), self.live.last()) else {
             return;
@@ -319,7 +320,8 @@ impl Generations {
             .index
             .len()
             .saturating_sub(current_slots(self.live.last().map(|g| &g.ids)));
-        if retired <= RETIRED_MAX {
+        let max = self.retired_max.unwrap_or(RETIRED_MAX);
+        if retired <= max {
             return;
         }
         let mut evictable: Vec<(u64, u32)> = self
@@ -332,7 +334,7 @@ impl Generations {
             })
             .collect();
         evictable.sort_unstable();
-        for &(_, id) in evictable.iter().take(retired - RETIRED_MAX) {
+        for &(_, id) in evictable.iter().take(retired - max) {
             if let Some(t) = self.tallies[id as usize].take() {
                 self.index.remove(&t.ident);
                 self.free.push(id);
@@ -430,6 +432,14 @@ impl Generations {
         (out, verdicts)
     }
 
+    /// Generations keeping at most `max` retired identities (instead of [`RETIRED_MAX`]).
+    pub fn with_retired_max(max: usize) -> Generations {
+        Generations {
+            retired_max: Some(max),
+            ..Generations::default()
+        }
+    }
+
     /// Sets remembered (live, unfolded).
     pub fn live(&self) -> usize {
         self.live.len()
@@ -479,5 +489,65 @@ impl From<flowgate_dataplane::dpdk::PortStats> for NicStats {
             oerrors: s.oerrors,
             rx_nombuf: s.rx_nombuf,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgate_config::flows::{parse, Action};
+
+    fn set(text: &str, generation: u64) -> Arc<RuleSet> {
+        let file = parse(text).expect("parses").file;
+        let ports = vec!["eth0".to_string()];
+        Arc::new(
+            RuleSet::compile_for(
+                file,
+                &ports,
+                &Action::Permit,
+                &Action::Permit,
+                generation,
+                1,
+            )
+            .expect("compiles"),
+        )
+    }
+
+    /// Pushes of sets with ever new rules: the identities kept stay bounded (live + retired
+    /// bound + the unfolded generations'), the oldest retired go first, totals survive.
+    #[test]
+    fn retired_identities_are_bounded_and_totals_kept() {
+        let mut g = Generations::with_retired_max(6);
+        let keep = set("flow keep permit match proto tcp", 1);
+        keep.counters[0].hit_flow(0, 100);
+        g.push(keep);
+        for n in 2..40u64 {
+            let s = set(
+                &format!(
+                    "flow keep permit match proto tcp\nflow f{n} deny match dstport {n} proto udp match proto udp srcport {n}"
+                ),
+                n,
+            );
+            s.counters[0].hit_flow(0, 10); // keep's rule
+            g.push(s);
+            // live: 2 defaults + keep + 2 rules; retired: at most 6 + the unfolded sets'
+            assert!(
+                g.identities() <= 5 + 6 + 2 * KEEP_LIVE,
+                "{}",
+                g.identities()
+            );
+        }
+        assert!(g.dropped() > 0);
+        let (rules, _) = g.totals();
+        let keep = rules
+            .iter()
+            .find(|r| &*r.ident.flow == "keep")
+            .expect("keep");
+        assert_eq!(keep.total_packets, 39);
+        assert_eq!(keep.total_bytes, 100 + 38 * 10);
+        assert!(keep.live);
+        // the newest retired are kept, the oldest dropped
+        assert!(rules.iter().any(|r| &*r.ident.flow == "f38" && !r.live));
+        assert!(!rules.iter().any(|r| &*r.ident.flow == "f2"));
     }
 }
