@@ -30,7 +30,8 @@ const RULES_PER_FLOW: usize = 16;
 /// Rounds of five incremental updates per size.
 const EDIT_ROUNDS: usize = 20;
 
-fn flows_text(rules: &[CbRule]) -> String {
+/// The rules as a flows file, flows named `{prefix}{n}`.
+fn flows_text(rules: &[CbRule], prefix: &str) -> String {
     let mut s = String::new();
     for (i, r) in rules.iter().enumerate() {
         if i % RULES_PER_FLOW == 0 {
@@ -39,7 +40,7 @@ fn flows_text(rules: &[CbRule]) -> String {
             } else {
                 "permit"
             };
-            let _ = writeln!(s, "flow f{} {policy}", i / RULES_PER_FLOW);
+            let _ = writeln!(s, "flow {prefix}{} {policy}", i / RULES_PER_FLOW);
         }
         s.push_str("    match");
         let full = |p: (u16, u16)| p == (0, 65535);
@@ -140,12 +141,23 @@ fn main() {
             return;
         }
     };
-    println!("| set | source | rules | bytes | parse (ms) | lint (ms; after publication) | compile (ms) | request to publish, in-process (ms) | request to publish, socket (ms) | flowctl round trip (ms) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| set | source | rules | bytes | parse (ms) | lint (ms; after publication) | compile (ms) | request to publish, fresh set, in-process (ms) | same, socket (ms) | flowctl round trip (ms) | request to publish, one rule changed (ms) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut edits = Vec::new();
     for size in &sizes {
         let (rules, source) = rules_for(size);
-        let text = flows_text(&rules);
+        // two sets of the same rules under other flow names: each apply of one after the
+        // other shares no flow with the running set (a fresh set: compiled whole)
+        let text = flows_text(&rules, "f");
+        let other = flows_text(&rules, "g");
+        // the running set with one rule changed (the usual push: compiled as a delta)
+        let one_changed = |n: usize| {
+            text.replacen(
+                "    match",
+                &format!("    match proto udp dstport {n}\n    match"),
+                1,
+            )
+        };
         // phases, measured apart
         let t = Instant::now();
         let parsed = match flowgate_config::flows::parse_with(&text, Some(&app)) {
@@ -175,15 +187,31 @@ fn main() {
         opts.metrics = None;
         let mut ctl = Controller::new(Arc::clone(&shared), String::new(), &mut opts);
         let mut best = f64::MAX;
-        for _ in 0..3 {
+        for i in 0..4 {
+            let flows = if i % 2 == 0 {
+                other.clone()
+            } else {
+                text.clone()
+            };
+            match ctl.handle(Request::Apply { flows, name: None }, Instant::now()) {
+                Ok(Body::Applied(a)) => best = best.min(a.publish_us as f64 / 1e3),
+                other => {
+                    eprintln!("apply failed: {other:?}");
+                    return;
+                }
+            }
+        }
+        // the running set is `text`: pushes of it with one rule changed
+        let mut changed_best = f64::MAX;
+        for i in 0..3 {
             match ctl.handle(
                 Request::Apply {
-                    flows: text.clone(),
+                    flows: one_changed(i + 1),
                     name: None,
                 },
                 Instant::now(),
             ) {
-                Ok(Body::Applied(a)) => best = best.min(a.publish_us as f64 / 1e3),
+                Ok(Body::Applied(a)) => changed_best = changed_best.min(a.publish_us as f64 / 1e3),
                 other => {
                     eprintln!("apply failed: {other:?}");
                     return;
@@ -266,12 +294,15 @@ fn main() {
                 return;
             }
         };
-        let line = serde_json::json!({"op":"apply","flows":text}).to_string();
+        let lines = [
+            serde_json::json!({"op":"apply","flows":other}).to_string(),
+            serde_json::json!({"op":"apply","flows":text}).to_string(),
+        ];
         let mut sock_best = f64::MAX;
         let mut rt_best = f64::MAX;
-        for _ in 0..3 {
+        for i in 0..4 {
             let t = Instant::now();
-            let reply = round_trip(&app.control.socket, &line);
+            let reply = round_trip(&app.control.socket, &lines[i % 2]);
             rt_best = rt_best.min(t.elapsed().as_secs_f64() * 1e3);
             match reply.get("publish_us").and_then(|v| v.as_u64()) {
                 Some(us) => sock_best = sock_best.min(us as f64 / 1e3),
@@ -283,7 +314,7 @@ fn main() {
         }
         handle.shutdown();
         println!(
-            "| {size} | {source} | {} | {} | {parse_ms:.1} | {lint_ms} | {compile_ms:.1} | {best:.1} | {sock_best:.1} | {rt_best:.1} |",
+            "| {size} | {source} | {} | {} | {parse_ms:.1} | {lint_ms} | {compile_ms:.1} | {best:.1} | {sock_best:.1} | {rt_best:.1} | {changed_best:.1} |",
             rules.len(),
             text.len(),
         );

@@ -408,10 +408,17 @@ impl Controller {
         arrived: Instant,
         remember: bool,
     ) -> Result<AppliedReply, ErrorReply> {
-        let generation = self.shared.rules.load().generation + 1;
+        let running = self.shared.rules.load_full();
+        let generation = running.generation + 1;
         let t0 = Instant::now();
-        let set =
-            Arc::new(RuleSet::compile(file, self.appliance(), generation).map_err(compile_err)?);
+        // compiled against the running set: flows it already has keep their compiled form,
+        // the others go to a delta (or the lists are compiled whole when they are many)
+        let set = Arc::new(
+            running
+                .update(file, self.appliance(), generation)
+                .map_err(compile_err)?,
+        );
+        drop(running);
         let compile = t0.elapsed();
         self.printed = None;
         Ok(self.commit(set, text, arrived, compile, remember))

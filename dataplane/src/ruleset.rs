@@ -78,6 +78,38 @@ impl CompiledList {
         Ok(Self::around(classifier, file, kind, ports, &self.default))
     }
 
+    /// The list of `file` expressed against this one (see [`LiveClassifier::diffed`]): flows
+    /// equal to ones of this list are shared.
+    fn diffed(
+        &self,
+        old: &FlowsFile,
+        file: &FlowsFile,
+        kind: ListKind,
+        ports: &[String],
+    ) -> Result<CompiledList, CompileError> {
+        let old_list: Vec<&Flow> = old.list(kind).collect();
+        let by_name: std::collections::HashMap<&str, usize> = old_list
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), i))
+            .collect();
+        let list: Vec<&Flow> = file.list(kind).collect();
+        let same: Vec<Option<usize>> = list
+            .iter()
+            .map(|f| {
+                by_name
+                    .get(f.name.as_str())
+                    .copied()
+                    .filter(|&j| old_list[j] == *f)
+            })
+            .collect();
+        let classifier = match self.classifier.diffed(&list, &same, &self.default)? {
+            Some(c) => c,
+            None => LiveClassifier::compile(list.iter().copied(), &self.default)?,
+        };
+        Ok(Self::around(classifier, file, kind, ports, &self.default))
+    }
+
     /// The slot of `rule` (1-based) of the flow at `flow` (index in the list); the default's
     /// slot for rule 0.
     pub fn rule_slot(&self, flow: usize, rule: usize) -> Option<usize> {
@@ -194,6 +226,67 @@ impl RuleSet {
         Ok(rs)
     }
 
+    /// The next generation for a whole new file (`apply`), compiled against this set: flows
+    /// equal (by name and content) to flows of this set keep their place in its compiled base
+    /// and share its `Arc`s (so their counters' identities are found without a pass over their
+    /// rules); the others go to the delta (`classify::live`), or the list is compiled whole
+    /// when they are too many. Same answers as [`RuleSet::compile`].
+    pub fn update(
+        &self,
+        mut file: FlowsFile,
+        appliance: &Appliance,
+        generation: u64,
+    ) -> Result<RuleSet, CompileError> {
+        // share the Arcs of equal items
+        let by_name: std::collections::HashMap<&str, &Arc<Flow>> = self
+            .source
+            .items
+            .iter()
+            .map(|f| (f.name.as_str(), f))
+            .collect();
+        for item in &mut file.items {
+            if let Some(old) = by_name.get(item.name.as_str()) {
+                if **old == *item {
+                    *item = Arc::clone(old);
+                }
+            }
+        }
+        let ports: Vec<String> = appliance.ports.iter().map(|p| p.name.clone()).collect();
+        let flows = self
+            .flows
+            .diffed(&self.source, &file, ListKind::Flow, &ports)?;
+        let outflows = self
+            .outflows
+            .diffed(&self.source, &file, ListKind::Outflow, &ports)?;
+        Ok(self.next(file, flows, outflows, appliance, generation))
+    }
+
+    /// A set around new lists, sharing this one's routing tables, with zeroed counters.
+    fn next(
+        &self,
+        file: FlowsFile,
+        flows: CompiledList,
+        outflows: CompiledList,
+        appliance: &Appliance,
+        generation: u64,
+    ) -> RuleSet {
+        let workers = self.counters.len().max(1);
+        let tables = self.routes.count();
+        let counters = (0..workers)
+            .map(|_| RuleCounters::new(flows.slots(), outflows.slots(), tables))
+            .collect();
+        let flow_directors = directors_of(&flows, appliance);
+        RuleSet {
+            generation,
+            source: file,
+            flows,
+            outflows,
+            routes: Arc::clone(&self.routes),
+            counters,
+            flow_directors,
+        }
+    }
+
     /// The next generation: `file` is this set's source with one item of list `kind` removed
     /// (`edit.removed`, its index in the old list) and/or one inserted (`edit.inserted`, its
     /// index in the new list); the other list is shared. Routing tables are shared; counters
@@ -222,21 +315,7 @@ impl RuleSet {
         };
         let flows = remake(&self.flows, ListKind::Flow)?;
         let outflows = remake(&self.outflows, ListKind::Outflow)?;
-        let workers = self.counters.len().max(1);
-        let tables = self.routes.count();
-        let counters = (0..workers)
-            .map(|_| RuleCounters::new(flows.slots(), outflows.slots(), tables))
-            .collect();
-        let flow_directors = directors_of(&flows, appliance);
-        Ok(RuleSet {
-            generation,
-            source: file,
-            flows,
-            outflows,
-            routes: Arc::clone(&self.routes),
-            counters,
-            flow_directors,
-        })
+        Ok(self.next(file, flows, outflows, appliance, generation))
     }
 
     /// Compile `file` for explicit port names and default actions, without routing tables

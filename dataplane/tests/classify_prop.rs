@@ -532,3 +532,47 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    /// Whole new lists (several edits at once, as `apply` brings) compiled against the
+    /// running one by flow equality: equal to the reference after each of a chain.
+    #[test]
+    fn live_diffs_equal_reference(
+        file in sized_file(12, 6),
+        batches in prop::collection::vec(prop::collection::vec(edit_op(), 1..5), 1..8),
+        seed in any::<u64>(),
+    ) {
+        let default = if seed & 1 == 0 { Action::Permit } else { Action::Deny };
+        let mut list: Vec<Flow> = file.items.iter().map(|f| Flow {
+            kind: ListKind::Flow,
+            ..f.as_ref().clone()
+        }).collect();
+        let mut live = LiveClassifier::compile(list.iter(), &default)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut rng = Rng(seed | 1);
+        for (b, batch) in batches.iter().enumerate() {
+            let old = list.clone();
+            for (k, e) in batch.iter().enumerate() {
+                apply_edit(&mut list, e, b * 10 + k);
+            }
+            let same: Vec<Option<usize>> = list
+                .iter()
+                .map(|f| old.iter().position(|o| o.name == f.name && o == f))
+                .collect();
+            let refs: Vec<&Flow> = list.iter().collect();
+            live = live
+                .diffed(&refs, &same, &default)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?
+                .ok_or_else(|| TestCaseError::fail("delta refused a small diff"))?;
+            let whole = FlowsFile::from_flows(list.iter().cloned());
+            let (a4, a6, ps) = pools(&whole);
+            for _ in 0..64 {
+                let p = packet(&mut rng, &a4, &a6, &ps);
+                let want = decide(list.iter(), &p, &default);
+                prop_assert_eq!(&live.decide(&p), &want, "batch {} {:?}, packet {:?}", b, batch, p);
+            }
+        }
+    }
+}

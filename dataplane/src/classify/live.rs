@@ -15,8 +15,9 @@
 //! merged order of two ordered lists. Flow and action numbers are mapped to the current
 //! list's. Without a delta, a lookup is the base's, plus one branch.
 //!
-//! The delta is bounded ([`DELTA_MAX_EDITS`], [`DELTA_MAX_RULES`]): past that an update
-//! recompiles the whole list into a new base (as `apply` does).
+//! The delta is bounded ([`DELTA_MAX_EDITS`] updates or dead flows, [`DELTA_MAX_RULES`] rules
+//! and an eighth of the list): past that an update recompiles the whole list into a new base
+//! (as a fresh `apply` does).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +28,11 @@ use super::{Classifier, CompileError, Key, Verdict};
 
 /// Edits a delta takes before the list is recompiled whole.
 pub const DELTA_MAX_EDITS: u32 = 256;
-/// Rules the delta's flows may hold before the list is recompiled whole.
+/// Rules the delta's flows may hold before the list is recompiled whole: at most this many,
+/// and at most an eighth of the list's rules unless under [`DELTA_MIN_RULES`].
 pub const DELTA_MAX_RULES: usize = 4096;
+/// A delta of up to this many rules is always allowed (small lists).
+pub const DELTA_MIN_RULES: usize = 64;
 
 /// Marks a base flow removed by an edit in [`Delta::base_current`].
 const DEAD: u16 = u16::MAX;
@@ -122,6 +126,49 @@ impl LiveClassifier {
             }
             origin.insert(i, FROM_DELTA);
         }
+        self.with_origin(list, origin, edits, default_policy)
+    }
+
+    /// The list `list` (a whole new list, as `apply` brings) expressed against this one:
+    /// `same[k]` is the index in the current list of a flow equal to new flow `k`, if any.
+    /// Flows equal to base flows, in base order, stay base flows; every other flow goes to
+    /// the delta. `None` when the delta would exceed its bounds (compile the list whole).
+    pub fn diffed(
+        &self,
+        list: &[&Flow],
+        same: &[Option<usize>],
+        default_policy: &Action,
+    ) -> Result<Option<LiveClassifier>, CompileError> {
+        let edits = self.delta.as_ref().map_or(0, |d| d.edits) + 1;
+        if edits > DELTA_MAX_EDITS || same.len() != list.len() {
+            return Ok(None);
+        }
+        let mut last_base: Option<u32> = None;
+        let origin = same
+            .iter()
+            .map(|s| {
+                let o = s.and_then(|j| self.origin.get(j).copied());
+                match o {
+                    Some(b) if b & FROM_DELTA == 0 && last_base.is_none_or(|l| b > l) => {
+                        last_base = Some(b);
+                        b
+                    }
+                    _ => FROM_DELTA,
+                }
+            })
+            .collect();
+        self.with_origin(list, origin, edits, default_policy)
+    }
+
+    /// The classifier of `list` whose flows come from the base or the delta as `origin`
+    /// says (base indexes increasing; [`FROM_DELTA`] for the others).
+    fn with_origin(
+        &self,
+        list: &[&Flow],
+        mut origin: Vec<u32>,
+        edits: u32,
+        default_policy: &Action,
+    ) -> Result<Option<LiveClassifier>, CompileError> {
         if origin.len() != list.len() || list.len() >= usize::from(Verdict::NO_FLOW) {
             return Ok(None);
         }
@@ -139,11 +186,17 @@ impl LiveClassifier {
                 *b = i as u16;
             }
         }
+        // a delta larger than an eighth of the list (past a floor), or too many dead base
+        // flows: compile whole (a delta that size costs its own compile and lookups)
         let rules: usize = delta_flows.iter().map(|f| f.rules.len()).sum();
-        if rules > DELTA_MAX_RULES {
+        let total: usize = list.iter().map(|f| f.rules.len()).sum();
+        let dead = base_current.iter().filter(|&&b| b == DEAD).count();
+        if rules > DELTA_MAX_RULES.min((total / 8).max(DELTA_MIN_RULES))
+            || dead > DELTA_MAX_EDITS as usize
+        {
             return Ok(None);
         }
-        let any_dead = base_current.contains(&DEAD);
+        let any_dead = dead > 0;
         if delta_flows.is_empty() && !any_dead {
             return Ok(Some(LiveClassifier {
                 delta: None,
