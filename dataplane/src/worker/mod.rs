@@ -29,6 +29,8 @@ pub mod batch;
 mod decide;
 pub mod director;
 mod egress;
+#[cfg(test)]
+mod fixtures;
 pub mod forward;
 pub mod frames;
 mod ingress;
