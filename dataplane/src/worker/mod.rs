@@ -229,14 +229,17 @@ impl<'p, I: Io> Pipeline<'p, I> {
                 env.rules,
             );
         }
-        let snapshot = self.directors.snapshot();
+        // the directors' snapshot, loaded only where some director runs
+        let snapshot = match self.directors.is_empty() {
+            true => None,
+            false => self.directors.snapshot(),
+        };
         let set = set_of(&snapshot);
         let mut handing = false;
-        if let (false, Some(set)) = (self.directors.is_empty(), set) {
+        if let Some(set) = set {
             handing |= self.directors.replies(b, frames, &env, set, handed);
         }
-        let to_directors = decide::decide(b, frames, &env, role);
-        if to_directors {
+        if decide::decide(b, frames, &env, role) {
             handing |= self.directors.forward(b, frames, &env, set, handed);
         }
         egress::outflows(b, frames, &env);
