@@ -182,3 +182,39 @@ fn fill_l4_checksum(proto: u8, pseudo: &[u8], l4: &mut [u8], v6: bool) {
     }
     l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
+
+/// The frame for one ClassBench trace packet (IPv4 `src` -> `dst`, protocol `proto`): TCP SYN /
+/// UDP with the trace's ports for protocols 6 / 17, an ICMP echo request for 1, a bare IPv4
+/// header plus payload for anything else; at least `min_len` bytes (without FCS).
+pub fn trace_frame(
+    proto: u8,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    min_len: usize,
+) -> Vec<u8> {
+    const ETH_IP: usize = 14 + 20;
+    let (sport, dport) = match proto {
+        6 | 17 => (sport, dport),
+        1 => (8, 0), // echo request, code 0
+        _ => (0, 0),
+    };
+    let l4_hdr = match proto {
+        6 => 20,
+        17 | 1 => 8,
+        _ => 0,
+    };
+    let mut spec = FrameSpec::new(
+        IpAddr::V4(std::net::Ipv4Addr::from(src)),
+        IpAddr::V4(std::net::Ipv4Addr::from(dst)),
+        proto,
+        sport,
+        dport,
+    );
+    // Other protocols get at least a few payload bytes so the IP datagram is not empty.
+    spec.payload = min_len
+        .saturating_sub(ETH_IP + l4_hdr)
+        .max(if l4_hdr == 0 { 8 } else { 0 });
+    frame(&spec)
+}
