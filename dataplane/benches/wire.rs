@@ -51,13 +51,7 @@ fn frames() -> Vec<Vec<u8>> {
         8,
         0,
     )));
-    let mut qinq = frame(&FrameSpec::new(
-        ip("10.0.0.1"),
-        ip("192.168.1.1"),
-        6,
-        1,
-        2,
-    ));
+    let mut qinq = frame(&FrameSpec::new(ip("10.0.0.1"), ip("192.168.1.1"), 6, 1, 2));
     qinq.splice(12..12, [0x88, 0xa8, 0x00, 0x07, 0x81, 0x00, 0x00, 0x64]);
     out.push(qinq);
     out.push(frame(&FrameSpec::new(
