@@ -227,6 +227,21 @@ pub fn l3_start(frame: &[u8], max_tags: usize) -> Result<L3Start, TagError> {
     })
 }
 
+/// Sets the EtherType that announces the network header at `l3` in `frame`: the frame's own,
+/// or its last VLAN tag's (the two bytes in front of the header, in both cases).
+#[inline]
+pub fn set_network_ethertype(frame: &mut [u8], l3: usize, ethertype: u16) -> Result<(), WireError> {
+    if l3 < field::HEADER_LEN || l3 > frame.len() {
+        return Err(WireError::truncated(
+            "ethernet",
+            field::HEADER_LEN,
+            l3.min(frame.len()),
+        ));
+    }
+    super::set_u16(frame, l3 - 2, ethertype);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +303,17 @@ mod tests {
             );
         }
         assert!(VlanTag::new_checked(&FRAME[..3]).is_err());
+    }
+
+    #[test]
+    fn the_network_ethertype_is_the_frames_or_the_last_tags() {
+        let mut f = FRAME;
+        set_network_ethertype(&mut f, 22, ethertype::IPV6).expect("tagged");
+        assert_eq!(&f[20..22], &[0x86, 0xdd]);
+        assert_eq!(&f[12..14], &[0x88, 0xa8], "the outer tag is kept");
+        set_network_ethertype(&mut f, 14, ethertype::ARP).expect("untagged");
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert!(set_network_ethertype(&mut f, 13, ethertype::ARP).is_err());
+        assert!(set_network_ethertype(&mut f, 23, ethertype::ARP).is_err());
     }
 }
