@@ -443,3 +443,122 @@ mod too_big_tests {
         assert!(too_big(&mut short, 14, Family::V4, 1480, MAC).is_err());
     }
 }
+
+#[cfg(test)]
+mod quote_tests {
+    use super::*;
+    use crate::build::{frame, FrameSpec};
+    use crate::wire::{parse, tcp, Frame, TcpPacket};
+    use std::net::Ipv6Addr;
+
+    const CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+    const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+    const ROUTER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+    const SERVER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 7);
+
+    /// The client's TCP packet to the VIP (its IP packet, no Ethernet) with a destination
+    /// options header (8 bytes) and an AH (16 bytes) before the TCP header.
+    fn packet_with_extensions() -> Vec<u8> {
+        let mut spec = FrameSpec::new(CLIENT.into(), VIP.into(), 6, 40000, 443);
+        spec.payload = 12;
+        let mut ip = frame(&spec)[14..].to_vec();
+        let ext = [
+            proto::AH,
+            0,
+            1,
+            4,
+            0,
+            0,
+            0,
+            0, // destination options, PadN
+            proto::TCP,
+            2,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0, // AH, 16 bytes
+        ];
+        ip.splice(40..40, ext);
+        let mut p = Ipv6Packet::new_unchecked(&mut ip[..]);
+        p.set_next_header(proto::DEST_OPTS);
+        let plen = p.payload_len() + ext.len() as u16;
+        p.set_payload_len(plen);
+        ip
+    }
+
+    /// A router's ICMPv6 destination unreachable to the client, quoting `quoted`.
+    fn error_quoting(quoted: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 8];
+        wire::EthernetFrame::new_unchecked(&mut f[..]).set_ethertype(wire::ethertype::IPV6);
+        f.extend_from_slice(quoted);
+        let icmp_len = (8 + quoted.len()) as u16;
+        let mut ip = Ipv6Packet::new_unchecked(&mut f[14..]);
+        ip.set_version_traffic_class(0);
+        ip.set_payload_len(icmp_len);
+        ip.set_next_header(proto::ICMPV6);
+        ip.set_hop_limit(64);
+        ip.set_src_addr(ROUTER);
+        ip.set_dst_addr(CLIENT);
+        let mut m = Icmpv6Packet::new_unchecked(&mut f[54..]);
+        m.set_msg_type(icmpv6::msg::DST_UNREACHABLE);
+        m.fill_checksum(&ROUTER, &CLIENT);
+        f
+    }
+
+    fn facts(f: &[u8]) -> IpFacts {
+        match parse(f) {
+            Frame::Ip(x) => x,
+            other => panic!("not IP: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_quote_with_extension_headers_is_read_and_translated() {
+        let quoted = packet_with_extensions();
+        let mut f = error_quoting(&quoted);
+        let x = facts(&f);
+        let e = embedded(&f, &x).expect("the quoted TCP packet");
+        assert_eq!((e.proto, e.sport, e.dport), (proto::TCP, 40000, 443));
+        assert_eq!((e.src, e.dst), (CLIENT.octets(), VIP.octets()));
+        assert_eq!((e.l3, e.l4, e.end), (62, 62 + 40 + 24, f.len()));
+        assert!(checksum_ok(&f, &x, &e));
+
+        // as a NAT director translates a server-side error for the client... here the other
+        // way round: the quoted destination becomes the server
+        translate(&mut f, &x, &e, End::Dst, &SERVER.octets(), 8443, None).expect("translated");
+        let x = facts(&f);
+        let e = embedded(&f, &x).expect("still read");
+        assert_eq!((e.dst, e.dport), (SERVER.octets(), 8443));
+        assert!(checksum_ok(&f, &x, &e), "ICMPv6 checksum recomputed");
+        // the whole TCP segment was quoted: its checksum, updated incrementally, verifies
+        let seg = &f[e.l4..e.end];
+        let pseudo = checksum::pseudo_header_v6(&CLIENT, &SERVER, proto::TCP, seg.len() as u32);
+        let t = TcpPacket::new_checked(seg).expect("tcp");
+        assert!(t.verify_checksum(pseudo));
+        assert_eq!(t.flags(), tcp::flags::SYN);
+    }
+
+    #[test]
+    fn a_quote_cut_inside_its_extension_headers_is_not_read() {
+        let quoted = packet_with_extensions();
+        for keep in [40, 47, 50, 63, 64 + 7] {
+            let f = error_quoting(&quoted[..keep]);
+            let x = facts(&f);
+            assert_eq!(embedded(&f, &x), None, "{keep} bytes quoted");
+        }
+        // 8 bytes of TCP are enough
+        let f = error_quoting(&quoted[..64 + 8]);
+        let x = facts(&f);
+        assert_eq!(embedded(&f, &x).map(|e| e.dport), Some(443));
+    }
+}

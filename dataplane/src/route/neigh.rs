@@ -524,26 +524,7 @@ impl Arp {
     }
 }
 
-/// The solicited-node multicast address of `ip` (`ff02::1:ffXX:XXXX`, RFC 4291 2.7.1).
-pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
-    let o = ip.octets();
-    Ipv6Addr::new(
-        0xff02,
-        0,
-        0,
-        0,
-        0,
-        1,
-        0xff00 | u16::from(o[13]),
-        u16::from_be_bytes([o[14], o[15]]),
-    )
-}
-
-/// The Ethernet MAC of an IPv6 multicast group: `33:33` and its last 32 bits (RFC 2464 7).
-pub fn multicast_mac(group: Ipv6Addr) -> MacAddr {
-    let o = group.octets();
-    MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
-}
+pub use crate::wire::ndisc::{multicast_mac, solicited_node};
 
 /// A Neighbour Solicitation or Advertisement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -998,5 +979,43 @@ mod tests {
         let f = ns.frame(MAC_A, multicast_mac(ns.dst));
         assert_eq!(f.len(), ND_FRAME_LEN - 8);
         assert_eq!(Nd::parse(&f[14..]), Some(ns));
+    }
+
+    proptest::proptest! {
+        /// Whatever the addresses and operation, an ARP packet built then read is itself.
+        #[test]
+        fn arp_round_trip(op in proptest::bool::ANY, sm in proptest::array::uniform6(0u8..), si in proptest::prelude::any::<u32>(),
+                          tm in proptest::array::uniform6(0u8..), ti in proptest::prelude::any::<u32>()) {
+            let a = Arp {
+                op: if op { ArpOp::Request } else { ArpOp::Reply },
+                sender_mac: MacAddr(sm),
+                sender_ip: si.into(),
+                target_mac: MacAddr(tm),
+                target_ip: ti.into(),
+            };
+            proptest::prop_assert_eq!(Arp::parse_frame(&a.frame()), Some(a));
+        }
+
+        /// Whatever the addresses and flags, an NS or NA built then read is itself (a
+        /// multicast target is refused, as RFC 4861 says).
+        #[test]
+        fn nd_round_trip(src in proptest::prelude::any::<u128>(), dst in proptest::prelude::any::<u128>(),
+                         target in proptest::prelude::any::<u128>(), kind in 0u8..9,
+                         mac in proptest::option::of(proptest::array::uniform6(0u8..))) {
+            let nd = Nd {
+                kind: if kind == 8 {
+                    NdKind::Solicit
+                } else {
+                    NdKind::Advert { router: kind & 1 != 0, solicited: kind & 2 != 0, override_: kind & 4 != 0 }
+                },
+                src: src.into(),
+                dst: dst.into(),
+                target: target.into(),
+                lladdr: mac.map(MacAddr),
+            };
+            let f = nd.frame(MAC_A, MAC_B);
+            let want = (!nd.target.is_multicast()).then_some(nd);
+            proptest::prop_assert_eq!(Nd::parse(&f[14..]), want);
+        }
     }
 }

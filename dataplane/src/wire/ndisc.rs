@@ -7,6 +7,27 @@ use flowgate_config::appliance::MacAddr;
 
 use super::{checksum, get_u16, icmpv6, set_u16, WireError};
 
+/// The solicited-node multicast address of `ip` (`ff02::1:ffXX:XXXX`, RFC 4291 2.7.1).
+pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
+    let o = ip.octets();
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    )
+}
+
+/// The Ethernet MAC of an IPv6 multicast group: `33:33` and its last 32 bits (RFC 2464 7).
+pub fn multicast_mac(group: Ipv6Addr) -> MacAddr {
+    let o = group.octets();
+    MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
+}
+
 /// Byte ranges of an NS or NA (the ICMPv6 message).
 pub mod field {
     use crate::wire::{Field, Rest};
