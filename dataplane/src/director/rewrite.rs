@@ -46,11 +46,11 @@ pub(super) struct AddrChange {
 }
 
 impl AddrChange {
-    pub(super) fn old(&self) -> &[u8] {
+    pub(super) fn before(&self) -> &[u8] {
         &self.old[..self.width]
     }
 
-    pub(super) fn new(&self) -> &[u8] {
+    pub(super) fn after(&self) -> &[u8] {
         &self.new[..self.width]
     }
 }
@@ -116,7 +116,7 @@ pub(super) fn rewrite_ports(
     if let Some(mut c) = l4.checksum() {
         let udp = l4.protocol() == proto::UDP;
         if !(udp && family == Family::V4 && c == 0) {
-            c = checksum::update(c, addr.old(), addr.new());
+            c = checksum::update(c, addr.before(), addr.after());
             if let Some(p) = port {
                 c = checksum::update16(c, old_port, p);
             }

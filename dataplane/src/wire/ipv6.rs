@@ -404,7 +404,7 @@ mod tests {
         assert_eq!((p.src_addr(), p.dst_addr()), (SRC, DST));
         assert_eq!(p.payload(), &[1, 2, 3, 4]);
 
-        let mut out = vec![0u8; 44];
+        let mut out = [0u8; 44];
         let mut q = Ipv6Packet::new_unchecked(&mut out[..]);
         q.set_version_traffic_class(0xab);
         q.set_flow_label(0x12345);
