@@ -382,14 +382,14 @@ mod too_big_tests {
         assert_eq!(facts.l4, L4::Icmp { icmptype: 3 });
         let l3 = facts.l3_offset;
         assert_eq!(
-            crate::build::checksum(&err[l3..l3 + 20]),
+            checksum::checksum(&err[l3..l3 + 20]),
             0,
             "IPv4 header checksum"
         );
         let icmp = &err[facts.l4_offset..];
         assert_eq!((icmp[0], icmp[1]), (3, 4));
         assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1480);
-        assert_eq!(crate::build::checksum(icmp), 0, "ICMP checksum");
+        assert_eq!(checksum::checksum(icmp), 0, "ICMP checksum");
         // the error fits in 576 bytes and quotes the packet's start, byte for byte
         assert_eq!(err.len() - 14, 576);
         assert_eq!(&icmp[8..], &original[14..14 + 576 - 28]);
@@ -432,7 +432,7 @@ mod too_big_tests {
         buf.resize(too_big_overhead(Family::V4) + 60, 0);
         let len = too_big(&mut buf, 14, Family::V4, 1480, MAC).expect("too big");
         assert_eq!(len, 14 + 20 + 8 + 28);
-        assert_eq!(crate::build::checksum(&buf[14 + 20..len]), 0);
+        assert_eq!(checksum::checksum(&buf[14 + 20..len]), 0);
     }
 
     #[test]
