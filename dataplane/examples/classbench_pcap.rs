@@ -31,8 +31,6 @@ use flowgate_dataplane::classify::classbench::load_trace;
 const USAGE: &str =
     "usage: classbench_pcap --trace TRACE --out OUT.pcap [--limit N] [--min-len BYTES]";
 
-/// Ethernet + IPv4 headers, the fixed part of every frame.
-
 struct Args {
     trace: PathBuf,
     out: PathBuf,

@@ -16,14 +16,15 @@ use flowgate_config::flows::{Family, L4};
 use crate::classify::{Key, L4Kind};
 use crate::counters::DropReason;
 use crate::director::icmp;
-use crate::director::rewrite::{encapsulate, tunnel_overhead, PROTO_IPIP, PROTO_IPV6};
+use crate::director::rewrite::{encapsulate, tunnel_overhead};
 use crate::director::shared::STATS_EVERY_MS;
 use crate::director::{
     DirectorSet, DirectorWorker, Prefetch, SharedDirectors, Verdict as DirVerdict, WorkerOptions,
 };
 use crate::handoff::{NatServers, Owners, Tag};
 use crate::ruleset::NO_DIRECTOR;
-use crate::wire::{self, field, Frame, IpFacts};
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::{self, proto, Frame, IpFacts};
 
 use super::batch::{Batch, PacketMeta, To};
 use super::forward::{self, head_for, route, take_ttl};
@@ -416,8 +417,9 @@ fn too_big<F: Frames>(
     if family == Family::V4 {
         let df = frames
             .packet(i)
-            .and_then(|f| f.get(l3 + field::IPV4_FRAG))
-            .is_some_and(|b| b & 0x40 != 0);
+            .and_then(|f| f.get(l3..))
+            .and_then(|ip| Ipv4Packet::new_checked_header(ip).ok())
+            .is_some_and(|ip| ip.dont_frag());
         if !df {
             return;
         }
@@ -522,8 +524,8 @@ pub fn wrap(
             Family::V6
         },
         proto: match inner.family {
-            Family::V4 => PROTO_IPIP,
-            Family::V6 => PROTO_IPV6,
+            Family::V4 => proto::IPIP,
+            Family::V6 => proto::IPV6,
         },
         src: local,
         dst: server,
@@ -645,7 +647,7 @@ mod tests {
                 u16::from_be_bytes([ip[2], ip[3]]) as usize,
                 f.len() - l3 + 20
             );
-            assert_eq!(ip[field::IPV4_TTL], 64);
+            assert_eq!(ip[8], 64, "outer TTL");
             assert_eq!(crate::build::checksum(ip), 0, "outer header checksum");
             // the inner packet, byte for byte
             assert_eq!(&out[l3 + 20..], &f[l3..]);
@@ -665,7 +667,7 @@ mod tests {
         let (outer, len) = wrap_for_tunnel(&mut buf, Some(local), server, 1500).expect("wrapped");
         assert_eq!(len, f.len() + 40);
         assert_eq!((outer.src, outer.dst, outer.proto), (local, server, 41));
-        assert_eq!(buf[14 + field::IPV6_HOP_LIMIT], 64);
+        assert_eq!(buf[14 + 7], 64, "outer hop limit");
         let payload = u16::from_be_bytes([buf[14 + 4], buf[14 + 5]]) as usize;
         assert_eq!(payload, f.len() - 14);
         assert_eq!(&buf[14 + 40..len], &f[14..]);
