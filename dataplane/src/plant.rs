@@ -155,6 +155,8 @@ impl Plant {
                 what: "mbufs",
                 n: mbufs,
             })?;
+        // or more if the config asks (devices that keep frames of their own in the pool)
+        let mbufs = mbufs.max(app.dataplane.mbufs.unwrap_or(0));
         let pool = Mempool::new("flowgate_pool", mbufs, 256, 2048 + 128, -1)?;
 
         let mut ports = Vec::new();
@@ -252,7 +254,7 @@ impl Plant {
             ports,
             taps,
             names: app.ports.iter().map(|p| p.name.clone()).collect(),
-            neighbours: SharedNeighbours::default(),
+            neighbours: SharedNeighbours::default().with_static(static_neighbours(app)),
             roles,
             workers,
             rx_queues: app.ports.iter().map(|p| p.rx_queues).collect(),
@@ -367,6 +369,16 @@ impl Plant {
         }
         errors
     }
+}
+
+/// The config's static neighbours as `(port index, address, MAC)`, for the shared neighbour
+/// table the workers resolve next hops from (`docs/routing.md`).
+pub fn static_neighbours(app: &Appliance) -> Vec<(usize, std::net::IpAddr, MacAddr)> {
+    app.ports
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.neighbours.iter().map(move |&(ip, mac)| (i, ip, mac)))
+        .collect()
 }
 
 /// Mbufs the hand-over rings between workers may hold (`crate::handoff`): they exist with
