@@ -98,6 +98,11 @@ pub fn frame(spec: &FrameSpec) -> Vec<u8> {
         l4_header(spec)
     };
     l4.extend((0..spec.payload).map(|i| i as u8));
+    if spec.proto == 17 && !spec.non_first_fragment {
+        // the UDP length covers the header and the payload
+        let len = l4.len() as u16;
+        l4[4..6].copy_from_slice(&len.to_be_bytes());
+    }
     let mut out = Vec::with_capacity(64 + l4.len());
     out.extend_from_slice(&spec.dst_mac);
     out.extend_from_slice(&spec.src_mac);
