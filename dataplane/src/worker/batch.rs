@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use flowgate_config::flows::{Family, L4};
 
-use crate::classify::{Classifier, Key, Verdict, BATCH};
+use crate::classify::live::LiveClassifier;
+use crate::classify::{Key, Verdict, BATCH};
 use crate::counters::DropReason;
 use crate::wire::IpFacts;
 
@@ -152,7 +153,7 @@ impl Batch {
     /// Classifies with `c` the packets for which `pick` holds; their (packet index, verdict)
     /// pairs, in order, are then read with [`Batch::verdicts`].
     #[inline]
-    pub fn classify(&mut self, c: &Classifier, pick: impl Fn(&PacketMeta) -> bool) -> usize {
+    pub fn classify(&mut self, c: &LiveClassifier, pick: impl Fn(&PacketMeta) -> bool) -> usize {
         let l = &mut self.lanes;
         l.n = 0;
         for i in 0..self.len {
@@ -194,7 +195,7 @@ mod tests {
         let file = parse("flow a permit match proto tcp dstport 22")
             .expect("flows")
             .file;
-        let c = Classifier::new(file.flows(), &Action::Deny).expect("compiles");
+        let c = LiveClassifier::compile(file.flows(), &Action::Deny).expect("compiles");
         let mut b = Batch::default();
         b.start(4);
         for i in 0..4 {
