@@ -271,7 +271,7 @@ fn ancestor(v6: bool, net: u128, len: u8) -> u128 {
     }
 }
 
-fn keyed_prefix<'r>(r: &'r Rule, src: bool) -> Option<&'r Prefix> {
+fn keyed_prefix(r: &Rule, src: bool) -> Option<&Prefix> {
     r.conds
         .iter()
         .find_map(|c| match (&c.test, c.negated, src) {
