@@ -668,15 +668,24 @@ impl<W: Word> Builder<'_, W> {
         let mut children: Vec<(W, W, Vec<u32>)> = Vec::new();
         let mut lo = region.lo[lane];
         let last = region.hi[lane];
-        for hi in cut.uppers.iter().copied().chain(std::iter::once(last)) {
-            let sub: Vec<u32> = rules
-                .iter()
-                .copied()
-                .filter(|&r| {
-                    let b = &self.rules[r as usize];
-                    b.lo[lane] <= hi && b.hi[lane] >= lo
-                })
-                .collect();
+        // one pass over the rules: each goes to the children its interval meets (child k
+        // ends at uppers[k], the last at the region's end), in priority order
+        let uppers = &cut.uppers;
+        let mut subs: Vec<Vec<u32>> = vec![Vec::new(); uppers.len() + 1];
+        for &r in &rules {
+            let b = &self.rules[r as usize];
+            let first = uppers.partition_point(|u| *u < b.lo[lane]);
+            let end = uppers.partition_point(|u| *u < b.hi[lane]);
+            for sub in &mut subs[first..=end] {
+                sub.push(r);
+            }
+        }
+        for (hi, sub) in uppers
+            .iter()
+            .copied()
+            .chain(std::iter::once(last))
+            .zip(subs)
+        {
             match children.last_mut() {
                 Some(prev) if prev.2 == sub => prev.1 = hi,
                 _ => children.push((lo, hi, sub)),
