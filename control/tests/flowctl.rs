@@ -81,3 +81,74 @@ fn commands() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
 }
+
+/// `flowctl insert`, `replace`, `delete`: one flow or one rule of the running set.
+#[test]
+fn incremental_updates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path(), Some(SEED));
+    let web = [
+        "trace",
+        "iface=eth0",
+        "proto=tcp",
+        "src=1.1.1.1",
+        "dst=2.2.2.2",
+        "sport=1",
+        "dport=80",
+    ];
+    let (ok, out, err) = flowctl(
+        &d,
+        &[
+            "insert",
+            "--before",
+            "alltherest",
+            "flow web permit",
+            "match proto tcp dstport 80",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("generation 2 published in "), "{out}");
+    let (_, out, _) = flowctl(&d, &web);
+    assert!(out.contains("verdict: permit web 1"), "{out}");
+    let (ok, _, err) = flowctl(
+        &d,
+        &["insert", "--flow", "web", "--at", "1", "ignore src 1.1.1.1"],
+    );
+    assert!(ok, "{err}");
+    let (_, out, _) = flowctl(&d, &web);
+    assert!(out.contains("verdict: deny alltherest 1"), "{out}");
+    let (ok, _, err) = flowctl(
+        &d,
+        &[
+            "replace",
+            "--flow",
+            "web",
+            "--rule",
+            "1",
+            "ignore src 9.9.9.9",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (_, out, _) = flowctl(&d, &web);
+    assert!(out.contains("verdict: permit web 2"), "{out}");
+    let (ok, _, err) = flowctl(&d, &["delete", "web", "1"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = flowctl(&d, &["replace", "flow web deny match proto tcp dstport 80"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = flowctl(&d, &web);
+    assert!(out.contains("verdict: deny web 1"), "{out}");
+    // refused: nothing changes
+    let (ok, _, err) = flowctl(&d, &["insert", "flow web permit match"]);
+    assert!(!ok);
+    assert!(err.contains("`web` exists"), "{err}");
+    let (ok, _, err) = flowctl(&d, &["insert", "--flow", "web", "match iface eth9"]);
+    assert!(!ok);
+    assert!(err.contains("unknown interface `eth9`"), "{err}");
+    let (ok, _, err) = flowctl(&d, &["delete", "web"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = flowctl(&d, &["status"]);
+    assert!(out.contains("generation   7"), "{out}");
+    let saved = std::fs::read_to_string(&d.flows).expect("flows file");
+    assert!(!saved.contains("flow web"), "{saved}");
+    assert!(saved.contains("flow alltherest deny"), "{saved}");
+}
