@@ -140,6 +140,8 @@ impl<'p> DirectorStage<'p> {
     /// towards the client and heads for the outflows; one owned by another worker is handed
     /// to it. In a handed burst, packets a flow of the handing worker sent to a director go to
     /// it directly. Returns whether something is handed over.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
     pub fn replies<F: Frames>(
         &mut self,
         b: &mut Batch,
@@ -265,6 +267,8 @@ impl<'p> DirectorStage<'p> {
     /// Every packet for a director (`To::Director`): scheduled (NAT: rewritten), routed with
     /// the main table towards its server, its TTL taken, wrapped in tunnel mode; or handed to
     /// the worker owning its NAT connection. Returns whether something is handed over.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
     pub fn forward<F: Frames>(
         &mut self,
         b: &mut Batch,
