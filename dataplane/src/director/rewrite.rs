@@ -14,9 +14,6 @@ use flowgate_config::flows::Family;
 use crate::wire::{checksum, ethernet, ethertype, ipv4, ipv6, proto, udp};
 use crate::wire::{EthernetFrame, IpFacts, Ipv4Packet, Ipv6Packet, PortsHeader};
 
-/// The inner packet's protocol in a tunnel's outer header (IPv4-in-IP, IPv6-in-IP): wire's
-/// numbers, under the names the worker uses.
-pub use crate::wire::proto::{IPIP as PROTO_IPIP, IPV6 as PROTO_IPV6};
 /// Hop limit of outer tunnel headers.
 pub const TUNNEL_TTL: u8 = 64;
 

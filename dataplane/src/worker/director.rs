@@ -16,14 +16,14 @@ use flowgate_config::flows::{Family, L4};
 use crate::classify::{Key, L4Kind};
 use crate::counters::DropReason;
 use crate::director::icmp;
-use crate::director::rewrite::{encapsulate, tunnel_overhead, PROTO_IPIP, PROTO_IPV6};
+use crate::director::rewrite::{encapsulate, tunnel_overhead};
 use crate::director::shared::STATS_EVERY_MS;
 use crate::director::{
     DirectorSet, DirectorWorker, Prefetch, SharedDirectors, Verdict as DirVerdict, WorkerOptions,
 };
 use crate::handoff::{NatServers, Owners, Tag};
 use crate::ruleset::NO_DIRECTOR;
-use crate::wire::{self, Frame, IpFacts, Ipv4Packet};
+use crate::wire::{self, proto, Frame, IpFacts, Ipv4Packet};
 
 use super::batch::{Batch, PacketMeta, To};
 use super::forward::{self, head_for, route, take_ttl};
@@ -523,8 +523,8 @@ pub fn wrap(
             Family::V6
         },
         proto: match inner.family {
-            Family::V4 => PROTO_IPIP,
-            Family::V6 => PROTO_IPV6,
+            Family::V4 => proto::IPIP,
+            Family::V6 => proto::IPV6,
         },
         src: local,
         dst: server,
