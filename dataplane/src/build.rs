@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use crate::wire::checksum as csum;
 use crate::wire::{
-    ethertype, icmpv4, ipv6, proto, tcp, udp, EthernetFrame, Icmpv4Packet, Icmpv6Packet,
-    Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, VlanTag,
+    ethernet, ethertype, icmpv4, ipv4, ipv6, proto, tcp, udp, EthernetFrame, Icmpv4Packet,
+    Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, VlanTag,
 };
 
 /// The checksum helpers, for the tests and labs that recompute checksums from scratch.
@@ -185,4 +185,141 @@ pub fn frame(spec: &FrameSpec) -> Vec<u8> {
     }
     out.extend_from_slice(&l4);
     out
+}
+
+/// The frame for one ClassBench trace packet (IPv4 `src` -> `dst`, protocol `proto`): TCP SYN /
+/// UDP with the trace's ports for protocols 6 / 17, an ICMP echo request for 1, a bare IPv4
+/// header plus payload for anything else; at least `min_len` bytes (without FCS).
+pub fn trace_frame(
+    protocol: u8,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    min_len: usize,
+) -> Vec<u8> {
+    const ETH_IP: usize = ethernet::field::HEADER_LEN + ipv4::field::MIN_HEADER_LEN;
+    let (sport, dport) = match protocol {
+        proto::TCP | proto::UDP => (sport, dport),
+        proto::ICMP => (u16::from(icmpv4::msg::ECHO_REQUEST), 0),
+        _ => (0, 0),
+    };
+    let l4_hdr = match protocol {
+        proto::TCP => tcp::field::MIN_HEADER_LEN,
+        proto::UDP => udp::field::HEADER_LEN,
+        proto::ICMP => icmpv4::field::HEADER_LEN,
+        _ => 0,
+    };
+    let mut spec = FrameSpec::new(
+        IpAddr::V4(std::net::Ipv4Addr::from(src)),
+        IpAddr::V4(std::net::Ipv4Addr::from(dst)),
+        protocol,
+        sport,
+        dport,
+    );
+    // Other protocols get at least a few payload bytes so the IP datagram is not empty.
+    spec.payload = min_len
+        .saturating_sub(ETH_IP + l4_hdr)
+        .max(if l4_hdr == 0 { 8 } else { 0 });
+    frame(&spec)
+}
+
+/// Writes a classic pcap file (little endian, v2.4, microsecond timestamps, snaplen 65535,
+/// linktype 1 = Ethernet): the input of `net_pcap`'s `rx_pcap` in tests and benchmarks.
+/// Timestamps start at zero, 1 us apart.
+#[derive(Debug)]
+pub struct PcapWriter<W: std::io::Write> {
+    out: W,
+    frames: usize,
+}
+
+impl<W: std::io::Write> PcapWriter<W> {
+    /// Writes the file header.
+    pub fn new(mut out: W) -> std::io::Result<Self> {
+        let mut h = [0u8; 24];
+        h[0..4].copy_from_slice(&PCAP_MAGIC_US.to_le_bytes());
+        h[4..6].copy_from_slice(&2u16.to_le_bytes());
+        h[6..8].copy_from_slice(&4u16.to_le_bytes());
+        // thiszone (4) and sigfigs (4) stay zero
+        h[16..20].copy_from_slice(&65535u32.to_le_bytes());
+        h[20..24].copy_from_slice(&1u32.to_le_bytes());
+        out.write_all(&h)?;
+        Ok(PcapWriter { out, frames: 0 })
+    }
+
+    /// Appends one frame.
+    pub fn push(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        let n = self.frames;
+        let len = u32::try_from(frame.len())
+            .map_err(|_| std::io::Error::other("frame longer than 4 GiB"))?;
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&((n / 1_000_000) as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&((n % 1_000_000) as u32).to_le_bytes());
+        h[8..12].copy_from_slice(&len.to_le_bytes());
+        h[12..16].copy_from_slice(&len.to_le_bytes());
+        self.out.write_all(&h)?;
+        self.out.write_all(frame)?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Frames written so far.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Flushes and gives the writer back.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Magic of a little-endian pcap file with microsecond timestamps.
+const PCAP_MAGIC_US: u32 = 0xa1b2_c3d4;
+/// Magic of a little-endian pcap file with nanosecond timestamps (what `net_pcap`'s
+/// `tx_pcap` writes).
+const PCAP_MAGIC_NS: u32 = 0xa1b2_3c4d;
+
+/// The frames of a little-endian classic pcap file (either timestamp precision), or `None`
+/// when `bytes` is not one (bad magic, a record cut short).
+pub fn pcap_frames(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let magic = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?);
+    if magic != PCAP_MAGIC_US && magic != PCAP_MAGIC_NS {
+        return None;
+    }
+    let mut at = 24;
+    let mut frames = Vec::new();
+    while at < bytes.len() {
+        let h = bytes.get(at..at + 16)?;
+        let caplen = u32::from_le_bytes(h[8..12].try_into().ok()?) as usize;
+        frames.push(bytes.get(at + 16..at + 16 + caplen)?);
+        at += 16 + caplen;
+    }
+    Some(frames)
+}
+
+#[cfg(test)]
+mod pcap_tests {
+    use super::*;
+
+    #[test]
+    fn a_written_pcap_reads_back_frame_by_frame() {
+        let mut w = PcapWriter::new(Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+        let frames = [vec![1u8; 60], vec![2u8; 61], vec![]];
+        for f in &frames {
+            w.push(f).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(w.frames(), 3);
+        let bytes = w.finish().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bytes.len(), 24 + 3 * 16 + 121);
+        let back = pcap_frames(&bytes).unwrap_or_else(|| panic!("not a pcap"));
+        assert_eq!(
+            back,
+            frames.iter().map(|f| f.as_slice()).collect::<Vec<_>>()
+        );
+        // cut short, or not a pcap at all
+        assert_eq!(pcap_frames(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(pcap_frames(&[0u8; 24]), None);
+    }
 }

@@ -341,9 +341,16 @@ impl<T> NeighbourTable<T> {
 /// `arc_swap` load; a write (copy, insert, swap) happens only when a MAC changes, a new
 /// neighbour appears, or an entry is older than `refresh`, so ARP traffic cannot turn it into
 /// a per-packet cost. Entries older than `max_age` are not answered and are pruned on writes.
+///
+/// Static neighbours (the config's per-port `neighbours`, [`SharedNeighbours::with_static`])
+/// are answered first, whatever their age, and are never replaced by what a worker learns: a
+/// worker that learned another MAC for one takes the static MAC back on its next neighbour
+/// tick (a changed MAC in the shared table).
 #[derive(Debug)]
 pub struct SharedNeighbours {
     map: ArcSwap<HashMap<(usize, IpAddr), (MacAddr, Instant)>>,
+    /// Fixed at start, read-only afterwards.
+    statics: HashMap<(usize, IpAddr), MacAddr>,
     /// Republish an unchanged entry only when older than this.
     refresh: Duration,
     /// Entries older than this are stale for everyone (not returned, pruned).
@@ -362,14 +369,40 @@ impl SharedNeighbours {
     pub fn new(refresh: Duration, max_age: Duration, max_entries: usize) -> SharedNeighbours {
         SharedNeighbours {
             map: ArcSwap::from_pointee(HashMap::new()),
+            statics: HashMap::new(),
             refresh,
             max_age,
             max_entries,
         }
     }
 
-    /// A fresh MAC for `ip` on `port`, if some worker learned it less than `max_age` ago.
+    /// With these static neighbours `(port, address, MAC)` (a later entry for the same port
+    /// and address replaces an earlier one).
+    pub fn with_static(
+        mut self,
+        entries: impl IntoIterator<Item = (usize, IpAddr, MacAddr)>,
+    ) -> SharedNeighbours {
+        self.statics
+            .extend(entries.into_iter().map(|(p, ip, mac)| ((p, ip), mac)));
+        self
+    }
+
+    /// Whether `ip` on `port` is a static neighbour.
+    pub fn is_static(&self, port: usize, ip: IpAddr) -> bool {
+        self.statics.contains_key(&(port, ip))
+    }
+
+    /// Static neighbours.
+    pub fn static_len(&self) -> usize {
+        self.statics.len()
+    }
+
+    /// The MAC of `ip` on `port`: its static entry, else a fresh one some worker learned less
+    /// than `max_age` ago.
     pub fn get(&self, port: usize, ip: IpAddr, now: Instant) -> Option<MacAddr> {
+        if let Some(mac) = self.statics.get(&(port, ip)) {
+            return Some(*mac);
+        }
         let map = self.map.load();
         let (mac, at) = map.get(&(port, ip))?;
         (now.saturating_duration_since(*at) < self.max_age).then_some(*mac)
@@ -377,6 +410,9 @@ impl SharedNeighbours {
 
     /// Publishes what a worker learned. Returns whether the shared table was written.
     pub fn publish(&self, port: usize, ip: IpAddr, mac: MacAddr, now: Instant) -> bool {
+        if self.is_static(port, ip) {
+            return false; // the config's word stands
+        }
         {
             let map = self.map.load();
             if let Some((m, at)) = map.get(&(port, ip)) {
@@ -847,6 +883,28 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert!(s.publish(0, ip("10.0.0.2"), MAC_A, t0 + Duration::from_secs(60)));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn static_neighbours_are_answered_forever_and_never_replaced() {
+        let s = SharedNeighbours::new(Duration::from_secs(15), Duration::from_secs(30), 2)
+            .with_static([(1, ip("10.0.0.2"), MAC_A)]);
+        let t0 = Instant::now();
+        assert!(s.is_static(1, ip("10.0.0.2")));
+        assert!(!s.is_static(0, ip("10.0.0.2")), "per port");
+        assert_eq!(s.static_len(), 1);
+        assert_eq!(s.get(1, ip("10.0.0.2"), t0), Some(MAC_A));
+        // a day later: still there
+        let later = t0 + Duration::from_secs(86_400);
+        assert_eq!(s.get(1, ip("10.0.0.2"), later), Some(MAC_A));
+        // what a worker learns does not replace it, nor take room in the learned table
+        assert!(!s.publish(1, ip("10.0.0.2"), MAC_B, t0));
+        assert_eq!(s.get(1, ip("10.0.0.2"), t0), Some(MAC_A));
+        assert!(s.is_empty());
+        // other neighbours are learned as before
+        assert!(s.publish(1, ip("10.0.0.3"), MAC_B, t0));
+        assert_eq!(s.get(1, ip("10.0.0.3"), t0), Some(MAC_B));
+        assert_eq!(s.get(1, ip("10.0.0.3"), later), None);
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::director::{
 };
 use crate::handoff::{NatServers, Owners, Tag};
 use crate::ruleset::NO_DIRECTOR;
-use crate::wire::{self, proto, Frame, IpFacts, Ipv4Packet};
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::{self, proto, Frame, IpFacts};
 
 use super::batch::{Batch, PacketMeta, To};
 use super::forward::{self, head_for, route, take_ttl};

@@ -15,8 +15,9 @@ use crate::route::forward::rewrite_macs;
 use crate::route::neigh::{multicast_mac, ArpOp, NdKind};
 use crate::route::{Arp, Nd, NeighbourConfig, NeighbourTable, Resolution, SharedNeighbours};
 use crate::ruleset::RuleSet;
+use crate::wire::ethernet::{ethertype, EthernetFrame};
 use crate::wire::icmpv6::msg::{NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT};
-use crate::wire::{ethertype, proto, EthernetFrame, IpFacts};
+use crate::wire::{proto, IpFacts};
 
 use super::frames::{Frame, Frames, Io, Out};
 use super::PortRole;
@@ -288,8 +289,8 @@ pub fn is_nd(f: &IpFacts) -> bool {
 
 /// Whether a non-IP frame is ARP.
 #[inline]
-pub fn is_arp(ethertype: u16) -> bool {
-    ethertype == ethertype::ARP
+pub fn is_arp(kind: u16) -> bool {
+    kind == ethertype::ARP
 }
 
 /// What an ARP or ND frame says of its sender.
