@@ -96,7 +96,7 @@ fn notify_reload_and_log() {
     let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
     let ns = Netns::new("svc");
     let started = Instant::now();
-    let mut child = Command::new("ip")
+    let child = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg("env")
         .arg(format!("NOTIFY_SOCKET={}", notify_path.display()))
