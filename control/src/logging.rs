@@ -182,7 +182,7 @@ mod tests {
         // 2000-02-29 (leap day) 12:34:56.789
         let t = UNIX_EPOCH + Duration::from_millis(951_827_696_789);
         assert_eq!(timestamp(t), "2000-02-29T12:34:56.789Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_796_428_800); // 2026-12-04
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_342_400); // 2026-12-04
         assert_eq!(timestamp(t), "2026-12-04T00:00:00.000Z");
     }
 
