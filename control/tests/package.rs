@@ -3,7 +3,9 @@
 //! the installed unit passes `systemd-analyze verify`, the installed `flowgate check` (the
 //! unit's ExecStartPre) accepts the shipped config, the installed `flowgate run` comes up in a
 //! namespace on net_null ports (READY=1 on a fake NOTIFY_SOCKET) with its state in
-//! /var/lib/flowgate, `flowctl apply` persists there, and `apt-get purge` leaves nothing.
+//! /var/lib/flowgate, `flowctl apply` persists there; then the installed unit, hardening
+//! included, runs under a real systemd booted as PID 1 of a private PID, mount and network
+//! namespace (READY=1 seen by systemd, reloads, stop); and `apt-get purge` leaves nothing.
 //!
 //! Needs root, dpkg-buildpackage and debhelper (scripts/setup.sh); skips, saying why, without
 //! them or when a `flowgate` package is already installed (an operator's is never touched).
@@ -193,17 +195,20 @@ fn build_install_run_purge() {
     // vdevs, its state (flows) where the package put it
     let shipped = std::fs::read_to_string("/etc/flowgate/flowgate.toml").expect("config");
     let socket = dir.join("control.sock");
-    let cfg = shipped
+    let lab = shipped
         .replace(r#"device = "0000:03:00.0""#, r#"device = "net_null0""#)
         .replace(r#"device = "0000:03:00.1""#, r#"device = "net_null1""#)
         .replace(
             r#"eal = ["--in-memory"]"#,
             r#"eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"]"#,
-        )
-        .replace(
-            r#"socket = "/run/flowgate/control.sock""#,
-            &format!("socket = \"{}\"", socket.display()),
         );
+    // under systemd (below) the shipped socket path, in the container's own /run
+    let sd_cfg = dir.join("systemd.toml");
+    std::fs::write(&sd_cfg, &lab).expect("config");
+    let cfg = lab.replace(
+        r#"socket = "/run/flowgate/control.sock""#,
+        &format!("socket = \"{}\"", socket.display()),
+    );
     assert!(
         cfg.contains("net_null1") && cfg.contains("--no-huge"),
         "{cfg}"
@@ -273,6 +278,9 @@ fn build_install_run_purge() {
     );
     drop(ns);
 
+    // the installed unit under a real systemd, when one can boot in a container here
+    under_systemd(&dir, &sd_cfg);
+
     // purge: every file of the package, the config and the state are gone
     let plain: Vec<&PathBuf> = files.iter().filter(|f| !f.is_dir()).collect();
     assert!(plain.len() > 30, "{plain:?}");
@@ -298,4 +306,186 @@ fn build_install_run_purge() {
             || s.starts_with("pn"),
         "dpkg still knows flowgate: {s:?}"
     );
+}
+
+/// Boots systemd as PID 1 of new PID, mount, network, UTS and IPC namespaces, with tmpfs over
+/// /run, /var/lib/systemd, /var/log/journal and /etc/systemd/system (nothing it writes
+/// reaches the host), the host-affecting units masked, and a target that starts nothing.
+/// `flowgate.service` gets a drop-in: no default dependencies (no sysinit.target, so no
+/// udev), and the lab config (net_null ports) instead of the shipped PCI one.
+const BOOT: &str = r#"set -e
+mount --make-rprivate /
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/lock
+cp "$1" /run/flowgate-lab.toml
+mount -t tmpfs tmpfs /var/log/journal 2>/dev/null || true
+mount -t tmpfs tmpfs /var/lib/systemd
+mount -t tmpfs -o mode=755 tmpfs /etc/systemd/system
+for u in systemd-udevd.service systemd-udev-trigger.service systemd-udev-settle.service \
+         systemd-udevd-control.socket systemd-udevd-kernel.socket systemd-networkd.service \
+         systemd-logind.service systemd-timesyncd.service apt-daily.timer \
+         apt-daily-upgrade.timer man-db.timer e2scrub_all.timer systemd-tmpfiles-clean.timer \
+         getty@.service console-getty.service prometheus.service; do
+  ln -s /dev/null "/etc/systemd/system/$u"
+done
+printf '[Unit]\nDescription=flowgate lab\nDefaultDependencies=no\n' > /etc/systemd/system/lab.target
+mkdir -p /etc/systemd/system/flowgate.service.d
+cat > /etc/systemd/system/flowgate.service.d/lab.conf <<UNIT
+[Unit]
+DefaultDependencies=no
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/flowgate check --config /run/flowgate-lab.toml
+ExecStart=
+ExecStart=/usr/bin/flowgate run --config /run/flowgate-lab.toml
+UNIT
+export container=flowgate-lab
+exec /lib/systemd/systemd --system --unit=lab.target --log-level=warning
+"#;
+
+/// The contained systemd's PID 1 (as the host sees it), stopped on drop.
+struct Systemd {
+    unshare: std::process::Child,
+    pid: u32,
+}
+
+impl Systemd {
+    fn boot(dir: &Path, cfg: &Path) -> Option<Systemd> {
+        let script = dir.join("boot.sh");
+        std::fs::write(&script, BOOT).expect("boot script");
+        let mut unshare = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount",
+                "--mount-proc",
+                "--net",
+                "--uts",
+                "--ipc",
+            ])
+            .arg("sh")
+            .arg(&script)
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let children = format!("/proc/{0}/task/{0}/children", unshare.id());
+        let mut pid = None;
+        let up = common::wait_until(Duration::from_secs(20), || {
+            pid = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse::<u32>().ok());
+            pid.is_some_and(|p| {
+                sh(Command::new("nsenter")
+                    .args(["-t", &p.to_string(), "-m", "-p", "-n"])
+                    .args(["systemctl", "is-system-running"]))
+                .stdout
+                .starts_with(b"running")
+            })
+        });
+        match (up, pid) {
+            (true, Some(pid)) => Some(Systemd { unshare, pid }),
+            _ => {
+                let _ = unshare.kill();
+                let _ = unshare.wait();
+                None
+            }
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        sh(Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-m", "-p", "-n"])
+            .args(args))
+    }
+
+    fn show(&self, prop: &str) -> String {
+        let out = self.run(&["systemctl", "show", "--value", "-p", prop, "flowgate"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Systemd {
+    fn drop(&mut self) {
+        // poweroff: systemd stops its units and ends the PID namespace
+        let _ = Command::new("kill")
+            .args(["-s", "SIGRTMIN+4", &self.pid.to_string()])
+            .status();
+        let gone = common::wait_until(Duration::from_secs(20), || {
+            matches!(self.unshare.try_wait(), Ok(Some(_)))
+        });
+        if !gone {
+            let _ = Command::new("kill")
+                .args(["-9", &self.pid.to_string()])
+                .status();
+            let _ = self.unshare.kill();
+            let _ = self.unshare.wait();
+        }
+    }
+}
+
+/// `systemctl start` returns once flowgate said READY=1 (Type=notify), with the hardening of
+/// the shipped unit; a wrong flows file reloads as refused, a right one as reloaded; stop is
+/// clean. Skips, saying so, when systemd cannot boot in a container on this machine.
+fn under_systemd(dir: &Path, cfg: &Path) {
+    let Some(sd) = Systemd::boot(dir, cfg) else {
+        eprintln!("skipped the systemd part: systemd does not boot in a namespace here");
+        return;
+    };
+    let start = sd.run(&["systemctl", "start", "flowgate"]);
+    let journal = |sd: &Systemd| {
+        let out = sd.run(&["systemctl", "status", "--no-pager", "-l", "flowgate"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        start.status.success(),
+        "systemctl start: {start:?}\n{}",
+        journal(&sd)
+    );
+    assert_eq!(sd.show("ActiveState"), "active", "{}", journal(&sd));
+    assert!(
+        sd.show("StatusText")
+            .starts_with("running: 2 ports, 1 workers"),
+        "{}",
+        journal(&sd)
+    );
+    let st = sd.run(&["flowctl", "--json", "status"]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
+    assert_eq!(st["ports"], serde_json::json!(["eth0", "eth1"]), "{st}");
+    let generation = st["generation"].as_u64().expect("generation");
+
+    let flows = std::fs::read_to_string("/var/lib/flowgate/flows").expect("flows");
+    std::fs::write(
+        "/var/lib/flowgate/flows",
+        "flow x permit\n    match iface eth9\n",
+    )
+    .expect("write");
+    assert!(sd
+        .run(&["systemctl", "reload", "flowgate"])
+        .status
+        .success());
+    let refused = common::wait_until(Duration::from_secs(10), || {
+        sd.show("StatusText").starts_with("reload refused")
+    });
+    assert!(refused, "{}", journal(&sd));
+    std::fs::write("/var/lib/flowgate/flows", &flows).expect("write");
+    assert!(sd
+        .run(&["systemctl", "reload", "flowgate"])
+        .status
+        .success());
+    let reloaded = common::wait_until(Duration::from_secs(10), || {
+        sd.show("StatusText") == "reloaded"
+    });
+    assert!(reloaded, "{}", journal(&sd));
+    let st = sd.run(&["flowctl", "--json", "status"]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
+    assert_eq!(st["generation"].as_u64(), Some(generation + 1), "{st}");
+    assert_eq!(sd.show("ActiveState"), "active");
+
+    assert!(sd.run(&["systemctl", "stop", "flowgate"]).status.success());
+    assert_eq!(sd.show("ActiveState"), "inactive");
+    assert_eq!(sd.show("Result"), "success", "{}", journal(&sd));
+    assert_eq!(sd.show("ExecMainStatus"), "0");
 }
