@@ -169,6 +169,9 @@ fn build_install_run_purge() {
     assert!(!Path::new("/etc/systemd/system/multi-user.target.wants/flowgate.service").exists());
 
     // the unit (man pages resolve now that they are installed) and its ExecStartPre
+    // systemd-analyze (libsystemd-core) stamps this file; leave the machine as it was
+    let stamp = Path::new("/run/systemd/systemd-units-load");
+    let had_stamp = stamp.exists();
     let verify =
         sh(Command::new("systemd-analyze")
             .args(["verify", "/lib/systemd/system/flowgate.service"]));
@@ -177,6 +180,9 @@ fn build_install_run_purge() {
         verify.status.success() && !verify_err.contains("flowgate.service"),
         "systemd-analyze verify: {verify_err}"
     );
+    if !had_stamp {
+        let _ = std::fs::remove_file(stamp);
+    }
     ok(
         "flowgate check --config /etc/flowgate/flowgate.toml",
         &sh(Command::new("/usr/bin/flowgate").args([
