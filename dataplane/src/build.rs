@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use crate::wire::checksum as csum;
 use crate::wire::{
-    ethertype, icmpv4, ipv6, proto, tcp, udp, EthernetFrame, Icmpv4Packet, Icmpv6Packet,
-    Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, VlanTag,
+    ethernet, ethertype, icmpv4, ipv4, ipv6, proto, tcp, udp, EthernetFrame, Icmpv4Packet,
+    Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, VlanTag,
 };
 
 /// The checksum helpers, for the tests and labs that recompute checksums from scratch.
@@ -191,28 +191,29 @@ pub fn frame(spec: &FrameSpec) -> Vec<u8> {
 /// UDP with the trace's ports for protocols 6 / 17, an ICMP echo request for 1, a bare IPv4
 /// header plus payload for anything else; at least `min_len` bytes (without FCS).
 pub fn trace_frame(
-    proto: u8,
+    protocol: u8,
     src: u32,
     dst: u32,
     sport: u16,
     dport: u16,
     min_len: usize,
 ) -> Vec<u8> {
-    const ETH_IP: usize = 14 + 20;
-    let (sport, dport) = match proto {
-        6 | 17 => (sport, dport),
-        1 => (8, 0), // echo request, code 0
+    const ETH_IP: usize = ethernet::field::HEADER_LEN + ipv4::field::MIN_HEADER_LEN;
+    let (sport, dport) = match protocol {
+        proto::TCP | proto::UDP => (sport, dport),
+        proto::ICMP => (u16::from(icmpv4::msg::ECHO_REQUEST), 0),
         _ => (0, 0),
     };
-    let l4_hdr = match proto {
-        6 => 20,
-        17 | 1 => 8,
+    let l4_hdr = match protocol {
+        proto::TCP => tcp::field::MIN_HEADER_LEN,
+        proto::UDP => udp::field::HEADER_LEN,
+        proto::ICMP => icmpv4::field::HEADER_LEN,
         _ => 0,
     };
     let mut spec = FrameSpec::new(
         IpAddr::V4(std::net::Ipv4Addr::from(src)),
         IpAddr::V4(std::net::Ipv4Addr::from(dst)),
-        proto,
+        protocol,
         sport,
         dport,
     );

@@ -120,44 +120,6 @@ pub mod proto {
     }
 }
 
-/// Flat offsets and constants of the headers, as they were before the per-protocol views.
-/// Kept for `worker.rs` until its rewrite; new code uses the protocols' `field` modules.
-pub mod field {
-    use super::{ethernet, ipv4, ipv6, tcp, udp};
-
-    pub const ETH_HDR: usize = ethernet::field::HEADER_LEN;
-    pub const ETH_TYPE: usize = ethernet::field::ETHERTYPE.start;
-    pub const VLAN_TAG: usize = ethernet::vlan_field::TAG_LEN;
-    pub const ETHERTYPE_IPV4: u16 = ethernet::ethertype::IPV4;
-    pub const ETHERTYPE_IPV6: u16 = ethernet::ethertype::IPV6;
-    pub const ETHERTYPE_ARP: u16 = ethernet::ethertype::ARP;
-    pub const ETHERTYPE_VLAN: u16 = ethernet::ethertype::VLAN;
-    pub const ETHERTYPE_QINQ: u16 = ethernet::ethertype::QINQ;
-    pub const MAX_VLAN_TAGS: usize = super::MAX_VLAN_TAGS;
-
-    pub const IPV4_MIN_HDR: usize = ipv4::field::MIN_HEADER_LEN;
-    pub const IPV4_TOTAL_LEN: usize = ipv4::field::LENGTH.start;
-    pub const IPV4_FRAG: usize = ipv4::field::FLG_OFF.start;
-    pub const IPV4_TTL: usize = ipv4::field::TTL;
-    pub const IPV4_PROTO: usize = ipv4::field::PROTOCOL;
-    pub const IPV4_CSUM: usize = ipv4::field::CHECKSUM.start;
-    pub const IPV4_SRC: usize = ipv4::field::SRC_ADDR.start;
-    pub const IPV4_DST: usize = ipv4::field::DST_ADDR.start;
-    pub const IPV4_FRAG_OFFSET_MASK: u16 = ipv4::field::FRAG_OFFSET_MASK;
-
-    pub const IPV6_HDR: usize = ipv6::field::HEADER_LEN;
-    pub const IPV6_PAYLOAD_LEN: usize = ipv6::field::LENGTH.start;
-    pub const IPV6_NEXT_HDR: usize = ipv6::field::NXT_HDR;
-    pub const IPV6_HOP_LIMIT: usize = ipv6::field::HOP_LIMIT;
-    pub const IPV6_SRC: usize = ipv6::field::SRC_ADDR.start;
-    pub const IPV6_DST: usize = ipv6::field::DST_ADDR.start;
-    pub const MAX_IPV6_EXT: usize = ipv6::MAX_EXTENSION_HEADERS;
-
-    pub const TCP_MIN_HDR: usize = tcp::field::MIN_HEADER_LEN;
-    pub const UDP_HDR: usize = udp::field::HEADER_LEN;
-    pub const ICMP_MIN_HDR: usize = super::ICMP_FACTS_LEN;
-}
-
 /// How many VLAN tags [`parse`] walks before a frame is declared malformed.
 pub const MAX_VLAN_TAGS: usize = 2;
 /// Bytes of an ICMP/ICMPv6 header [`parse`] requires: type, code, checksum.
@@ -504,12 +466,12 @@ mod tests {
     #[test]
     fn non_ip_is_passed_on() {
         let mut f = vec![0xff; 12];
-        f.extend_from_slice(&field::ETHERTYPE_ARP.to_be_bytes());
+        f.extend_from_slice(&ethertype::ARP.to_be_bytes());
         f.extend_from_slice(&[0; 28]);
         assert_eq!(
             parse(&f),
             Frame::NonIp {
-                ethertype: field::ETHERTYPE_ARP
+                ethertype: ethertype::ARP
             }
         );
     }

@@ -26,7 +26,7 @@ use crate::ruleset::NO_DIRECTOR;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::{self, proto, Frame, IpFacts};
 
-use super::batch::{Batch, PacketMeta, To};
+use super::batch::{family, Batch, PacketMeta, To};
 use super::forward::{self, head_for, route, take_ttl};
 use super::frames::Frames;
 use super::{Env, DEFAULT_MTU, EXPIRE_BUDGET, MAIN_TABLE};
@@ -140,6 +140,8 @@ impl<'p> DirectorStage<'p> {
     /// towards the client and heads for the outflows; one owned by another worker is handed
     /// to it. In a handed burst, packets a flow of the handing worker sent to a director go to
     /// it directly. Returns whether something is handed over.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
     pub fn replies<F: Frames>(
         &mut self,
         b: &mut Batch,
@@ -187,7 +189,7 @@ impl<'p> DirectorStage<'p> {
                 (Some(o), false) if from_server => o.reply_owner(self.index, &key),
                 (Some(o), false) => frames
                     .packet(i)
-                    .and_then(|f| o.icmp_error_owner(self.index, f, &b.meta[i].facts)),
+                    .and_then(|f| o.icmp_error_owner(self.index, f, &b.meta[i].facts(&key))),
                 _ => None,
             };
             if let Some(o) = owner {
@@ -214,7 +216,7 @@ impl<'p> DirectorStage<'p> {
         let Some(frame) = frames.packet_mut(i) else {
             return false;
         };
-        let facts = b.meta[i].facts;
+        let facts = b.meta[i].facts(&b.keys[i]);
         let mut found = None;
         for (d, dw) in self.dws.iter_mut().enumerate() {
             let Some(st) = set.get(d) else { continue };
@@ -265,6 +267,8 @@ impl<'p> DirectorStage<'p> {
     /// Every packet for a director (`To::Director`): scheduled (NAT: rewritten), routed with
     /// the main table towards its server, its TTL taken, wrapped in tunnel mode; or handed to
     /// the worker owning its NAT connection. Returns whether something is handed over.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
     pub fn forward<F: Frames>(
         &mut self,
         b: &mut Batch,
@@ -327,7 +331,7 @@ impl<'p> DirectorStage<'p> {
             meta.to = To::Drop(DropReason::RouteTruncated);
             return;
         };
-        let server = match dw.forward(st, frame, &meta.facts, self.now_ms) {
+        let server = match dw.forward(st, frame, &meta.facts(key), self.now_ms) {
             DirVerdict::Drop(_) => {
                 meta.to = To::Drop(DropReason::DirectorDrop);
                 return;
@@ -347,12 +351,12 @@ impl<'p> DirectorStage<'p> {
             return;
         };
         if st.mode == Mode::Tunnel {
-            if let Some(mtu) = tunnel_too_big(frames, i, meta, env, hop.port, server) {
+            if let Some(mtu) = tunnel_too_big(frames, i, meta, key, env, hop.port, server) {
                 too_big(frames, i, meta, key, env, mtu);
                 return;
             }
         }
-        if !take_ttl(frames, i, meta, env.roles) {
+        if !take_ttl(frames, i, meta, key, env.roles) {
             return;
         }
         head_for(meta, key, env.rules, &hop, server);
@@ -373,7 +377,7 @@ fn refresh<F: Frames>(
 ) -> bool {
     match frames.packet(i).map(wire::parse) {
         Some(Frame::Ip(facts)) => {
-            meta.facts = facts;
+            meta.set_facts(&facts);
             *key = Key::from_facts(&facts, iface);
             true
         }
@@ -387,12 +391,12 @@ fn tunnel_too_big<F: Frames>(
     frames: &F,
     i: usize,
     meta: &PacketMeta,
+    key: &Key,
     env: &Env<'_>,
     port: usize,
     server: IpAddr,
 ) -> Option<u32> {
-    let f = &meta.facts;
-    let ip_len = wire::ip_len(frames.packet(i)?, f.l3_offset, f.family)?;
+    let ip_len = wire::ip_len(frames.packet(i)?, usize::from(meta.l3), family(key))?;
     let mtu = env.roles.get(port).map_or(DEFAULT_MTU, |r| r.mtu);
     (!tunnel_fits(ip_len, server, mtu))
         .then(|| u32::from(mtu).saturating_sub(tunnel_overhead(server) as u32))
@@ -413,7 +417,7 @@ fn too_big<F: Frames>(
 ) {
     let drop = To::Drop(DropReason::TunnelTooBig);
     meta.to = drop;
-    let (l3, family, input) = (meta.facts.l3_offset, meta.facts.family, meta.input);
+    let (l3, family, input) = (usize::from(meta.l3), family(key), meta.input);
     if family == Family::V4 {
         let df = frames
             .packet(i)
@@ -464,7 +468,7 @@ fn tunnel<F: Frames>(
     let local = env.rules.routes.source_for(port, server);
     let mtu = env.roles.get(port).map_or(DEFAULT_MTU, |r| r.mtu);
     let over = tunnel_overhead(server) as u16;
-    let inner = meta.facts;
+    let inner = meta.facts(key);
     let Some(buf) = frames.prepend(i, over) else {
         meta.to = To::Drop(DropReason::RouteTruncated);
         return;
@@ -482,7 +486,7 @@ fn tunnel<F: Frames>(
         meta.to = To::Drop(DropReason::RouteTruncated);
         return;
     }
-    meta.facts = outer;
+    meta.set_facts(&outer);
     *key = Key::from_facts(&outer, key.iface);
 }
 
@@ -641,14 +645,11 @@ mod tests {
             assert_eq!(&out[..l3], &f[..l3]);
             assert_eq!(outer.l3_offset, l3);
             assert_eq!((outer.src, outer.dst, outer.proto), (local, server, 4));
-            let ip = &out[l3..l3 + 20];
-            assert_eq!(ip[0], 0x45);
-            assert_eq!(
-                u16::from_be_bytes([ip[2], ip[3]]) as usize,
-                f.len() - l3 + 20
-            );
-            assert_eq!(ip[8], 64, "outer TTL");
-            assert_eq!(crate::build::checksum(ip), 0, "outer header checksum");
+            let ip = Ipv4Packet::new_checked(&out[l3..]).expect("outer header");
+            assert_eq!((ip.version(), ip.header_len()), (4, 20));
+            assert_eq!(usize::from(ip.total_len()), f.len() - l3 + 20);
+            assert_eq!(ip.ttl(), 64);
+            assert!(ip.verify_checksum(), "outer header checksum");
             // the inner packet, byte for byte
             assert_eq!(&out[l3 + 20..], &f[l3..]);
             // what the outflows see: the outer packet
@@ -667,9 +668,9 @@ mod tests {
         let (outer, len) = wrap_for_tunnel(&mut buf, Some(local), server, 1500).expect("wrapped");
         assert_eq!(len, f.len() + 40);
         assert_eq!((outer.src, outer.dst, outer.proto), (local, server, 41));
-        assert_eq!(buf[14 + 7], 64, "outer hop limit");
-        let payload = u16::from_be_bytes([buf[14 + 4], buf[14 + 5]]) as usize;
-        assert_eq!(payload, f.len() - 14);
+        let outer_ip = wire::Ipv6Packet::new_checked(&buf[14..len]).expect("outer header");
+        assert_eq!(outer_ip.hop_limit(), 64);
+        assert_eq!(usize::from(outer_ip.payload_len()), f.len() - 14);
         assert_eq!(&buf[14 + 40..len], &f[14..]);
     }
 

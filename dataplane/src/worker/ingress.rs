@@ -49,6 +49,8 @@ impl Parse {
     /// Frames from a physical port (`from`): IP packets (key with the flows' iface) wait for
     /// the flows; non-IP frames go to `from.non_ip` (`None`: dropped, the port has no
     /// kernel); with `from.learn`, ARP / NS / NA frames are noted.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
     pub fn ports<F: Frames>(
         &mut self,
         b: &mut Batch,
@@ -77,7 +79,7 @@ impl Parse {
                     if learn && is_nd(&facts) {
                         self.note(i, facts.l3_offset);
                     }
-                    PacketMeta::ip(facts, input)
+                    PacketMeta::ip(&facts, input)
                 }
                 Frame::NonIp { ethertype } => match non_ip {
                     Some(to) => {
@@ -102,6 +104,8 @@ impl Parse {
     /// through the outflows (key with the outflows' `iface`; their TTL is the kernel's
     /// business); other frames go out the port as they are; what the parser cannot read is
     /// dropped, not sent blindly.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
     pub fn kernel<F: Frames>(
         &mut self,
         b: &mut Batch,
@@ -122,12 +126,9 @@ impl Parse {
             b.meta[i] = match wire::parse(frame) {
                 Frame::Ip(facts) => {
                     b.keys[i] = Key::from_facts(&facts, iface);
-                    PacketMeta {
-                        to: To::Port(port),
-                        egress: true,
-                        routed: true,
-                        ..PacketMeta::ip(facts, port)
-                    }
+                    let mut m = PacketMeta::ip(&facts, port);
+                    (m.to, m.egress, m.routed) = (To::Port(port), true, true);
+                    m
                 }
                 Frame::NonIp { .. } => {
                     if let Some(c) = counters.ports.get(usize::from(port)) {
