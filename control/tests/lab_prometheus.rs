@@ -259,9 +259,19 @@ fn prometheus_scrapes_flowgate_during_traffic() {
         assert_eq!(out.status.code(), Some(code), "{out:?}");
     }
 
-    // per rule: the pcap's exact counts (by flow name, over all generations)
+    // per rule: the pcap's exact counts (by rule identity: flow name and the rule's
+    // canonical text, over all generations)
     let rule = |flow: &str| {
-        format!("flowgate_rule_packets_total{{list=\"flow\",flow=\"{flow}\",rule=\"1\"}}")
+        let text = flowgate_config::flows::parse(FLOWS)
+            .ok()
+            .and_then(|p| {
+                let f = p.file.items.iter().find(|f| f.name == flow)?.clone();
+                Some(flowgate_config::flows::print::rule_text(&f.rules[0]))
+            })
+            .unwrap_or_default();
+        format!(
+            "flowgate_rule_packets_total{{list=\"flow\",flow=\"{flow}\",rule=\"{text}\",n=\"1\"}}"
+        )
     };
     expect(&ns, &rule("dns"), 100.0);
     expect(&ns, &rule("rest"), 40.0);
