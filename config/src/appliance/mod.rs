@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Diagnostic};
-pub use validate::{check_workers, online_cpus};
+pub use validate::{check_workers, online_cpus, MAX_DIRECTORS, MAX_ERRORS, MAX_SERVERS};
 
 use crate::flows::{Family, Names, Prefix};
 
