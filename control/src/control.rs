@@ -1,15 +1,19 @@
-//! The control thread: the owner of the published state. Requests arrive over a channel as
-//! [`Request`] actions (from the socket server or in-process) and are executed one at a time,
-//! so publication has a single writer.
+//! The control thread and the push thread. Requests arrive over a channel as [`Request`]
+//! actions (from the socket server or in-process). The cheap ones (status, stats, trace,
+//! show, directors) are answered by the control thread; the pushes (check, diff, apply,
+//! apply_path, rollback: parse, lint, compile, persist) go to the push thread, which executes
+//! them one at a time ([`Pusher::handle`]), so publication has a single writer and `status`
+//! is answered while a push is worked on.
 //!
 //! `apply`: load (parse, check references against the appliance, lint) -> compile the next
-//! generation -> publish (`ArcSwap::store`) -> persist the text atomically. A file that does
-//! not load or compile changes nothing: neither the dataplane nor the file on disk.
+//! generation -> persist the text atomically -> publish (`ArcSwap::store`). A file that does
+//! not load, compile or persist changes nothing: neither the dataplane nor the file on disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,11 +38,15 @@ use crate::trace::{list_default, trace};
 /// number of rules); `flowgate check` still lints them. Errors are always checked.
 pub const LINT_MAX_RULES: usize = 2_000;
 
-/// The largest flows file `apply_path` reads.
-pub const MAX_FLOWS_FILE: u64 = 256 << 20;
+/// The largest flows file `apply_path` (and the daemon at start) reads.
+pub const MAX_FLOWS_FILE: u64 = flowgate_config::source::MAX_FLOWS_FILE;
 
 /// How many earlier applied sets `rollback` can go back through.
 pub const ROLLBACK_DEPTH: usize = 32;
+
+/// The bytes of flows text the rollback history keeps at most (the oldest texts are dropped
+/// first; the newest is kept whatever its size).
+pub const ROLLBACK_BYTES: usize = 64 << 20;
 
 /// Why the control side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,11 +77,12 @@ pub enum StartError {
 /// generation 1. Returns the rule set and the file's text.
 pub fn initial_rules(appliance: &Appliance) -> Result<(RuleSet, String), StartError> {
     let path = appliance.flows.display().to_string();
-    let text =
-        std::fs::read_to_string(&appliance.flows).map_err(|source| StartError::ReadFlows {
+    let text = flowgate_config::source::read_regular(&appliance.flows, MAX_FLOWS_FILE).map_err(
+        |source| StartError::ReadFlows {
             path: path.clone(),
             source,
-        })?;
+        },
+    )?;
     let loaded = flows::load(&path, &text, Some(appliance)).map_err(StartError::Flows)?;
     let set = RuleSet::compile(loaded.file, appliance, 1)?;
     Ok((set, text))
@@ -128,16 +137,97 @@ pub enum Command {
     Shutdown,
 }
 
+/// What the push thread publishes for the control thread to read (without waiting for it).
+#[derive(Debug, Default)]
+struct PushProgress {
+    swaps: AtomicU64,
+    rollback_depth: AtomicUsize,
+}
+
+/// The texts `rollback` can go back to (most recent last), at most [`ROLLBACK_DEPTH`] of them
+/// and [`ROLLBACK_BYTES`] together.
+#[derive(Debug, Default)]
+struct History {
+    texts: VecDeque<String>,
+    bytes: usize,
+}
+
+impl History {
+    fn push(&mut self, text: String) {
+        self.bytes += text.len();
+        self.texts.push_back(text);
+        while self.texts.len() > ROLLBACK_DEPTH
+            || (self.bytes > ROLLBACK_BYTES && self.texts.len() > 1)
+        {
+            if let Some(old) = self.texts.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn last(&self) -> Option<&String> {
+        self.texts.back()
+    }
+
+    fn pop(&mut self) {
+        if let Some(t) = self.texts.pop_back() {
+            self.bytes -= t.len();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.texts.len()
+    }
+}
+
+/// Locks a mutex whose holder may have panicked (the state it guards stays consistent: every
+/// change to it is a single store at the end of a push).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether a request is a push: worked on by the push thread, not the control thread.
+fn is_push(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Check { .. }
+            | Request::Diff { .. }
+            | Request::Apply { .. }
+            | Request::ApplyPath { .. }
+            | Request::Rollback {}
+    )
+}
+
+/// The expensive side of the control side: loads, compiles, persists and publishes flows
+/// texts, one request at a time (on the push thread when the controller runs).
+pub struct Pusher {
+    shared: Arc<Shared>,
+    gens: Arc<Mutex<Generations>>,
+    progress: Arc<PushProgress>,
+    /// The text of the applied set, and of the sets before it.
+    current_text: String,
+    undo: History,
+    flows_path: PathBuf,
+}
+
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher")
+            .field("undo", &self.undo.len())
+            .field("undo_bytes", &self.undo.bytes)
+            .field("flows_path", &self.flows_path)
+            .finish()
+    }
+}
+
 /// The owner of the published state (runs on the control thread).
 pub struct Controller {
     shared: Arc<Shared>,
-    gens: Generations,
-    /// The text of the applied set, and of the sets before it (most recent last).
-    current_text: String,
-    undo: Vec<String>,
+    gens: Arc<Mutex<Generations>>,
+    progress: Arc<PushProgress>,
+    pusher: Arc<Mutex<Pusher>>,
     flows_path: PathBuf,
     director: Option<Box<dyn DirectorControl>>,
-    swaps: u64,
     export_metrics: bool,
 }
 
@@ -145,8 +235,7 @@ impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
             .field("shared", &self.shared)
-            .field("swaps", &self.swaps)
-            .field("undo", &self.undo.len())
+            .field("progress", &self.progress)
             .finish()
     }
 }
@@ -156,14 +245,23 @@ impl Controller {
     pub fn new(shared: Arc<Shared>, current_text: String, opts: &mut ControlOptions) -> Self {
         let mut gens = Generations::default();
         gens.push(shared.rules.load_full());
+        let gens = Arc::new(Mutex::new(gens));
+        let progress = Arc::new(PushProgress::default());
+        let pusher = Pusher {
+            shared: Arc::clone(&shared),
+            gens: Arc::clone(&gens),
+            progress: Arc::clone(&progress),
+            current_text,
+            undo: History::default(),
+            flows_path: opts.flows_path.clone(),
+        };
         Controller {
             shared,
             gens,
-            current_text,
-            undo: Vec::new(),
+            progress,
+            pusher: Arc::new(Mutex::new(pusher)),
             flows_path: opts.flows_path.clone(),
             director: opts.director.take(),
-            swaps: 0,
             export_metrics: opts.metrics.is_some(),
         }
     }
@@ -172,35 +270,17 @@ impl Controller {
         &self.shared.appliance
     }
 
-    /// Execute one action.
+    /// Execute one action (a push too: this thread then waits for it).
     pub fn handle(&mut self, req: Request, arrived: Instant) -> Reply {
         match req {
             Request::Status {} => Ok(Body::Status(self.status())),
-            Request::Check { flows, name } => {
-                let loaded = self.load(&flows, name.as_deref())?;
-                let (f, o, r) = sizes(&loaded.file);
-                RuleSet::compile(loaded.file.clone(), self.appliance(), 0).map_err(compile_err)?;
-                Ok(Body::Check(CheckReply {
-                    flows: f,
-                    outflows: o,
-                    rules: r,
-                    warnings: loaded.render_warnings(false),
-                }))
-            }
-            Request::Diff { flows, name } => {
-                let loaded = self.load(&flows, name.as_deref())?;
-                Ok(Body::Diff(diff(
-                    &self.shared.rules.load().source,
-                    &loaded.file,
-                )))
-            }
-            Request::Apply { flows, name } => self.apply(flows, name.as_deref(), arrived),
-            Request::ApplyPath { path } => {
-                let text = read_bounded(Path::new(&path))?;
-                self.apply(text, Some(&path), arrived)
-            }
-            Request::Rollback {} => self.rollback(arrived),
+            push @ (Request::Check { .. }
+            | Request::Diff { .. }
+            | Request::Apply { .. }
+            | Request::ApplyPath { .. }
+            | Request::Rollback {}) => lock(&self.pusher).handle(push, arrived),
             Request::ShowFlows {} => {
+
                 let set = self.shared.rules.load();
                 Ok(Body::Flows(FlowsReply {
                     generation: set.generation,
@@ -253,6 +333,47 @@ impl Controller {
             .as_mut()
             .ok_or_else(|| ErrorReply::new("no director state in this build"))
     }
+}
+
+impl Pusher {
+    fn appliance(&self) -> &Appliance {
+        &self.shared.appliance
+    }
+
+    /// Execute one push: `check`, `diff`, `apply`, `apply_path` or `rollback` (the seam: a
+    /// request in, the reply out, the published state and the flows file changed or not).
+    pub fn handle(&mut self, req: Request, arrived: Instant) -> Reply {
+        match req {
+            Request::Check { flows, name } => {
+                let loaded = self.load(&flows, name.as_deref())?;
+                let (f, o, r) = sizes(&loaded.file);
+                RuleSet::compile(loaded.file.clone(), self.appliance(), 0).map_err(compile_err)?;
+                Ok(Body::Check(CheckReply {
+                    flows: f,
+                    outflows: o,
+                    rules: r,
+                    warnings: loaded.render_warnings(false),
+                }))
+            }
+            Request::Diff { flows, name } => {
+                let loaded = self.load(&flows, name.as_deref())?;
+                Ok(Body::Diff(diff(
+                    &self.shared.rules.load().source,
+                    &loaded.file,
+                )))
+            }
+            Request::Apply { flows, name } => self.apply(flows, name.as_deref(), arrived),
+            Request::ApplyPath { path } => {
+                let text = read_bounded(Path::new(&path))?;
+                self.apply(text, Some(&path), arrived)
+            }
+            Request::Rollback {} => self.rollback(arrived),
+            other => Err(ErrorReply::new(format!(
+                "`{}` is not a push request",
+                other.op()
+            ))),
+        }
+    }
 
     fn load(&self, text: &str, name: Option<&str>) -> Result<Loaded, ErrorReply> {
         let name = name.unwrap_or("<pushed>");
@@ -302,10 +423,14 @@ impl Controller {
         let loaded = self.load(&text, Some("<rollback>"))?;
         let reply = self.compile_and_publish(loaded.file, text, arrived, false)?;
         self.undo.pop();
+        self.progress
+            .rollback_depth
+            .store(self.undo.len(), Ordering::Relaxed);
         Ok(Body::Applied(reply))
     }
 
-    /// Compile the next generation, publish it, then persist its text.
+    /// Compile the next generation, persist its text, then publish it: a text that cannot be
+    /// saved is not published (a restart would silently go back to the saved one).
     fn compile_and_publish(
         &mut self,
         file: FlowsFile,
@@ -318,30 +443,36 @@ impl Controller {
         let set =
             Arc::new(RuleSet::compile(file, self.appliance(), generation).map_err(compile_err)?);
         let compile = t0.elapsed();
+        write_atomic(&self.flows_path, text.as_bytes()).map_err(|e| {
+            ErrorReply::new(format!(
+                "cannot persist to {}: {e}; nothing changed",
+                self.flows_path.display()
+            ))
+        })?;
         self.shared.rules.store(Arc::clone(&set));
         let publish = arrived.elapsed();
-        self.gens.push(set);
-        self.swaps += 1;
+        lock(&self.gens).push(set);
+        self.progress.swaps.fetch_add(1, Ordering::Relaxed);
         metrics::record_swap(publish);
         let previous = std::mem::replace(&mut self.current_text, text);
         if remember {
             self.undo.push(previous);
-            if self.undo.len() > ROLLBACK_DEPTH {
-                self.undo.remove(0);
-            }
         }
-        let persist_error = write_atomic(&self.flows_path, self.current_text.as_bytes())
-            .err()
-            .map(|e| format!("cannot persist to {}: {e}", self.flows_path.display()));
+        self.progress
+            .rollback_depth
+            .store(self.undo.len(), Ordering::Relaxed);
         Ok(AppliedReply {
             generation,
             publish_us: micros(publish),
             compile_us: micros(compile),
-            persisted: persist_error.is_none(),
-            persist_error,
+            persisted: true,
+            persist_error: None,
             warnings: String::new(),
         })
     }
+}
+
+impl Controller {
 
     /// Generation, uptime and sizes.
     pub fn status(&self) -> StatusReply {
@@ -360,8 +491,8 @@ impl Controller {
             flows: f,
             outflows: o,
             rules: r,
-            rollback_depth: self.undo.len(),
-            swaps: self.swaps,
+            rollback_depth: self.progress.rollback_depth.load(Ordering::Relaxed),
+            swaps: self.progress.swaps.load(Ordering::Relaxed),
             flows_path: self.flows_path.display().to_string(),
         }
     }
@@ -369,7 +500,7 @@ impl Controller {
     /// Every counter, summed over workers (and over generations for rules and verdicts).
     pub fn stats(&self) -> StatsReply {
         let set = self.shared.rules.load();
-        let (all_rules, verdicts) = self.gens.totals();
+        let (all_rules, verdicts) = lock(&self.gens).totals();
         let mut rules = Vec::new();
         for (key, hits) in per_rule(&set).0 {
             let total = all_rules.get(&key).copied().unwrap_or(hits);
@@ -441,28 +572,55 @@ impl Controller {
 
     /// Periodic work: fold old generations' counters, publish metrics.
     pub fn tick(&mut self) {
-        self.gens.fold();
+        lock(&self.gens).fold();
         if self.export_metrics {
-            metrics::publish(&self.stats(), self.swaps);
+            metrics::publish(&self.stats(), self.progress.swaps.load(Ordering::Relaxed));
         }
     }
 
     /// The control thread's loop: serve commands until `Shutdown` or every sender is gone.
+    /// Pushes go to the push thread (started here, one push at a time, in arrival order);
+    /// everything else is answered here, so `status` never waits for a push.
     pub fn run(mut self, rx: Receiver<Command>, tick: Duration) {
+        let (push_tx, push_rx) = mpsc::channel::<(Request, Instant, Sender<Reply>)>();
+        let pusher = Arc::clone(&self.pusher);
+        let push_thread = std::thread::Builder::new()
+            .name("flowgate-push".into())
+            .spawn(move || {
+                for (req, arrived, reply) in push_rx {
+                    let r = lock(&pusher).handle(req, arrived);
+                    let _ = reply.send(r);
+                }
+            });
+        // without a push thread (no thread could be made), pushes are worked on here
+        let push_tx = push_thread.as_ref().ok().map(|_| push_tx);
         let mut last = Instant::now();
         loop {
             match rx.recv_timeout(tick) {
-                Ok(Command::Request(req, arrived, reply)) => {
-                    let r = self.handle(req, arrived);
-                    let _ = reply.send(r);
-                }
-                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Command::Request(req, arrived, reply)) => match &push_tx {
+                    Some(tx) if is_push(&req) => {
+                        if let Err(mpsc::SendError((req, arrived, reply))) =
+                            tx.send((req, arrived, reply))
+                        {
+                            let _ = reply.send(self.handle(req, arrived));
+                        }
+                    }
+                    _ => {
+                        let r = self.handle(req, arrived);
+                        let _ = reply.send(r);
+                    }
+                },
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if last.elapsed() >= tick {
                 last = Instant::now();
                 self.tick();
             }
+        }
+        drop(push_tx);
+        if let Ok(t) = push_thread {
+            let _ = t.join();
         }
     }
 }
@@ -479,16 +637,10 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// The flows file `apply_path` names: a regular file of at most [`MAX_FLOWS_FILE`] bytes
+/// (a device, FIFO or socket is refused without reading from or waiting on it).
 fn read_bounded(path: &Path) -> Result<String, ErrorReply> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ErrorReply::new(format!("cannot read {}: {e}", path.display())))?;
-    if meta.len() > MAX_FLOWS_FILE {
-        return Err(ErrorReply::new(format!(
-            "{} is larger than {MAX_FLOWS_FILE} bytes",
-            path.display()
-        )));
-    }
-    std::fs::read_to_string(path)
+    flowgate_config::source::read_regular(path, MAX_FLOWS_FILE)
         .map_err(|e| ErrorReply::new(format!("cannot read {}: {e}", path.display())))
 }
 
@@ -613,6 +765,12 @@ pub fn start(
 ) -> Result<ControlHandle, StartError> {
     if let Some(addr) = opts.metrics {
         metrics::install(addr).map_err(StartError::Metrics)?;
+    }
+    for stale in crate::persist::remove_stale_temps(&opts.flows_path) {
+        eprintln!(
+            "flowgate: removed {}, left by an interrupted push",
+            stale.display()
+        );
     }
     let listener = server::bind(&opts.socket).map_err(|source| StartError::Socket {
         path: opts.socket.display().to_string(),

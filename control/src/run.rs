@@ -24,6 +24,7 @@ use flowgate_dataplane::dpdk::{self, PortStats};
 use flowgate_dataplane::handoff::Handoff;
 use flowgate_dataplane::plant::Plant;
 use flowgate_dataplane::ruleset::RuleSet;
+use flowgate_dataplane::runtime_files;
 use flowgate_dataplane::worker::Worker;
 
 use crate::classify_cmd::{self, Refused};
@@ -71,6 +72,13 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))
         .context("signal handler")?;
 
+    // runtime files: those of daemons killed before they could remove theirs, then ours at exit
+    for stale in runtime_files::remove_stale("flowgate-") {
+        eprintln!("flowgate: removed {}, left by a stopped daemon", stale.display());
+    }
+    let _runtime_dir = RuntimeDir(runtime_files::file_prefix(
+        &flowgate_dataplane::plant::eal_args(&app),
+    ));
     let plant = Plant::bring_up(&app).map_err(|e| anyhow!("bringing ports up: {e}"))?;
     let port_ids = plant.port_ids();
     let nic_stats: NicStatsFn = Box::new(move || {
@@ -204,6 +212,21 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     }
     eprintln!("flowgate: stopped");
     result
+}
+
+/// The EAL's runtime directory of this daemon (its file prefix), removed when the daemon
+/// returns from `run`, by any path (declared before the plant: dropped after it).
+struct RuntimeDir(String);
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        if let Err(e) = runtime_files::remove_runtime_dir(&self.0) {
+            eprintln!(
+                "flowgate: cannot remove {}: {e}",
+                runtime_files::runtime_dir(&self.0).display()
+            );
+        }
+    }
 }
 
 /// The counters as a person reads them (SIGUSR1 and exit).

@@ -9,6 +9,7 @@
 //! - [`worker`]: the poll-mode worker (rx, parse, classify, dispatch, tx).
 //! - [`handoff`]: NAT director packets handed to the worker owning their connection.
 //! - [`plant`]: bringing ports and TAPs up and down.
+//! - [`runtime_files`]: the EAL's runtime directory, removed at exit.
 //! - [`counters`]: per-worker counters (single writer) and their sums.
 //! - [`build`]: crafting real frames for tests, benchmark pcaps and fixtures.
 //! - [`dpdk`]: the thin safe wrapper over the DPDK binding (the only module with `unsafe`).
@@ -23,6 +24,7 @@ pub mod dpdk;
 pub mod handoff;
 pub mod plant;
 pub mod route;
+pub mod runtime_files;
 pub mod ruleset;
 pub mod wire;
 pub mod worker;
