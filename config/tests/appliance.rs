@@ -697,7 +697,8 @@ fn more_servers_than_the_dataplane_numbers_are_refused() {
         33,
     );
     assert!(
-        d.message.contains("65535 servers: a director has at most 65534"),
+        d.message
+            .contains("65535 servers: a director has at most 65534"),
         "{d}"
     );
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
@@ -731,7 +732,11 @@ fn a_hundred_thousand_routes_load_fast_and_duplicates_are_bounded() {
     let diags = errors(&text);
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     assert_eq!(diags.len(), appliance::MAX_ERRORS + 1);
-    assert!(diags[0].message.contains("is already routed at line"), "{}", diags[0]);
+    assert!(
+        diags[0].message.contains("is already routed at line"),
+        "{}",
+        diags[0]
+    );
     let last = diags.last().expect("last");
     assert_eq!(
         last.message,

@@ -24,7 +24,10 @@ fn thirty_two_thousand_duplicate_flow_names_are_reported_fast_and_bounded() {
         "{}",
         &rendered[..200]
     );
-    assert_eq!(rendered.matches(": error: duplicate name").count(), MAX_RENDERED);
+    assert_eq!(
+        rendered.matches(": error: duplicate name").count(),
+        MAX_RENDERED
+    );
     assert!(rendered.len() < 200 * 1024, "{} bytes", rendered.len());
     assert!(report.diagnostics.len() <= MAX_ERRORS + 1);
 }
@@ -45,12 +48,14 @@ fn three_thousand_duplicate_src_conditions_give_a_bounded_report() {
     assert!(rendered.len() < 256 * 1024, "{} bytes", rendered.len());
     let more = MAX_ERRORS + 1 - MAX_RENDERED;
     assert!(
-        rendered.contains(&format!("{more} more not shown ({more} errors, 0 warnings)")),
+        rendered.contains(&format!(
+            "{more} more not shown ({more} errors, 0 warnings)"
+        )),
         "{}",
         &rendered[rendered.len() - 300..]
     );
     // the caret of the first error is under the second `src`
-    let first = rendered.lines().nth(0).expect("headline");
+    let first = rendered.lines().next().expect("headline");
     assert_eq!(
         first,
         "src.flows:2:22: error: condition `src` given twice in one rule"
@@ -75,7 +80,12 @@ fn error_lines_stop_at_the_cap_and_say_so() {
     assert!(t.elapsed() < FAST, "{:?}", t.elapsed());
     assert_eq!(report.errors().count(), MAX_ERRORS + 1);
     let last = report.diagnostics.last().expect("last");
-    assert!(last.message.starts_with("too many errors: stopped after 1000"), "{}", last.message);
+    assert!(
+        last.message
+            .starts_with("too many errors: stopped after 1000"),
+        "{}",
+        last.message
+    );
     assert!(rendered.len() < 256 * 1024, "{} bytes", rendered.len());
 }
 

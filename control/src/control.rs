@@ -280,7 +280,6 @@ impl Controller {
             | Request::ApplyPath { .. }
             | Request::Rollback {}) => lock(&self.pusher).handle(push, arrived),
             Request::ShowFlows {} => {
-
                 let set = self.shared.rules.load();
                 Ok(Body::Flows(FlowsReply {
                     generation: set.generation,
@@ -473,7 +472,6 @@ impl Pusher {
 }
 
 impl Controller {
-
     /// Generation, uptime and sizes.
     pub fn status(&self) -> StatusReply {
         let set = self.shared.rules.load();
@@ -790,4 +788,33 @@ pub fn start(
         thread: Some(thread),
         server: Some(server),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_is_bounded_by_count_and_by_bytes() {
+        let mut h = History::default();
+        for i in 0..100 {
+            h.push(format!("flow f{i} permit\n"));
+        }
+        assert_eq!(h.len(), ROLLBACK_DEPTH);
+        assert_eq!(h.last().map(String::as_str), Some("flow f99 permit\n"));
+        // texts of a quarter of the byte bound: four fit, the fifth drops the oldest
+        let big = |c: char| c.to_string().repeat(ROLLBACK_BYTES / 4);
+        let mut h = History::default();
+        for c in ['a', 'b', 'c', 'd', 'e'] {
+            h.push(big(c));
+        }
+        assert!(h.bytes <= ROLLBACK_BYTES, "{}", h.bytes);
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.texts.front().map(|t| t.starts_with('b')), Some(true));
+        // one text over the bound alone is still kept (the newest always is)
+        h.push("x".repeat(ROLLBACK_BYTES + 1));
+        assert_eq!(h.len(), 1);
+        h.pop();
+        assert_eq!((h.len(), h.bytes), (0, 0));
+    }
 }

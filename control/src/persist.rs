@@ -65,8 +65,7 @@ pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
         else {
             continue;
         };
-        let writer_alive =
-            pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+        let writer_alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         if !writer_alive && is_file && fs::remove_file(entry.path()).is_ok() {
             removed.push(entry.path());
@@ -109,7 +108,9 @@ mod tests {
         fs::write(&p, "flow a permit\n").expect("write");
         // a pid that cannot be alive (above the kernel's pid_max of 2^22)
         let stale = dir.path().join(".flows.conf.tmp.4194305");
-        let ours = dir.path().join(format!(".flows.conf.tmp.{}", std::process::id()));
+        let ours = dir
+            .path()
+            .join(format!(".flows.conf.tmp.{}", std::process::id()));
         let other = dir.path().join(".other.conf.tmp.4194305");
         let not_a_pid = dir.path().join(".flows.conf.tmp.x");
         for f in [&stale, &ours, &other, &not_a_pid] {

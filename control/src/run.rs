@@ -74,7 +74,10 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
 
     // runtime files: those of daemons killed before they could remove theirs, then ours at exit
     for stale in runtime_files::remove_stale("flowgate-") {
-        eprintln!("flowgate: removed {}, left by a stopped daemon", stale.display());
+        eprintln!(
+            "flowgate: removed {}, left by a stopped daemon",
+            stale.display()
+        );
     }
     let _runtime_dir = RuntimeDir(runtime_files::file_prefix(
         &flowgate_dataplane::plant::eal_args(&app),

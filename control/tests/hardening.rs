@@ -31,7 +31,10 @@ fn assert_status_fast(d: &Daemon) {
     if took > STATUS_DEADLINE {
         let (s, again) = timed_status(d);
         assert!(ok(&s), "{s}");
-        assert!(again <= STATUS_DEADLINE, "status took {took:?}, then {again:?}");
+        assert!(
+            again <= STATUS_DEADLINE,
+            "status took {took:?}, then {again:?}"
+        );
     }
 }
 
@@ -107,7 +110,10 @@ fn status_is_answered_while_a_big_push_is_worked_on() {
         assert!(ok(&s), "{s}");
         answered.push(took);
         std::thread::sleep(Duration::from_millis(20));
-        assert!(t.elapsed() < Duration::from_secs(120), "push never answered");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "push never answered"
+        );
     };
     assert!(ok(&applied), "{applied}");
     assert_eq!(applied["generation"], 2);
@@ -170,6 +176,14 @@ fn thirty_two_thousand_duplicate_names_are_answered_fast() {
     );
     let s = d.ask(json!({"op":"status"}));
     assert_eq!(s["generation"], 1);
+
+    // one line of 16,000 `match` words (16,000 rules that match everything)
+    let text = format!("flow a permit\n{}\n", "match ".repeat(16_000));
+    let t = Instant::now();
+    let r = d.ask(json!({"op":"apply","flows":text}));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(ok(&r), "{r}");
+    assert_eq!(d.ask(json!({"op":"status"}))["rules"], 16_000);
 }
 
 #[test]
@@ -400,4 +414,52 @@ fn the_rollback_history_is_bounded() {
         flowgate_control::control::ROLLBACK_DEPTH
     );
     let _ = Path::new(&d.flows);
+}
+
+/// `flowgate check` refuses what `flowgate run` refuses: a config with more servers than the
+/// dataplane numbers, and a flows file with more flows in one list than the classifier holds.
+#[test]
+fn check_refuses_what_run_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("run").join("control.sock");
+    let mut config = support::appliance_text(&socket);
+    config.push_str(
+        "[[director]]\nname = \"big\"\nscheduler = \"rr\"\nmode = \"nat\"\nservers = [\n",
+    );
+    for i in 0..65_535u32 {
+        config.push_str(&format!(
+            "  {{ name = \"s{i}\", address = \"10.{}.{}.{}\" }},\n",
+            i >> 16,
+            i >> 8 & 255,
+            i & 255
+        ));
+    }
+    config.push_str("]\n");
+    std::fs::write(dir.path().join("big.toml"), config).expect("config");
+    std::fs::write(dir.path().join("flows.conf"), SEED).expect("flows");
+    let flowgate = env!("CARGO_BIN_EXE_flowgate");
+    let out = std::process::Command::new(flowgate)
+        .arg("check")
+        .arg(dir.path().join("flows.conf"))
+        .arg("--config")
+        .arg(dir.path().join("big.toml"))
+        .output()
+        .expect("flowgate check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("director.big.servers: 65535 servers: a director has at most 65534"),
+        "{err}"
+    );
+
+    let many: String = (0..65_535).map(|i| format!("flow f{i} permit\n")).collect();
+    std::fs::write(dir.path().join("many.flows"), many).expect("flows");
+    let out = std::process::Command::new(flowgate)
+        .arg("check")
+        .arg(dir.path().join("many.flows"))
+        .output()
+        .expect("flowgate check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("too many flows in one list: 65535"), "{err}");
 }

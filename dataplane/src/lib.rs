@@ -24,7 +24,7 @@ pub mod dpdk;
 pub mod handoff;
 pub mod plant;
 pub mod route;
-pub mod runtime_files;
 pub mod ruleset;
+pub mod runtime_files;
 pub mod wire;
 pub mod worker;

@@ -349,10 +349,13 @@ pub struct Server {
 /// file's directory; worker lcores are checked against this machine's CPUs.
 pub fn load(path: impl AsRef<Path>) -> Result<Appliance, ConfigError> {
     let path = path.as_ref();
-    let text = crate::source::read_regular(path, crate::source::MAX_CONFIG_FILE).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::source::read_regular(path, crate::source::MAX_CONFIG_FILE).map_err(|source| {
+            ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     parse(&path.to_string_lossy(), &text)
 }
 

@@ -116,7 +116,9 @@ impl LineIndex {
     /// The 0-based line of a byte offset (clamped to the source).
     pub fn line(&self, offset: usize) -> usize {
         let offset = offset.min(self.len);
-        self.starts.partition_point(|&s| s <= offset).saturating_sub(1)
+        self.starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
     }
 
     /// The byte range of a 0-based line, without its line break.
@@ -153,7 +155,10 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
         .iter()
         .rposition(|b| *b == b'\n')
         .map_or(0, |i| i + 1);
-    let line = src.as_bytes()[..start].iter().filter(|b| **b == b'\n').count();
+    let line = src.as_bytes()[..start]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count();
     (line + 1, chars(&src.as_bytes()[start..offset]) + 1)
 }
 
@@ -235,14 +240,22 @@ impl<'a> Files<'a> for Excerpt<'a> {
         Ok(&self.text)
     }
 
-    fn line_index(&'a self, (): (), byte: usize) -> Result<usize, codespan_reporting::files::Error> {
+    fn line_index(
+        &'a self,
+        (): (),
+        byte: usize,
+    ) -> Result<usize, codespan_reporting::files::Error> {
         Ok(self
             .lines
             .partition_point(|l| l.start <= byte)
             .saturating_sub(1))
     }
 
-    fn line_number(&'a self, (): (), line: usize) -> Result<usize, codespan_reporting::files::Error> {
+    fn line_number(
+        &'a self,
+        (): (),
+        line: usize,
+    ) -> Result<usize, codespan_reporting::files::Error> {
         Ok(self.lines.get(line).map_or(line + 1, |l| l.number))
     }
 
@@ -272,7 +285,10 @@ impl<'a> Files<'a> for Excerpt<'a> {
                 given: line,
                 max: self.lines.len(),
             })?;
-        let end = self.lines.get(line + 1).map_or(self.text.len(), |n| n.start);
+        let end = self
+            .lines
+            .get(line + 1)
+            .map_or(self.text.len(), |n| n.start);
         Ok(l.start..end)
     }
 }
@@ -439,12 +455,18 @@ mod tests {
         }
         src.push_str(" proto tcpp\n");
         let at = src.find("tcpp").expect("tcpp");
-        let d = Diagnostic::error(Span::new(at, at + 4), "unknown protocol `tcpp`", "expected tcp")
-            .with_secondary(Span::new(16, 21), "rule starts here");
+        let d = Diagnostic::error(
+            Span::new(at, at + 4),
+            "unknown protocol `tcpp`",
+            "expected tcp",
+        )
+        .with_secondary(Span::new(16, 21), "rule starts here");
         let out = render("x.flows", &src, &[d], false);
         let (_, col) = line_col(&src, at);
         assert!(
-            out.starts_with(&format!("x.flows:2:{col}: error: unknown protocol `tcpp`\n")),
+            out.starts_with(&format!(
+                "x.flows:2:{col}: error: unknown protocol `tcpp`\n"
+            )),
             "{out}"
         );
         assert!(out.len() < 4 * WINDOW + 400, "{} bytes:\n{out}", out.len());
@@ -458,7 +480,10 @@ mod tests {
         let caret_col = lines[quoted + 1].find('^').expect("caret");
         assert_eq!(text_col, caret_col, "{out}");
         assert!(lines[quoted].contains("..."), "{out}");
-        assert!(out.contains(&format!("x.flows:2:{col}")), "codespan's own header: {out}");
+        assert!(
+            out.contains(&format!("x.flows:2:{col}")),
+            "codespan's own header: {out}"
+        );
     }
 
     #[test]
@@ -470,7 +495,10 @@ mod tests {
         let out = render("f", &src, &diags, false);
         assert_eq!(out.matches(": error: bad").count(), MAX_RENDERED);
         assert!(
-            out.ends_with(&format!("f: {} more not shown ({} errors, 0 warnings)\n", 400, 400)),
+            out.ends_with(&format!(
+                "f: {} more not shown ({} errors, 0 warnings)\n",
+                400, 400
+            )),
             "{}",
             &out[out.len() - 100..]
         );
@@ -482,7 +510,11 @@ mod tests {
         let index = LineIndex::new(src);
         for offset in 0..=src.len() {
             if src.is_char_boundary(offset) {
-                assert_eq!(index.line_col(src, offset), line_col(src, offset), "{offset}");
+                assert_eq!(
+                    index.line_col(src, offset),
+                    line_col(src, offset),
+                    "{offset}"
+                );
             }
         }
     }

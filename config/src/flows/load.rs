@@ -101,9 +101,12 @@ pub fn load(path_display: &str, src: &str, names: Option<&dyn Names>) -> Result<
 /// [`crate::source::MAX_FLOWS_FILE`] bytes).
 pub fn load_file(path: &Path, names: Option<&dyn Names>) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
-    let src = crate::source::read_regular(path, crate::source::MAX_FLOWS_FILE).map_err(|source| LoadError::Io {
-        path: shown.clone(),
-        source,
-    })?;
+    let src =
+        crate::source::read_regular(path, crate::source::MAX_FLOWS_FILE).map_err(|source| {
+            LoadError::Io {
+                path: shown.clone(),
+                source,
+            }
+        })?;
     load(&shown, &src, names).map_err(LoadError::Invalid)
 }

@@ -220,10 +220,8 @@ impl<'s> Parser<'s, '_> {
             if let Some((flow, item)) = self.item(kind, t.span) {
                 match seen.get(&flow.name) {
                     Some(first) => {
-                        let (l1, l2) = (
-                            lines.line(first.start) + 1,
-                            lines.line(item.name.start) + 1,
-                        );
+                        let (l1, l2) =
+                            (lines.line(first.start) + 1, lines.line(item.name.start) + 1);
                         let d = Diagnostic::error(
                             item.name,
                             format!(
