@@ -6,7 +6,8 @@
 //! - [`director`]: the L4 load balancer (IPVS-like schedulers, connection tracking, NAT,
 //!   direct routing and IP-in-IP).
 //! - [`route`]: routing tables (LPM), forwarding rewrite, neighbour resolution.
-//! - [`worker`]: the poll-mode worker (rx, parse, classify, dispatch, tx).
+//! - [`worker`]: the poll-mode worker, a staged pipeline over per-packet metadata (receive, parse,
+//!   NAT replies, decide, director, forward, outflows, neighbours, transmit).
 //! - [`handoff`]: NAT director packets handed to the worker owning their connection.
 //! - [`plant`]: bringing ports and TAPs up and down.
 //! - [`runtime_files`]: the EAL's runtime directory, removed at exit.
