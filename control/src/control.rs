@@ -220,23 +220,58 @@ impl std::fmt::Debug for Pusher {
     }
 }
 
-/// The owner of the published state (runs on the control thread).
-pub struct Controller {
+/// The cheap side of the control side: status, stats, show, trace, directors, and the
+/// periodic fold and metrics (on the report thread when the controller runs, so a `stats` of
+/// a large set does not hold `status` up either).
+pub struct Reports {
     shared: Arc<Shared>,
     gens: Arc<Mutex<Generations>>,
     progress: Arc<PushProgress>,
-    pusher: Arc<Mutex<Pusher>>,
     flows_path: PathBuf,
-    director: Option<Box<dyn DirectorControl>>,
+    director: Mutex<Option<Box<dyn DirectorControl>>>,
     export_metrics: bool,
+}
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reports")
+            .field("shared", &self.shared)
+            .field("progress", &self.progress)
+            .finish()
+    }
+}
+
+/// The owner of the published state. Its loop (on the control thread) answers `status` and
+/// hands pushes to the push thread and the other requests to the report thread.
+pub struct Controller {
+    reports: Arc<Reports>,
+    pusher: Arc<Mutex<Pusher>>,
 }
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
-            .field("shared", &self.shared)
-            .field("progress", &self.progress)
+            .field("reports", &self.reports)
             .finish()
+    }
+}
+
+/// Which thread works on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Worker {
+    /// `status`: the control thread itself.
+    Control,
+    /// Loads, compiles, persists: the push thread.
+    Push,
+    /// Everything else: the report thread.
+    Report,
+}
+
+fn worker_for(req: &Request) -> Worker {
+    match req {
+        Request::Status {} => Worker::Control,
+        r if is_push(r) => Worker::Push,
+        _ => Worker::Report,
     }
 }
 
@@ -255,30 +290,119 @@ impl Controller {
             undo: History::default(),
             flows_path: opts.flows_path.clone(),
         };
-        Controller {
+        let reports = Reports {
             shared,
             gens,
             progress,
-            pusher: Arc::new(Mutex::new(pusher)),
             flows_path: opts.flows_path.clone(),
-            director: opts.director.take(),
+            director: Mutex::new(opts.director.take()),
             export_metrics: opts.metrics.is_some(),
+        };
+        Controller {
+            reports: Arc::new(reports),
+            pusher: Arc::new(Mutex::new(pusher)),
         }
     }
 
+    /// Execute one action on this thread (a push too: this thread then waits for it).
+    pub fn handle(&mut self, req: Request, arrived: Instant) -> Reply {
+        match worker_for(&req) {
+            Worker::Push => lock(&self.pusher).handle(req, arrived),
+            Worker::Control | Worker::Report => self.reports.handle(req),
+        }
+    }
+
+    /// Generation, uptime and sizes.
+    pub fn status(&self) -> StatusReply {
+        self.reports.status()
+    }
+
+    /// Every counter, summed over workers (and over generations for rules and verdicts).
+    pub fn stats(&self) -> StatsReply {
+        self.reports.stats()
+    }
+
+    /// Periodic work: fold old generations' counters, publish metrics.
+    pub fn tick(&mut self) {
+        self.reports.tick();
+    }
+
+    /// The control thread's loop: serve commands until `Shutdown` or every sender is gone.
+    /// `status` is answered here; pushes go to the push thread (one at a time, in arrival
+    /// order), every other request to the report thread, which also does the periodic
+    /// [`Reports::tick`]. So `status` never waits for a push or a large `stats`.
+    pub fn run(self, rx: Receiver<Command>, tick: Duration) {
+        type Job = (Request, Instant, Sender<Reply>);
+        let (push_tx, push_rx) = mpsc::channel::<Job>();
+        let pusher = Arc::clone(&self.pusher);
+        let push_thread = std::thread::Builder::new()
+            .name("flowgate-push".into())
+            .spawn(move || {
+                for (req, arrived, reply) in push_rx {
+                    let r = lock(&pusher).handle(req, arrived);
+                    let _ = reply.send(r);
+                }
+            });
+        let (report_tx, report_rx) = mpsc::channel::<Job>();
+        let reports = Arc::clone(&self.reports);
+        let report_thread = std::thread::Builder::new()
+            .name("flowgate-report".into())
+            .spawn(move || reports.run(report_rx, tick));
+        // a thread that could not be made: its requests are worked on here
+        let push_tx = push_thread.as_ref().ok().map(|_| push_tx);
+        let report_tx = report_thread.as_ref().ok().map(|_| report_tx);
+        let mut last = Instant::now();
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok(Command::Request(req, arrived, reply)) => {
+                    let to = match worker_for(&req) {
+                        Worker::Push => push_tx.as_ref(),
+                        Worker::Report => report_tx.as_ref(),
+                        Worker::Control => None,
+                    };
+                    let job = match to {
+                        Some(tx) => match tx.send((req, arrived, reply)) {
+                            Ok(()) => None,
+                            Err(mpsc::SendError(job)) => Some(job),
+                        },
+                        None => Some((req, arrived, reply)),
+                    };
+                    if let Some((req, arrived, reply)) = job {
+                        let r = match worker_for(&req) {
+                            Worker::Push => lock(&self.pusher).handle(req, arrived),
+                            _ => self.reports.handle(req),
+                        };
+                        let _ = reply.send(r);
+                    }
+                }
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if report_tx.is_none() && last.elapsed() >= tick {
+                last = Instant::now();
+                self.reports.tick();
+            }
+        }
+        drop(push_tx);
+        drop(report_tx);
+        if let Ok(t) = push_thread {
+            let _ = t.join();
+        }
+        if let Ok(t) = report_thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Reports {
     fn appliance(&self) -> &Appliance {
         &self.shared.appliance
     }
 
-    /// Execute one action (a push too: this thread then waits for it).
-    pub fn handle(&mut self, req: Request, arrived: Instant) -> Reply {
+    /// Answer one request that is not a push.
+    pub fn handle(&self, req: Request) -> Reply {
         match req {
             Request::Status {} => Ok(Body::Status(self.status())),
-            push @ (Request::Check { .. }
-            | Request::Diff { .. }
-            | Request::Apply { .. }
-            | Request::ApplyPath { .. }
-            | Request::Rollback {}) => lock(&self.pusher).handle(push, arrived),
             Request::ShowFlows {} => {
                 let set = self.shared.rules.load();
                 Ok(Body::Flows(FlowsReply {
@@ -300,18 +424,14 @@ impl Controller {
                 Ok(Body::Trace(trace(&set, kind, &pkt, &default)))
             }
             Request::DirectorList {} => Ok(Body::Directors(DirectorsReply {
-                directors: self.director()?.list(),
+                directors: self.with_director(|d| Ok(d.list()))?,
             })),
             Request::DirectorEnable { director, server } => {
-                self.director()?
-                    .set_enabled(&director, &server, true)
-                    .map_err(ErrorReply::new)?;
+                self.with_director(|d| d.set_enabled(&director, &server, true))?;
                 done(format!("{director}/{server} enabled"))
             }
             Request::DirectorDisable { director, server } => {
-                self.director()?
-                    .set_enabled(&director, &server, false)
-                    .map_err(ErrorReply::new)?;
+                self.with_director(|d| d.set_enabled(&director, &server, false))?;
                 done(format!("{director}/{server} disabled"))
             }
             Request::DirectorWeight {
@@ -319,18 +439,43 @@ impl Controller {
                 server,
                 weight,
             } => {
-                self.director()?
-                    .set_weight(&director, &server, weight)
-                    .map_err(ErrorReply::new)?;
+                self.with_director(|d| d.set_weight(&director, &server, weight))?;
                 done(format!("{director}/{server} weight {weight}"))
             }
+            other => Err(ErrorReply::new(format!(
+                "`{}` is a push: the push thread answers it",
+                other.op()
+            ))),
         }
     }
 
-    fn director(&mut self) -> Result<&mut Box<dyn DirectorControl>, ErrorReply> {
-        self.director
+    fn with_director<T>(
+        &self,
+        f: impl FnOnce(&mut Box<dyn DirectorControl>) -> Result<T, String>,
+    ) -> Result<T, ErrorReply> {
+        let mut d = lock(&self.director);
+        let d = d
             .as_mut()
-            .ok_or_else(|| ErrorReply::new("no director state in this build"))
+            .ok_or_else(|| ErrorReply::new("no director state in this build"))?;
+        f(d).map_err(ErrorReply::new)
+    }
+
+    /// The report thread's loop: answer requests, and tick every `tick`.
+    fn run(&self, rx: Receiver<(Request, Instant, Sender<Reply>)>, tick: Duration) {
+        let mut last = Instant::now();
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok((req, _, reply)) => {
+                    let _ = reply.send(self.handle(req));
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if last.elapsed() >= tick {
+                last = Instant::now();
+                self.tick();
+            }
+        }
     }
 }
 
@@ -471,7 +616,7 @@ impl Pusher {
     }
 }
 
-impl Controller {
+impl Reports {
     /// Generation, uptime and sizes.
     pub fn status(&self) -> StatusReply {
         let set = self.shared.rules.load();
@@ -553,7 +698,10 @@ impl Controller {
             verdicts: vs,
             ports,
             drops,
-            directors: self.director.as_ref().map(|d| d.list()).unwrap_or_default(),
+            directors: lock(&self.director)
+                .as_ref()
+                .map(|d| d.list())
+                .unwrap_or_default(),
             workers: NEIGHBOUR_COLUMNS
                 .iter()
                 .map(|c| format!("neighbour_{c}"))
@@ -569,60 +717,13 @@ impl Controller {
     }
 
     /// Periodic work: fold old generations' counters, publish metrics.
-    pub fn tick(&mut self) {
+    pub fn tick(&self) {
         lock(&self.gens).fold();
         if self.export_metrics {
             metrics::publish(&self.stats(), self.progress.swaps.load(Ordering::Relaxed));
         }
     }
-
-    /// The control thread's loop: serve commands until `Shutdown` or every sender is gone.
-    /// Pushes go to the push thread (started here, one push at a time, in arrival order);
-    /// everything else is answered here, so `status` never waits for a push.
-    pub fn run(mut self, rx: Receiver<Command>, tick: Duration) {
-        let (push_tx, push_rx) = mpsc::channel::<(Request, Instant, Sender<Reply>)>();
-        let pusher = Arc::clone(&self.pusher);
-        let push_thread = std::thread::Builder::new()
-            .name("flowgate-push".into())
-            .spawn(move || {
-                for (req, arrived, reply) in push_rx {
-                    let r = lock(&pusher).handle(req, arrived);
-                    let _ = reply.send(r);
-                }
-            });
-        // without a push thread (no thread could be made), pushes are worked on here
-        let push_tx = push_thread.as_ref().ok().map(|_| push_tx);
-        let mut last = Instant::now();
-        loop {
-            match rx.recv_timeout(tick) {
-                Ok(Command::Request(req, arrived, reply)) => match &push_tx {
-                    Some(tx) if is_push(&req) => {
-                        if let Err(mpsc::SendError((req, arrived, reply))) =
-                            tx.send((req, arrived, reply))
-                        {
-                            let _ = reply.send(self.handle(req, arrived));
-                        }
-                    }
-                    _ => {
-                        let r = self.handle(req, arrived);
-                        let _ = reply.send(r);
-                    }
-                },
-                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            if last.elapsed() >= tick {
-                last = Instant::now();
-                self.tick();
-            }
-        }
-        drop(push_tx);
-        if let Ok(t) = push_thread {
-            let _ = t.join();
-        }
-    }
 }
-
 fn done(what: String) -> Reply {
     Ok(Body::Done(DoneReply { done: what }))
 }
