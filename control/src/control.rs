@@ -1,9 +1,10 @@
-//! The control thread and the push thread. Requests arrive over a channel as [`Request`]
-//! actions (from the socket server or in-process). The cheap ones (status, stats, trace,
-//! show, directors) are answered by the control thread; the pushes (check, diff, apply,
-//! apply_path, rollback: parse, lint, compile, persist) go to the push thread, which executes
-//! them one at a time ([`Pusher::handle`]), so publication has a single writer and `status`
-//! is answered while a push is worked on.
+//! The control thread, the push thread and the report thread. Requests arrive over a channel
+//! as [`Request`] actions (from the socket server or in-process). The control thread answers
+//! `status` itself; the pushes (check, diff, apply, apply_path, rollback: parse, lint,
+//! compile, persist) go to the push thread, which executes them one at a time
+//! ([`Pusher::handle`]), so publication has a single writer; the rest (stats, show, trace,
+//! directors, and the periodic fold and metrics) go to the report thread
+//! ([`Reports::handle`]). So `status` is answered while a push or a large `stats` is worked on.
 //!
 //! `apply`: load (parse, check references against the appliance, lint) -> compile the next
 //! generation -> persist the text atomically -> publish (`ArcSwap::store`). A file that does

@@ -81,6 +81,23 @@ fn apply_path_refuses_devices_and_fifos_without_blocking() {
 }
 
 #[test]
+fn a_config_naming_a_device_as_flows_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = support::appliance_text(&dir.path().join("control.sock"))
+        .replace("flows = \"flows.conf\"", "flows = \"/dev/zero\"");
+    let app = flowgate_config::appliance::parse_with_cpus(
+        &dir.path().join("f.toml").to_string_lossy(),
+        &text,
+        4,
+    )
+    .expect("config");
+    let t = Instant::now();
+    let e = flowgate_control::initial_rules(&app).expect_err("a device is refused");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+}
+
+#[test]
 fn status_is_answered_while_a_big_push_is_worked_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start(dir.path(), Some(SEED));
