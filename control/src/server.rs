@@ -20,7 +20,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -37,6 +37,57 @@ pub const MAX_CLIENTS: usize = 64;
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// A client that does not take its reply within this long is disconnected.
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(10);
+/// Request lines up to this size are always read; the bytes of longer ones count against
+/// [`LARGE_LINES_BUDGET`], shared by all clients.
+pub const SMALL_LINE: usize = 64 << 10;
+/// The bytes of large request lines (past [`SMALL_LINE`] each) all clients may hold at once,
+/// from their reading to their reply: four 16 MiB pushes. Past it, a large request is refused
+/// ("busy"); small ones (`status`) never are.
+pub const LARGE_LINES_BUDGET: usize = 64 << 20;
+
+/// The shared budget of large request lines.
+#[derive(Debug, Default)]
+pub struct LineBudget {
+    used: AtomicUsize,
+}
+
+/// What one request holds of a [`LineBudget`]; given back when dropped.
+#[derive(Debug)]
+pub struct Held<'a> {
+    budget: &'a LineBudget,
+    bytes: usize,
+}
+
+impl<'a> Held<'a> {
+    pub fn new(budget: &'a LineBudget) -> Held<'a> {
+        Held { budget, bytes: 0 }
+    }
+
+    /// Holds enough for a line of `len` bytes; false when the budget cannot cover it.
+    pub fn grow_to(&mut self, len: usize) -> bool {
+        let want = len.saturating_sub(SMALL_LINE);
+        if want <= self.bytes {
+            return true;
+        }
+        let extra = want - self.bytes;
+        let got = self
+            .budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u + extra <= LARGE_LINES_BUDGET).then_some(u + extra)
+            });
+        if got.is_ok() {
+            self.bytes = want;
+        }
+        got.is_ok()
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
 
 /// Creates the socket's directory, removes a stale socket, binds with mode 0660 (inside a
 /// private directory, then renamed into place). Refuses to take over a socket that a live
@@ -135,6 +186,7 @@ struct Slot {
 struct Slots {
     slots: Mutex<Vec<Slot>>,
     next: AtomicU64,
+    large_lines: LineBudget,
 }
 
 impl Slots {
@@ -219,6 +271,8 @@ pub enum LineError {
     TooLong(usize),
     #[error("no complete request line within {0:?}")]
     Deadline(Duration),
+    #[error("the control side holds {} MiB of other large requests; try again", LARGE_LINES_BUDGET >> 20)]
+    Busy,
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -226,19 +280,24 @@ pub enum LineError {
 /// Reads one line (without its `\n`) of at most `max` bytes. `Ok(None)` at end of stream; a
 /// last line without `\n` before the end is still a line.
 pub fn read_line_bounded(r: &mut impl BufRead, max: usize) -> Result<Option<Vec<u8>>, LineError> {
-    read_line_with(r, max, || Ok(()))
+    read_line_with(r, max, |_| Ok(()))
 }
 
 /// [`read_line_bounded`] from a socket, the whole line due by `deadline`: before each read,
 /// the socket's receive timeout is set to the time left (`sock` shares the reader's socket).
+/// A line past [`SMALL_LINE`] must also fit in what `held` can take of its budget.
 pub fn read_line_by(
     r: &mut impl BufRead,
     sock: &UnixStream,
     max: usize,
     deadline: Instant,
+    held: &mut Held<'_>,
 ) -> Result<Option<Vec<u8>>, LineError> {
     let allowed = deadline.saturating_duration_since(Instant::now());
-    let res = read_line_with(r, max, || {
+    let res = read_line_with(r, max, |len| {
+        if !held.grow_to(len) {
+            return Err(LineError::Busy);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(LineError::Deadline(allowed));
@@ -261,11 +320,11 @@ pub fn read_line_by(
 fn read_line_with(
     r: &mut impl BufRead,
     max: usize,
-    mut before_read: impl FnMut() -> Result<(), LineError>,
+    mut before_read: impl FnMut(usize) -> Result<(), LineError>,
 ) -> Result<Option<Vec<u8>>, LineError> {
     let mut line = Vec::new();
     loop {
-        before_read()?;
+        before_read(line.len())?;
         let buf = match r.fill_buf() {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -309,10 +368,11 @@ fn serve_client(stream: UnixStream, tx: &Sender<Command>, slots: &Slots, id: u64
     let mut writer = stream;
     let mut deadline = Instant::now() + REQUEST_DEADLINE;
     loop {
-        let line = match read_line_by(&mut reader, &writer, MAX_REQUEST, deadline) {
+        let mut held = Held::new(&slots.large_lines);
+        let line = match read_line_by(&mut reader, &writer, MAX_REQUEST, deadline, &mut held) {
             Ok(Some(l)) => l,
             Ok(None) => return,
-            Err(e @ (LineError::TooLong(_) | LineError::Deadline(_))) => {
+            Err(e @ (LineError::TooLong(_) | LineError::Deadline(_) | LineError::Busy)) => {
                 let _ = reply(&mut writer, &Err(ErrorReply::new(format!("{e}; closing"))));
                 let _ = writer.shutdown(std::net::Shutdown::Both);
                 return;
@@ -330,6 +390,7 @@ fn serve_client(stream: UnixStream, tx: &Sender<Command>, slots: &Slots, id: u64
         };
         drop(line);
         slots.set_busy(id, false);
+        drop(held);
         if reply(&mut writer, &r).is_err() {
             return;
         }
@@ -362,5 +423,24 @@ mod tests {
             read_line_bounded(&mut r, 10),
             Err(LineError::TooLong(10))
         ));
+    }
+
+    #[test]
+    fn large_lines_share_one_budget_and_small_ones_are_free() {
+        let budget = LineBudget::default();
+        let mut a = Held::new(&budget);
+        assert!(a.grow_to(SMALL_LINE), "small lines take nothing");
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
+        assert!(a.grow_to(SMALL_LINE + LARGE_LINES_BUDGET / 2));
+        let mut b = Held::new(&budget);
+        assert!(b.grow_to(SMALL_LINE + LARGE_LINES_BUDGET / 2));
+        let mut c = Held::new(&budget);
+        assert!(!c.grow_to(SMALL_LINE + 1), "the budget is spent");
+        assert!(c.grow_to(100), "a small line still is read");
+        drop(a);
+        assert!(c.grow_to(SMALL_LINE + 1));
+        drop(b);
+        drop(c);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
     }
 }
