@@ -54,7 +54,7 @@ pub fn prepare(config: &Path) -> Result<(Appliance, RuleSet, String), Refused> {
 }
 
 pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
-    let (app, rules, text) = match prepare(&opts.config) {
+    let (mut app, rules, text) = match prepare(&opts.config) {
         Ok(x) => x,
         Err(Refused(msg)) => {
             eprint!("{msg}");
@@ -64,6 +64,14 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
+    // a file prefix of this daemon's own (also with --no-shconf or --in-memory, with which
+    // DPDK still makes a runtime directory), so that the directory removed at exit is ours
+    // and never the default `rte` of another DPDK program
+    if runtime_files::given_prefix(&app.dataplane.eal).is_none() {
+        app.dataplane
+            .eal
+            .push(format!("--file-prefix=flowgate-{}", std::process::id()));
+    }
     let term = Arc::new(AtomicBool::new(false));
     let usr1 = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -6,20 +6,23 @@
 
 use std::path::{Path, PathBuf};
 
-/// The `--file-prefix` among EAL arguments (`rte`, DPDK's default, without one).
-pub fn file_prefix(args: &[String]) -> String {
+/// The `--file-prefix` among EAL arguments, if one is given.
+pub fn given_prefix(args: &[String]) -> Option<String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if let Some(p) = a.strip_prefix("--file-prefix=") {
-            return p.to_string();
+            return Some(p.to_string());
         }
         if a == "--file-prefix" {
-            if let Some(p) = it.next() {
-                return p.clone();
-            }
+            return it.next().cloned();
         }
     }
-    "rte".to_string()
+    None
+}
+
+/// The file prefix DPDK uses with these EAL arguments (`rte`, DPDK's default, without one).
+pub fn file_prefix(args: &[String]) -> String {
+    given_prefix(args).unwrap_or_else(|| "rte".to_string())
 }
 
 /// The real uid of this process (from `/proc/self/status`).
@@ -82,6 +85,7 @@ mod tests {
     fn prefixes() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(file_prefix(&args(&["--no-huge"])), "rte");
+        assert_eq!(given_prefix(&args(&["--no-huge", "--no-shconf"])), None);
         assert_eq!(file_prefix(&args(&["--file-prefix=fg1", "-l", "0"])), "fg1");
         assert_eq!(file_prefix(&args(&["--file-prefix", "fg2"])), "fg2");
         assert!(runtime_dir("x").ends_with("dpdk/x"));
