@@ -1,6 +1,7 @@
 //! flowgate-dataplane: the packet path.
 //!
-//! - [`wire`]: reading frames down to the classifier's facts (no panics, no allocation).
+//! - [`wire`]: header layouts: typed views per protocol, the checksum, and the parser that reads
+//!   frames down to the classifier's facts (no panics, no allocation).
 //! - [`classify`]: the compiled flows classifier (and the ClassBench benchmark of it).
 //! - [`ruleset`]: the compiled flows and outflows the workers run, published as a whole.
 //! - [`director`]: the L4 load balancer (IPVS-like schedulers, connection tracking, NAT,

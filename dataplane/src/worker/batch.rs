@@ -150,7 +150,7 @@ impl Batch {
     }
 
     /// Classifies with `c` the packets for which `pick` holds; their (packet index, verdict)
-    /// pairs, in order, are then read with [`Batch::verdicts`].
+    /// pairs, in order, are then read with [`Batch::verdict`].
     #[inline]
     pub fn classify(&mut self, c: &Classifier, pick: impl Fn(&PacketMeta) -> bool) -> usize {
         let l = &mut self.lanes;

@@ -16,6 +16,8 @@ use super::{Env, PortRole};
 
 /// Classify with the flows every packet still `To::Flows` (from a port whose role is `role`)
 /// and decide where each goes. Returns whether some packet goes to a director.
+// a stage per function in profiles (one call per burst)
+#[inline(never)]
 pub fn decide<F: Frames>(b: &mut Batch, frames: &mut F, env: &Env<'_>, role: PortRole) -> bool {
     let list = &env.rules.flows;
     let n = b.classify(&list.classifier, |m| m.to == To::Flows);

@@ -12,6 +12,8 @@ use super::frames::Frames;
 use super::Env;
 
 /// Run the outflows on every packet of the batch headed for them.
+// a stage per function in profiles (one call per burst)
+#[inline(never)]
 pub fn outflows<F: Frames>(b: &mut Batch, frames: &mut F, env: &Env<'_>) {
     let list = &env.rules.outflows;
     let rc = env.rc;

@@ -49,6 +49,8 @@ impl Parse {
     /// Frames from a physical port (`from`): IP packets (key with the flows' iface) wait for
     /// the flows; non-IP frames go to `from.non_ip` (`None`: dropped, the port has no
     /// kernel); with `from.learn`, ARP / NS / NA frames are noted.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
     pub fn ports<F: Frames>(
         &mut self,
         b: &mut Batch,
@@ -102,6 +104,8 @@ impl Parse {
     /// through the outflows (key with the outflows' `iface`; their TTL is the kernel's
     /// business); other frames go out the port as they are; what the parser cannot read is
     /// dropped, not sent blindly.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
     pub fn kernel<F: Frames>(
         &mut self,
         b: &mut Batch,

@@ -270,6 +270,8 @@ impl<'p, I: Io> Pipeline<'p, I> {
     }
 
     /// Moves every frame of the burst to its destination.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
     fn dispatch<F: Frames<Frame = I::Frame>>(&mut self, frames: &mut F, rules: &RuleSet) {
         let meta = &self.batch.meta;
         let counters = &*self.counters;

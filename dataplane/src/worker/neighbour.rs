@@ -15,7 +15,9 @@ use crate::route::forward::rewrite_macs;
 use crate::route::neigh::{multicast_mac, ArpOp, NdKind};
 use crate::route::{Arp, Nd, NeighbourConfig, NeighbourTable, Resolution, SharedNeighbours};
 use crate::ruleset::RuleSet;
-use crate::wire::{field, IpFacts};
+use crate::wire::ethernet::{ethertype, EthernetFrame};
+use crate::wire::icmpv6::msg::{NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT};
+use crate::wire::{proto, IpFacts};
 
 use super::frames::{Frame, Frames, Io, Out};
 use super::PortRole;
@@ -25,10 +27,6 @@ pub const NEIGHBOUR_TICK: Duration = Duration::from_millis(100);
 /// While this worker waits for a next hop, how often it looks for it in the shared table
 /// (a walk over its own table: not every polling round).
 pub const SHARED_POLL: Duration = Duration::from_millis(1);
-
-const ICMPV6: u8 = 58;
-const ND_SOLICIT: u8 = 135;
-const ND_ADVERT: u8 = 136;
 
 /// This worker's next hops, with the packets held while one is resolved.
 #[derive(Debug)]
@@ -285,14 +283,14 @@ fn solicit_for<I: Io>(w: &mut Around<'_, I>, port: u16, target: IpAddr, rules: &
 #[inline]
 pub fn is_nd(f: &IpFacts) -> bool {
     f.family == Family::V6
-        && f.proto == ICMPV6
-        && matches!(f.l4, L4::Icmp { icmptype } if icmptype == ND_SOLICIT || icmptype == ND_ADVERT)
+        && f.proto == proto::ICMPV6
+        && matches!(f.l4, L4::Icmp { icmptype } if icmptype == NEIGHBOR_SOLICIT || icmptype == NEIGHBOR_ADVERT)
 }
 
 /// Whether a non-IP frame is ARP.
 #[inline]
-pub fn is_arp(ethertype: u16) -> bool {
-    ethertype == field::ETHERTYPE_ARP
+pub fn is_arp(kind: u16) -> bool {
+    kind == ethertype::ARP
 }
 
 /// What an ARP or ND frame says of its sender.
@@ -308,7 +306,7 @@ pub struct Taught {
 /// a neighbour advertisement, the source of a solicitation with its link-layer option.
 /// `l3`: the IPv6 header's offset (ND frames).
 pub fn neighbour_in(frame: &[u8], l3: usize) -> Option<Taught> {
-    if frame.get(field::ETH_TYPE..field::ETH_HDR)? == field::ETHERTYPE_ARP.to_be_bytes() {
+    if EthernetFrame::new_checked(frame).ok()?.ethertype() == ethertype::ARP {
         let arp = Arp::parse_frame(frame)?;
         if arp.sender_ip.is_unspecified() {
             return None; // a probe teaches nothing
