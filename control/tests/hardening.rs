@@ -328,8 +328,13 @@ fn the_socket_is_never_world_connectable_even_under_umask_000() {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = std::sync::Arc::clone(&stop);
         let watcher = std::thread::spawn(move || {
+            // until told to stop, and at least until the socket was seen once (on a loaded
+            // machine this thread may first run after the daemon is up)
             let mut modes = Vec::new();
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            while !(stop2.load(std::sync::atomic::Ordering::Relaxed) && !modes.is_empty())
+                && t.elapsed() < Duration::from_secs(10)
+            {
                 if let Ok(m) = std::fs::symlink_metadata(&watch) {
                     modes.push(m.permissions().mode() & 0o777);
                 }
