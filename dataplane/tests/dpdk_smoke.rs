@@ -409,7 +409,7 @@ fn ring_moves_tagged_mbufs_between_threads() {
 /// exclusive and shared hand-outs of one queue exclude each other.
 #[test]
 fn shared_tx_queue_between_two_threads() {
-    let eal = Eal::init(&eal_args(&["--vdev=net_ring0"])).unwrap();
+    let eal = start_eal(&["--vdev=net_ring0"]);
     let pool = Mempool::new("shared_pool", 4095, 64, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
     let id = port_by_name("net_ring0").unwrap();
     let mut port = Port::configure(id, 1, 1, false, pool).unwrap();
