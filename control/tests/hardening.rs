@@ -332,7 +332,7 @@ fn the_socket_is_never_world_connectable_even_under_umask_000() {
             // machine this thread may first run after the daemon is up)
             let mut modes = Vec::new();
             let t = Instant::now();
-            while !(stop2.load(std::sync::atomic::Ordering::Relaxed) && !modes.is_empty())
+            while (modes.is_empty() || !stop2.load(std::sync::atomic::Ordering::Relaxed))
                 && t.elapsed() < Duration::from_secs(10)
             {
                 if let Ok(m) = std::fs::symlink_metadata(&watch) {
