@@ -35,7 +35,8 @@
 #                          the first pass every packet is a hit on a tracked connection of a
 #                          table of N. The pcap PMD's infinite_rx keeps every frame in the pool,
 #                          so the pool is sized for it (`[dataplane] mbufs`, testpmd
-#                          --total-num-mbufs, EAL -m): 1M frames take about 2.5 GB per process.
+#                          --total-num-mbufs, EAL -m): 1M frames take about 5 GB per process
+#                          (one 4 KB page per mbuf without hugepages).
 #   director new           NEW_CLIENTS (2048) clients, each a TCP SYN then a RST, replayed: every
 #                          SYN finds its tuple closed and opens a new connection (removed,
 #                          scheduled, inserted), every RST is a hit that closes it again. Half the
@@ -378,10 +379,12 @@ EOF
 }
 
 # Pool and EAL memory for a pcap of $1 frames kept in the pool (infinite_rx): the frames plus
-# the 8192 the ports need, about 2.5 KB per mbuf, plus 512 MB for the rest. Prints "mbufs MB".
+# the 8192 the ports need; without hugepages a 2176-byte mbuf takes a 4 KB page of its own
+# (mempool objects do not cross pages), so 4.5 KB each, plus 512 MB for the rest. Prints
+# "mbufs MB".
 pool_for() {
     local mbufs=$(($1 + 8192))
-    echo "$mbufs $((mbufs * 5 / 2 / 1024 + 512))"
+    echo "$mbufs $((mbufs * 9 / 2 / 1024 + 512))"
 }
 
 MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)

@@ -143,6 +143,8 @@ pub enum Command {
 struct PushProgress {
     swaps: AtomicU64,
     rollback_depth: AtomicUsize,
+    /// Pushes (`apply`, `apply_path`, `rollback`, SIGHUP) refused since start.
+    refused: AtomicU64,
 }
 
 /// The texts `rollback` can go back to (most recent last), at most [`ROLLBACK_DEPTH`] of them
@@ -487,7 +489,49 @@ impl Pusher {
 
     /// Execute one push: `check`, `diff`, `apply`, `apply_path` or `rollback` (the seam: a
     /// request in, the reply out, the published state and the flows file changed or not).
+    /// A publishing push's outcome is logged (and a refusal counted).
     pub fn handle(&mut self, req: Request, arrived: Instant) -> Reply {
+        let source = push_source(&req);
+        let reply = self.work(req, arrived);
+        if let Some(source) = source {
+            self.log_push(&source, &reply);
+        }
+        reply
+    }
+
+    /// Logs a push's outcome once: the swap it published, or why it was refused.
+    fn log_push(&self, source: &str, reply: &Reply) {
+        match reply {
+            Ok(Body::Applied(a)) => {
+                log::info!(
+                    target: "control",
+                    "{source}: generation {} published in {} us (compile {} us){}",
+                    a.generation,
+                    a.publish_us,
+                    a.compile_us,
+                    match &a.persist_error {
+                        Some(e) => format!("; NOT persisted: {e}"),
+                        None => String::new(),
+                    }
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let refused = self.progress.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::publish_refused(refused);
+                // the first diagnostic says where; the reply carries them all
+                let first = e
+                    .diagnostics
+                    .as_deref()
+                    .and_then(|d| d.lines().find(|l| !l.trim().is_empty()))
+                    .map(|l| format!(" ({})", l.trim()))
+                    .unwrap_or_default();
+                log::warn!(target: "control", "{source} refused: {}{first}", e.error);
+            }
+        }
+    }
+
+    fn work(&mut self, req: Request, arrived: Instant) -> Reply {
         match req {
             Request::Check { flows, name } => {
                 let loaded = self.load(&flows, name.as_deref())?;
@@ -722,9 +766,22 @@ impl Reports {
         lock(&self.gens).fold();
         if self.export_metrics {
             metrics::publish(&self.stats(), self.progress.swaps.load(Ordering::Relaxed));
+            metrics::publish_refused(self.progress.refused.load(Ordering::Relaxed));
         }
     }
 }
+/// What a request that publishes a rule set is called in the log; `None` for the others.
+fn push_source(req: &Request) -> Option<String> {
+    match req {
+        Request::Apply { name, .. } => {
+            Some(format!("apply {}", name.as_deref().unwrap_or("<pushed>")))
+        }
+        Request::ApplyPath { path } => Some(format!("apply_path {path}")),
+        Request::Rollback {} => Some("rollback".into()),
+        _ => None,
+    }
+}
+
 fn done(what: String) -> Reply {
     Ok(Body::Done(DoneReply { done: what }))
 }

@@ -2,11 +2,11 @@
 //! filled by the parse stage and updated by every later stage (a rewrite updates them; no
 //! stage parses a frame again), and the lanes of one classification pass.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flowgate_config::flows::{Family, L4};
 
-use crate::classify::{Classifier, Key, Verdict, BATCH};
+use crate::classify::{Classifier, Key, L4Kind, Verdict, BATCH};
 use crate::counters::DropReason;
 use crate::wire::IpFacts;
 
@@ -31,55 +31,52 @@ pub enum To {
     Handoff(u8),
 }
 
-/// What the pipeline knows of one packet.
+/// What the pipeline knows of one packet besides its key: where its headers are, where it
+/// goes. Small (the parse stage writes one per packet); the packet's facts are its key and
+/// these offsets ([`PacketMeta::facts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketMeta {
-    /// The IP facts (headers' offsets, addresses, L4), when `ip`.
-    pub facts: IpFacts,
-    pub ip: bool,
+    pub to: To,
     /// The port it arrived on (the kernel's packets: the port whose TAP sent it).
     pub input: u16,
-    pub to: To,
+    /// Offsets of the IP and L4 headers (when `ip`).
+    pub l3: u16,
+    pub l4: u16,
+    pub ip: bool,
     /// It still passes the outflows before leaving (its key carries the output port's iface).
     pub egress: bool,
     /// Its TTL / hop limit was taken off already (routed, or the kernel's own: an outflow
     /// re-route does not take it).
     pub routed: bool,
+    /// A non-first fragment (no L4 header; its key says only "no L4").
+    fragment: bool,
+    vlan_tags: u8,
 }
-
-/// Facts of a frame that is no IP packet.
-const NO_FACTS: IpFacts = IpFacts {
-    family: Family::V4,
-    proto: 0,
-    src: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    l4: L4::Other,
-    l3_offset: 0,
-    l4_offset: 0,
-    vlan_tags: 0,
-};
 
 impl PacketMeta {
     pub const EMPTY: PacketMeta = PacketMeta {
-        facts: NO_FACTS,
-        ip: false,
-        input: 0,
         to: To::Drop(DropReason::TxFull),
+        input: 0,
+        l3: 0,
+        l4: 0,
+        ip: false,
         egress: false,
         routed: false,
+        fragment: false,
+        vlan_tags: 0,
     };
 
-    /// An IP packet from `input`, for the flows to decide.
+    /// An IP packet from `input` (facts `f`), for the flows to decide.
     #[inline]
-    pub fn ip(facts: IpFacts, input: u16) -> PacketMeta {
-        PacketMeta {
-            facts,
-            ip: true,
-            input,
+    pub fn ip(f: &IpFacts, input: u16) -> PacketMeta {
+        let mut m = PacketMeta {
             to: To::Flows,
-            egress: false,
-            routed: false,
-        }
+            input,
+            ip: true,
+            ..PacketMeta::EMPTY
+        };
+        m.set_facts(f);
+        m
     }
 
     /// A frame that is no IP packet (or a malformed one), going to `to`.
@@ -90,6 +87,62 @@ impl PacketMeta {
             to,
             ..PacketMeta::EMPTY
         }
+    }
+
+    /// The packet was rewritten: these are its facts now (its key is set by the caller).
+    #[inline]
+    pub fn set_facts(&mut self, f: &IpFacts) {
+        self.l3 = f.l3_offset as u16;
+        self.l4 = f.l4_offset as u16;
+        self.fragment = f.l4 == L4::Fragment;
+        self.vlan_tags = f.vlan_tags;
+    }
+
+    /// The IP packet's facts, rebuilt from these offsets and its `key` (no parse).
+    #[inline]
+    pub fn facts(&self, key: &Key) -> IpFacts {
+        let (src, dst) = if key.v6 {
+            (
+                IpAddr::V6(Ipv6Addr::from(key.src)),
+                IpAddr::V6(Ipv6Addr::from(key.dst)),
+            )
+        } else {
+            (
+                IpAddr::V4(Ipv4Addr::from(key.src as u32)),
+                IpAddr::V4(Ipv4Addr::from(key.dst as u32)),
+            )
+        };
+        let l4 = match key.l4 {
+            L4Kind::Ports => L4::Ports {
+                sport: key.sport,
+                dport: key.dport,
+            },
+            L4Kind::Icmp => L4::Icmp {
+                icmptype: key.icmptype,
+            },
+            L4Kind::None if self.fragment => L4::Fragment,
+            L4Kind::None => L4::Other,
+        };
+        IpFacts {
+            family: family(key),
+            proto: key.proto,
+            src,
+            dst,
+            l4,
+            l3_offset: usize::from(self.l3),
+            l4_offset: usize::from(self.l4),
+            vlan_tags: self.vlan_tags,
+        }
+    }
+}
+
+/// A key's family.
+#[inline]
+pub fn family(key: &Key) -> Family {
+    if key.v6 {
+        Family::V6
+    } else {
+        Family::V4
     }
 }
 
@@ -187,6 +240,37 @@ mod tests {
     use super::*;
     use crate::classify::L4Kind;
     use flowgate_config::flows::{parse, Action};
+
+    /// The facts a packet's metadata and key give back are those its parse read, for every
+    /// kind of L4 (ports, ICMP, other, a non-first fragment), both families, VLAN tags.
+    #[test]
+    fn facts_come_back_from_the_key_and_the_offsets() {
+        use crate::build::{frame, FrameSpec};
+        use crate::wire::{parse, Frame};
+        for (s, d, proto, frag, vlan) in [
+            ("10.0.0.1", "10.0.0.2", 6, false, None),
+            ("10.0.0.1", "10.0.0.2", 17, true, Some(5)),
+            ("10.0.0.1", "10.0.0.2", 1, false, None),
+            ("10.0.0.1", "10.0.0.2", 47, false, Some(7)),
+            ("2001:db8::1", "2001:db8::2", 58, false, None),
+            ("2001:db8::1", "2001:db8::2", 6, true, None),
+            ("2001:db8::1", "2001:db8::2", 17, false, Some(9)),
+        ] {
+            let mut spec =
+                FrameSpec::new(s.parse().expect("s"), d.parse().expect("d"), proto, 8, 9);
+            spec.non_first_fragment = frag;
+            spec.vlan = vlan;
+            let Frame::Ip(facts) = parse(&frame(&spec)) else {
+                panic!("not IP");
+            };
+            let key = Key::from_facts(&facts, 3);
+            assert_eq!(
+                PacketMeta::ip(&facts, 0).facts(&key),
+                facts,
+                "{s} {proto} {frag}"
+            );
+        }
+    }
 
     /// A pass over some packets gathers their keys and gives each its own verdict.
     #[test]

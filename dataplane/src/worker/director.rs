@@ -26,7 +26,7 @@ use crate::ruleset::NO_DIRECTOR;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::{self, proto, Frame, IpFacts};
 
-use super::batch::{Batch, PacketMeta, To};
+use super::batch::{family, Batch, PacketMeta, To};
 use super::forward::{self, head_for, route, take_ttl};
 use super::frames::Frames;
 use super::{Env, DEFAULT_MTU, EXPIRE_BUDGET, MAIN_TABLE};
@@ -189,7 +189,7 @@ impl<'p> DirectorStage<'p> {
                 (Some(o), false) if from_server => o.reply_owner(self.index, &key),
                 (Some(o), false) => frames
                     .packet(i)
-                    .and_then(|f| o.icmp_error_owner(self.index, f, &b.meta[i].facts)),
+                    .and_then(|f| o.icmp_error_owner(self.index, f, &b.meta[i].facts(&key))),
                 _ => None,
             };
             if let Some(o) = owner {
@@ -216,7 +216,7 @@ impl<'p> DirectorStage<'p> {
         let Some(frame) = frames.packet_mut(i) else {
             return false;
         };
-        let facts = b.meta[i].facts;
+        let facts = b.meta[i].facts(&b.keys[i]);
         let mut found = None;
         for (d, dw) in self.dws.iter_mut().enumerate() {
             let Some(st) = set.get(d) else { continue };
@@ -331,7 +331,7 @@ impl<'p> DirectorStage<'p> {
             meta.to = To::Drop(DropReason::RouteTruncated);
             return;
         };
-        let server = match dw.forward(st, frame, &meta.facts, self.now_ms) {
+        let server = match dw.forward(st, frame, &meta.facts(key), self.now_ms) {
             DirVerdict::Drop(_) => {
                 meta.to = To::Drop(DropReason::DirectorDrop);
                 return;
@@ -351,12 +351,12 @@ impl<'p> DirectorStage<'p> {
             return;
         };
         if st.mode == Mode::Tunnel {
-            if let Some(mtu) = tunnel_too_big(frames, i, meta, env, hop.port, server) {
+            if let Some(mtu) = tunnel_too_big(frames, i, meta, key, env, hop.port, server) {
                 too_big(frames, i, meta, key, env, mtu);
                 return;
             }
         }
-        if !take_ttl(frames, i, meta, env.roles) {
+        if !take_ttl(frames, i, meta, key, env.roles) {
             return;
         }
         head_for(meta, key, env.rules, &hop, server);
@@ -377,7 +377,7 @@ fn refresh<F: Frames>(
 ) -> bool {
     match frames.packet(i).map(wire::parse) {
         Some(Frame::Ip(facts)) => {
-            meta.facts = facts;
+            meta.set_facts(&facts);
             *key = Key::from_facts(&facts, iface);
             true
         }
@@ -391,12 +391,12 @@ fn tunnel_too_big<F: Frames>(
     frames: &F,
     i: usize,
     meta: &PacketMeta,
+    key: &Key,
     env: &Env<'_>,
     port: usize,
     server: IpAddr,
 ) -> Option<u32> {
-    let f = &meta.facts;
-    let ip_len = wire::ip_len(frames.packet(i)?, f.l3_offset, f.family)?;
+    let ip_len = wire::ip_len(frames.packet(i)?, usize::from(meta.l3), family(key))?;
     let mtu = env.roles.get(port).map_or(DEFAULT_MTU, |r| r.mtu);
     (!tunnel_fits(ip_len, server, mtu))
         .then(|| u32::from(mtu).saturating_sub(tunnel_overhead(server) as u32))
@@ -417,7 +417,7 @@ fn too_big<F: Frames>(
 ) {
     let drop = To::Drop(DropReason::TunnelTooBig);
     meta.to = drop;
-    let (l3, family, input) = (meta.facts.l3_offset, meta.facts.family, meta.input);
+    let (l3, family, input) = (usize::from(meta.l3), family(key), meta.input);
     if family == Family::V4 {
         let df = frames
             .packet(i)
@@ -468,7 +468,7 @@ fn tunnel<F: Frames>(
     let local = env.rules.routes.source_for(port, server);
     let mtu = env.roles.get(port).map_or(DEFAULT_MTU, |r| r.mtu);
     let over = tunnel_overhead(server) as u16;
-    let inner = meta.facts;
+    let inner = meta.facts(key);
     let Some(buf) = frames.prepend(i, over) else {
         meta.to = To::Drop(DropReason::RouteTruncated);
         return;
@@ -486,7 +486,7 @@ fn tunnel<F: Frames>(
         meta.to = To::Drop(DropReason::RouteTruncated);
         return;
     }
-    meta.facts = outer;
+    meta.set_facts(&outer);
     *key = Key::from_facts(&outer, key.iface);
 }
 

@@ -957,3 +957,51 @@ fn the_hand_over_decision_with_two_workers() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, Out::Port(1));
 }
+
+/// A static neighbour (`neighbours = { IP = MAC }` in the config) is never asked: once its
+/// entry in the worker's table is stale, the next packet refreshes it from the config rather
+/// than sending an ARP request; a learned neighbour in the same state is asked again.
+#[test]
+fn a_static_next_hop_is_never_solicited() {
+    let t0 = Instant::now();
+    let later = t0 + Duration::from_secs(31);
+    let input = pkt("192.168.0.100", "172.16.1.1", 17, 5000, 53, FROM_CLIENT);
+    let want = pkt_ttl(
+        "192.168.0.100",
+        "172.16.1.1",
+        17,
+        (5000, 53),
+        (PORT_MAC[1], GW1_MAC),
+        63,
+    );
+    for stat in [true, false] {
+        let mut lab = Lab::new(1);
+        let gw = (1, ip_("192.168.161.1"), MacAddr(GW1_MAC));
+        if stat {
+            lab.neighbours = SharedNeighbours::default().with_static([gw]);
+        } else {
+            lab.neighbours.publish(gw.0, gw.1, gw.2, t0);
+        }
+        let mut w = lab.worker(0, t0);
+        assert_eq!(
+            feed(&mut w, 0, std::slice::from_ref(&input)),
+            vec![(Out::Port(1), want.clone())]
+        );
+        w.round(later);
+        let out = feed(&mut w, 0, std::slice::from_ref(&input));
+        assert_eq!(
+            out[0],
+            (Out::Port(1), want.clone()),
+            "still sent, static {stat}"
+        );
+        let asked = out[1..]
+            .iter()
+            .filter(|(_, f)| neighbour_in(f, 14).is_some())
+            .count();
+        assert_eq!(
+            (asked, lab.counters[0].neighbours.solicits.get()),
+            if stat { (0, 0) } else { (1, 1) },
+            "static {stat}"
+        );
+    }
+}

@@ -14,7 +14,7 @@ use crate::route::forward::{decrement_ttl, NotForwarded};
 use crate::route::NextHop;
 use crate::ruleset::RuleSet;
 
-use super::batch::{PacketMeta, To};
+use super::batch::{family, PacketMeta, To};
 use super::frames::Frames;
 use super::PortRole;
 
@@ -43,17 +43,15 @@ pub fn take_ttl<F: Frames>(
     frames: &mut F,
     i: usize,
     meta: &mut PacketMeta,
+    key: &Key,
     roles: &[PortRole],
 ) -> bool {
-    let f = &meta.facts;
+    let (l3, family) = (usize::from(meta.l3), family(key));
     let expired_to = match roles.get(usize::from(meta.input)) {
         Some(r) if r.kernel => To::Kernel(meta.input),
         _ => To::Drop(DropReason::TtlExpired),
     };
-    match frames
-        .packet_mut(i)
-        .map(|fr| decrement_ttl(fr, f.l3_offset, f.family))
-    {
+    match frames.packet_mut(i).map(|fr| decrement_ttl(fr, l3, family)) {
         Some(Ok(())) => {
             meta.routed = true;
             true
@@ -101,7 +99,7 @@ pub fn forward<F: Frames>(
         meta.to = To::Drop(DropReason::NoRoute);
         return;
     };
-    if meta.routed || take_ttl(frames, i, meta, roles) {
+    if meta.routed || take_ttl(frames, i, meta, key, roles) {
         head_for(meta, key, rules, &hop, dst);
     }
 }

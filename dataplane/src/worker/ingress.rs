@@ -79,7 +79,7 @@ impl Parse {
                     if learn && is_nd(&facts) {
                         self.note(i, facts.l3_offset);
                     }
-                    PacketMeta::ip(facts, input)
+                    PacketMeta::ip(&facts, input)
                 }
                 Frame::NonIp { ethertype } => match non_ip {
                     Some(to) => {
@@ -126,12 +126,9 @@ impl Parse {
             b.meta[i] = match wire::parse(frame) {
                 Frame::Ip(facts) => {
                     b.keys[i] = Key::from_facts(&facts, iface);
-                    PacketMeta {
-                        to: To::Port(port),
-                        egress: true,
-                        routed: true,
-                        ..PacketMeta::ip(facts, port)
-                    }
+                    let mut m = PacketMeta::ip(&facts, port);
+                    (m.to, m.egress, m.routed) = (To::Port(port), true, true);
+                    m
                 }
                 Frame::NonIp { .. } => {
                     if let Some(c) = counters.ports.get(usize::from(port)) {

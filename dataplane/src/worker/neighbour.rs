@@ -74,7 +74,11 @@ impl<'p, B: Frame> NeighbourStage<'p, B> {
             Resolution::Ready { mac, item, solicit } => {
                 send_routed(w, port, mac, item);
                 if solicit {
-                    solicit_for(w, port, via, rules);
+                    // a static neighbour is refreshed from the config, not by asking it
+                    match self.shared.is_static(p, via) {
+                        true => self.learned(w, port, via, mac),
+                        false => solicit_for(w, port, via, rules),
+                    }
                 }
             }
             Resolution::Held { solicit, dropped } => {
