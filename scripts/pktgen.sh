@@ -41,7 +41,8 @@
 #   TRIAL=1 (s)  LAT_TRIAL=2 (s)  PRECISION=0.02  MAX_TRIALS=8  PDR_LOSS=0.005
 #   SET=acl1  FLOWS=4096 (trace lines per profile)  RULE_COUNTS="100 1000 10000 100000"
 #   KERNEL_RULES="10 1000 10000"   GEN_CPU=0 DUT_CPU=1   TESTPMD=dpdk-testpmd   KEEP=0
-#   FLOWGATE, FLOWCTL, GEN: binaries (default: cargo build --release here)
+#   FLOWGATE, FLOWCTL, GEN, CBFLOWS: binaries (default: cargo build --release here; CBFLOWS is
+#                      the classbench_flows example)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -120,11 +121,13 @@ if [[ -z ${FLOWGATE:-} || -z ${FLOWCTL:-} || -z ${GEN:-} ]]; then
     cargo build --release --quiet -p flowgate-control --bin flowgate --bin flowctl \
         -p flowgate-gen --bin flowgate-gen
 fi
-cargo build --release --quiet -p flowgate-dataplane --example classbench_flows
+if [[ -z ${CBFLOWS:-} ]]; then
+    cargo build --release --quiet -p flowgate-dataplane --example classbench_flows
+fi
 FLOWGATE=$(realpath "${FLOWGATE:-target/release/flowgate}")
 FLOWCTL=$(realpath "${FLOWCTL:-target/release/flowctl}")
 GEN=$(realpath "${GEN:-target/release/flowgate-gen}")
-CBFLOWS=$ROOT/target/release/examples/classbench_flows
+CBFLOWS=$(realpath "${CBFLOWS:-target/release/examples/classbench_flows}")
 command -v "$TESTPMD" >/dev/null || die "$TESTPMD not found (Debian package dpdk)"
 
 EAL_VIRT=(--no-huge -m 1024 --no-pci --no-shconf --log-level=lib.eal:error)
@@ -278,6 +281,7 @@ part_memif() {
     stop "$FG_PID"
 
     log "memif: dpdk-testpmd --forward-mode=io"
+    rm -f "$d/in0.sock" "$d/out0.sock"
     local -a tp_eal
     if [[ $PCI_MODE == 1 ]]; then
         tp_eal=(-m 1024 --file-prefix fgpk-dut -a "$DUT_IN" -a "$DUT_OUT")
@@ -369,6 +373,11 @@ part_kernel() {
             "$GEN" nft --rules "$d/rules" --form "$form" --out "$d/$form.nft" 2>>"$d/gen.log"
             in_ns "$NS_DUT" nft flush ruleset
             in_ns "$NS_DUT" nft -f "$d/$form.nft" || die "nft -f $d/$form.nft failed"
+            local i=1
+            while [[ -f $d/$form.nft.$i ]]; do
+                in_ns "$NS_DUT" nft -f "$d/$form.nft.$i" || die "nft -f $d/$form.nft.$i failed"
+                i=$((i + 1))
+            done
             log "kernel: nftables $form, $(wc -l <"$d/rules") rules of $src"
             gen_search "nft-$form-$n" "$OUT/kernel.jsonl" 64 --tx net_af_packet0 \
                 --rx net_af_packet1 --profile "trace:$d/trace" --routable \

@@ -85,7 +85,8 @@ enum Cmd {
         #[arg(long, default_value_t = 2.0)]
         latency_trial: f64,
     },
-    /// ClassBench rules as an nftables ruleset.
+    /// ClassBench rules as an nftables ruleset: OUT (load first), then OUT.1, OUT.2, ...
+    /// (map elements, sets form), each with its own `nft -f`.
     Nft {
         /// ClassBench rules file.
         #[arg(long)]
@@ -426,12 +427,24 @@ fn run(cmd: Cmd) -> Result<(), String> {
                 rs.truncate(n);
             }
             let c = convert(&rs, form, &table);
-            std::fs::write(&out, &c.text).map_err(|e| format!("{}: {e}", out.display()))?;
+            let write = |path: &std::path::Path, text: &str| {
+                std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+            };
+            write(&out, &c.text)?;
+            for (i, chunk) in c.chunks.iter().enumerate() {
+                let mut name = out.clone().into_os_string();
+                name.push(format!(".{}", i + 1));
+                write(std::path::Path::new(&name), chunk)?;
+            }
             eprintln!(
-                "flowgate-gen nft: {} rules -> {} {} ({} approximated: ports dropped for a non-TCP/UDP protocol)",
+                "flowgate-gen nft: {} rules -> {} {} in {} + {} element file(s) ({}.1 ...), {} rules after the lookups ({} approximated: ports dropped for a non-TCP/UDP protocol)",
                 rs.len(),
                 c.entries,
                 if form == Form::Linear { "rules" } else { "map elements" },
+                out.display(),
+                c.chunks.len(),
+                out.display(),
+                c.fallback,
                 c.approximated
             );
             Ok(())

@@ -10,7 +10,11 @@
 //!   with one lookup in a concatenated interval map `saddr . daddr . l4proto . sport . dport`,
 //!   and everything else to a map `saddr . daddr . l4proto`. Map lookups do not keep rule
 //!   order, which is faithful only while overlapping rules agree on the verdict: true here,
-//!   every ClassBench rule maps to `accept` as the flows side permits every rule.
+//!   every ClassBench rule maps to `accept` as the flows side permits every rule. The
+//!   kernel's interval maps refuse an element whose first or last point falls inside an
+//!   earlier element: those rules follow the lookups as linear rules ([`Converted::fallback`]).
+//!   The maps are filled by `add element` commands of [`ELEMENTS_PER_CHUNK`] elements, one
+//!   `nft -f` call each ([`Converted::chunks`]).
 //!
 //! As in `classbench_flows`: a wildcard-protocol rule with ports matches TCP and UDP with
 //! those ports (`meta l4proto { tcp, udp }`); a rule for another protocol with ports keeps the
@@ -43,10 +47,15 @@ impl std::str::FromStr for Form {
 /// A converted ruleset.
 #[derive(Debug, Clone)]
 pub struct Converted {
-    /// The `nft -f` input.
+    /// The `nft -f` input: the table, its chains and (empty) maps.
     pub text: String,
+    /// `add element` commands filling the maps, each for its own `nft -f` call, in order.
+    pub chunks: Vec<String>,
     /// Rules (linear) or map elements (sets) written.
     pub entries: usize,
+    /// Rules written as linear rules after the map lookups, because the interval maps refuse
+    /// an element overlapping an earlier one that way (sets form).
+    pub fallback: usize,
     /// Rules whose ports were dropped (another protocol than TCP/UDP with ports).
     pub approximated: usize,
 }
@@ -86,63 +95,118 @@ pub fn convert(rules: &[CbRule], form: Form, table: &str) -> Converted {
     }
 }
 
+/// One ClassBench rule as an nftables rule; true when its ports were dropped.
+fn linear_rule(r: &CbRule) -> (String, bool) {
+    let mut m = Vec::new();
+    let mut approximated = false;
+    if r.src.1 > 0 {
+        m.push(format!("ip saddr {}", prefix(r.src)));
+    }
+    if r.dst.1 > 0 {
+        m.push(format!("ip daddr {}", prefix(r.dst)));
+    }
+    let ports = has_ports(r);
+    match proto(r) {
+        Some(p @ (6 | 17)) => m.push(format!("meta l4proto {p}")),
+        Some(p) => {
+            m.push(format!("meta l4proto {p}"));
+            approximated = ports;
+        }
+        None if ports => m.push("meta l4proto { 6, 17 }".into()),
+        None => {}
+    }
+    if ports && matches!(proto(r), None | Some(6 | 17)) {
+        if !any_port(r.sport) {
+            m.push(format!("th sport {}", range(r.sport)));
+        }
+        if !any_port(r.dport) {
+            m.push(format!("th dport {}", range(r.dport)));
+        }
+    }
+    m.push("accept".into());
+    (m.join(" "), approximated)
+}
+
 fn linear(rules: &[CbRule], table: &str) -> Converted {
     let mut body = String::new();
     let mut approximated = 0;
     for r in rules {
-        let mut m = Vec::new();
-        if r.src.1 > 0 {
-            m.push(format!("ip saddr {}", prefix(r.src)));
-        }
-        if r.dst.1 > 0 {
-            m.push(format!("ip daddr {}", prefix(r.dst)));
-        }
-        let ports = has_ports(r);
-        match proto(r) {
-            Some(p @ (6 | 17)) => m.push(format!("meta l4proto {p}")),
-            Some(p) => {
-                m.push(format!("meta l4proto {p}"));
-                if ports {
-                    approximated += 1;
-                }
-            }
-            None if ports => m.push("meta l4proto { 6, 17 }".into()),
-            None => {}
-        }
-        if ports && matches!(proto(r), None | Some(6 | 17)) {
-            if !any_port(r.sport) {
-                m.push(format!("th sport {}", range(r.sport)));
-            }
-            if !any_port(r.dport) {
-                m.push(format!("th dport {}", range(r.dport)));
-            }
-        }
-        m.push("accept".into());
-        let _ = writeln!(body, "\t\t{}", m.join(" "));
+        let (rule, approx) = linear_rule(r);
+        approximated += usize::from(approx);
+        let _ = writeln!(body, "\t\t{rule}");
     }
     let text = format!(
         "table ip {table} {{\n\tchain forward {{\n\t\ttype filter hook forward priority filter; policy drop;\n{body}\t}}\n}}\n"
     );
     Converted {
         text,
+        chunks: Vec::new(),
         entries: rules.len(),
+        fallback: 0,
         approximated,
     }
 }
 
+/// Elements added per `nft -f` call: one transaction of a 10K-element interval map is more
+/// than the netlink socket takes ("No buffer space available").
+pub const ELEMENTS_PER_CHUNK: usize = 1000;
+
+/// An element of an interval map as a box: (low, high) per field.
+type Box = Vec<(u32, u32)>;
+
+fn contains(b: &Box, point: &[u32]) -> bool {
+    b.iter()
+        .zip(point)
+        .all(|(&(lo, hi), &p)| lo <= p && p <= hi)
+}
+
+/// The interval maps refuse (EEXIST) an element whose first or last point lies inside an
+/// element already there (the kernel's pipapo set backend). Such rules are kept in order and
+/// written as linear rules after the map lookups instead: with every verdict `accept`, that
+/// is the same ruleset.
+fn conflicts(accepted: &[Box], b: &Box) -> bool {
+    let first: Vec<u32> = b.iter().map(|r| r.0).collect();
+    let last: Vec<u32> = b.iter().map(|r| r.1).collect();
+    accepted
+        .iter()
+        .any(|a| contains(a, &first) || contains(a, &last))
+}
+
+fn bounds((addr, len): (u32, u8)) -> (u32, u32) {
+    let len = len.min(32);
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    (addr & mask, addr | !mask)
+}
+
 fn sets(rules: &[CbRule], table: &str) -> Converted {
-    let mut l4 = Vec::new();
-    let mut l3 = Vec::new();
+    let (mut l4, mut l3) = (Vec::new(), Vec::new());
+    let (mut boxes4, mut boxes3): (Vec<Box>, Vec<Box>) = (Vec::new(), Vec::new());
     let (mut seen4, mut seen3) = (HashSet::new(), HashSet::new());
+    let mut fallback: Vec<CbRule> = Vec::new();
     let mut approximated = 0;
     for r in rules {
         let (s, d) = (prefix(r.src), prefix(r.dst));
         let p = proto(r);
+        let proto_box = p.map_or((0, 255), |p| (u32::from(p), u32::from(p)));
+        let mut needs_fallback = false;
         if matches!(p, None | Some(6 | 17)) {
             let pr = p.map_or("0-255".to_string(), |p| p.to_string());
             let e = format!("{s} . {d} . {pr} . {} . {}", range(r.sport), range(r.dport));
-            if seen4.insert(e.clone()) {
-                l4.push(e);
+            let b: Box = vec![
+                bounds(r.src),
+                bounds(r.dst),
+                proto_box,
+                (r.sport.0.into(), r.sport.1.into()),
+                (r.dport.0.into(), r.dport.1.into()),
+            ];
+            if !seen4.contains(&e) {
+                if conflicts(&boxes4, &b) {
+                    needs_fallback = true;
+                } else {
+                    seen4.insert(e.clone());
+                    boxes4.push(b);
+                    l4.push(e);
+                }
             }
         }
         // what non-TCP/UDP packets can match: wildcard-protocol rules without ports, and
@@ -159,38 +223,51 @@ fn sets(rules: &[CbRule], table: &str) -> Converted {
         };
         if let Some(pr) = other {
             let e = format!("{s} . {d} . {pr}");
-            if seen3.insert(e.clone()) {
-                l3.push(e);
+            let b: Box = vec![bounds(r.src), bounds(r.dst), proto_box];
+            if !seen3.contains(&e) {
+                if conflicts(&boxes3, &b) {
+                    needs_fallback = true;
+                } else {
+                    seen3.insert(e.clone());
+                    boxes3.push(b);
+                    l3.push(e);
+                }
             }
         }
-    }
-    let elements = |v: &[String]| {
-        if v.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "\t\telements = {{\n{}\n\t\t}}\n",
-                v.iter()
-                    .map(|e| format!("\t\t\t{e} : accept"))
-                    .collect::<Vec<_>>()
-                    .join(",\n")
-            )
+        if needs_fallback {
+            fallback.push(*r);
         }
-    };
+    }
+    let mut fallback_rules = String::new();
+    for r in &fallback {
+        let _ = writeln!(fallback_rules, "\t\t{}", linear_rule(r).0);
+    }
     let text = format!(
         "table ip {table} {{\n\
-         \tmap ports {{\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service : verdict\n\t\tflags interval\n{}\t}}\n\
-         \tmap addrs {{\n\t\ttype ipv4_addr . ipv4_addr . inet_proto : verdict\n\t\tflags interval\n{}\t}}\n\
+         \tmap ports {{\n\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service . inet_service : verdict\n\t\tflags interval\n\t}}\n\
+         \tmap addrs {{\n\t\ttype ipv4_addr . ipv4_addr . inet_proto : verdict\n\t\tflags interval\n\t}}\n\
          \tchain forward {{\n\t\ttype filter hook forward priority filter; policy drop;\n\
          \t\tmeta l4proto vmap {{ tcp : jump l4, udp : jump l4 }}\n\
-         \t\tip saddr . ip daddr . meta l4proto vmap @addrs\n\t}}\n\
+         \t\tip saddr . ip daddr . meta l4proto vmap @addrs\n{fallback_rules}\t}}\n\
          \tchain l4 {{\n\t\tip saddr . ip daddr . meta l4proto . th sport . th dport vmap @ports\n\t}}\n}}\n",
-        elements(&l4),
-        elements(&l3)
     );
+    let mut chunks = Vec::new();
+    for (map, elems) in [("ports", &l4), ("addrs", &l3)] {
+        for c in elems.chunks(ELEMENTS_PER_CHUNK) {
+            chunks.push(format!(
+                "add element ip {table} {map} {{ {} }}\n",
+                c.iter()
+                    .map(|e| format!("{e} : accept"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
     Converted {
         text,
+        chunks,
         entries: l4.len() + l3.len(),
+        fallback: fallback.len(),
         approximated,
     }
 }

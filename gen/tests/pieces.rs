@@ -330,25 +330,44 @@ fn nft_converter_linear_and_sets() {
     assert_eq!(lines.iter().filter(|l| **l == "accept").count(), 2);
 
     let sets = convert(&rules, Form::Sets, "t");
-    // l4 map: rules 1, 2, 5 (6 is a duplicate of 5); l3 map: 3, 4 (ports dropped), 5
-    assert_eq!(sets.entries, 6);
+    // l4 map: rules 1, 2 and 5 (neither corner of 5, everything, lies inside 1 or 2; 6 is a
+    // duplicate of 5); l3 map: 3, 4 (ports dropped) and 5
+    let all = format!("{}{}", sets.text, sets.chunks.concat());
     assert_eq!(sets.approximated, 1);
-    assert!(sets
-        .text
-        .contains("10.0.0.0/8 . 192.168.1.7/32 . 6 . 0-65535 . 80 : accept"));
-    assert!(sets
-        .text
-        .contains("10.1.0.0/16 . 0.0.0.0/0 . 0-255 . 1000-2000 . 0-65535 : accept"));
-    assert!(sets.text.contains("0.0.0.0/0 . 0.0.0.0/0 . 47 : accept"));
-    assert!(sets
-        .text
-        .contains("meta l4proto vmap { tcp : jump l4, udp : jump l4 }"));
-    assert_eq!(
-        sets.text
-            .matches("0.0.0.0/0 . 0.0.0.0/0 . 0-255 . 0-65535 . 0-65535")
-            .count(),
-        1
-    );
+    assert!(all.contains("10.0.0.0/8 . 192.168.1.7/32 . 6 . 0-65535 . 80 : accept"));
+    assert!(all.contains("10.1.0.0/16 . 0.0.0.0/0 . 0-255 . 1000-2000 . 0-65535 : accept"));
+    assert!(all.contains("0.0.0.0/0 . 0.0.0.0/0 . 47 : accept"));
+    assert!(all.contains("meta l4proto vmap { tcp : jump l4, udp : jump l4 }"));
+    assert_eq!(all.matches("0.0.0.0/0 . 0.0.0.0/0 . 0-255 . 0-65535 . 0-65535").count(), 1);
+    assert_eq!((sets.entries, sets.fallback), (6, 0));
+    assert!(!sets.text.lines().any(|l| l.trim().ends_with("accept")), "{}", sets.text);
+    assert!(sets.chunks.iter().all(|c| c.starts_with("add element ip t ")));
+    assert!(lin.chunks.is_empty());
+}
+
+#[test]
+fn nft_sets_keep_overlapping_rules_in_order_after_the_lookups() {
+    // 2 lies inside 1 (its first point is in 1): refused by an interval map, so a linear rule
+    let rules: Vec<_> = [
+        "@10.0.0.0/8 0.0.0.0/0 0 : 65535 0 : 65535 0x06/0xFF",
+        "@10.1.0.0/16 0.0.0.0/0 0 : 65535 80 : 80 0x06/0xFF",
+        "@11.0.0.0/8 0.0.0.0/0 0 : 65535 0 : 65535 0x06/0xFF",
+    ]
+    .iter()
+    .map(|l| parse_rule(l).unwrap())
+    .collect();
+    let c = convert(&rules, Form::Sets, "t");
+    assert_eq!((c.entries, c.fallback), (2, 1));
+    assert!(c.text.contains("ip saddr 10.1.0.0/16 meta l4proto 6 th dport 80 accept"));
+    // more than one chunk of elements
+    let many: Vec<_> = (0..1200u32)
+        .map(|i| {
+            let a = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            parse_rule(&format!("@{a}/32 0.0.0.0/0 0 : 65535 0 : 65535 0x11/0xFF")).unwrap()
+        })
+        .collect();
+    let c = convert(&many, Form::Sets, "t");
+    assert_eq!((c.entries, c.fallback, c.chunks.len()), (1200, 0, 2));
 }
 
 #[test]
