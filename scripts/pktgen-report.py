@@ -31,6 +31,12 @@ def rate(r, key):
     return None if not v else v.get("offered_pps")
 
 
+def limited(r, key):
+    """A mark for a rate the generator could not offer in full (the DUT may do more)."""
+    v = r.get(key)
+    return " (gen-limited)" if v and v.get("generator_limited") else ""
+
+
 def us(ns):
     return "-" if ns is None else f"{ns / 1000:.1f}"
 
@@ -114,7 +120,7 @@ if results:
                 continue
             ndr, pdr = rate(r, "ndr"), rate(r, "pdr")
             gbps = (r["ndr"] or {}).get("l1_mbps")
-            row += f" {mpps(ndr)} | {mpps(pdr)} | {'-' if gbps is None else f'{gbps / 1000:.2f}'} | {mpps(r['top_pps'])} |"
+            row += f" {mpps(ndr)}{limited(r, 'ndr')} | {mpps(pdr)}{limited(r, 'pdr')} | {'-' if gbps is None else f'{gbps / 1000:.2f}'} | {mpps(r['top_pps'])} |"
             cols += [f"{(ndr or 0) / 1e6:.4f}", f"{(pdr or 0) / 1e6:.4f}"]
         if len(duts) >= 2:
             a, b = by.get((duts[0], s)), by.get((duts[1], s))
@@ -163,7 +169,7 @@ if rules:
         for r in rules:
             n = int(r["dut"].rsplit("-", 1)[1])
             lat = (r.get("latency") or [{}])[0].get("latency", {})
-            print(f"| {n} | {mpps(rate(r, 'ndr'))} | {mpps(rate(r, 'pdr'))} | {mpps(r['top_pps'])} | "
+            print(f"| {n} | {mpps(rate(r, 'ndr'))}{limited(r, 'ndr')} | {mpps(rate(r, 'pdr'))}{limited(r, 'pdr')} | {mpps(r['top_pps'])} | "
                   f"{us(lat.get('p50_ns'))} | {us(lat.get('p99_ns'))} |")
             dat.write(f"{n} {(rate(r, 'ndr') or 0) / 1e6:.4f} {(rate(r, 'pdr') or 0) / 1e6:.4f}\n")
 

@@ -18,7 +18,6 @@ if (system("test -s throughput.dat && echo 1") eq "1") {
     ncols = int(system("awk '!/^#/ { print NF; exit }' throughput.dat"))
     names = system("head -1 throughput.dat | cut -c3- | cut -d' ' -f2-")
     plot for [i=2:ncols] "throughput.dat" using i:xtic(1) title word(names, i-1)
-    unset style
     set style data lines
     set yrange [*:*]
 }

@@ -323,9 +323,11 @@ fn search_size(
     let ndr_t = best(&ndr);
     let pdr_t = best(&pdr);
     let mut lat = Vec::new();
-    if let Some((ndr_rate, _)) = ndr_t {
+    // latency at fractions of the NDR as offered (the rate the DUT was shown to forward
+    // without loss), not of the target, which a generator-limited trial did not reach
+    if let Some(ndr_offered) = ndr_t.map(|(_, r)| r.offered_pps) {
         for &f in latency_at {
-            let rate = ndr_rate * f;
+            let rate = ndr_offered * f;
             let r = lab.trial(&profile, size, rate, latency_trial, "latency", true)?;
             let mut v = rate_json(Some(&(rate, r.clone())), profile.mean_frame);
             v["fraction"] = json!(f);

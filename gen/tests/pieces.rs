@@ -338,10 +338,21 @@ fn nft_converter_linear_and_sets() {
     assert!(all.contains("10.1.0.0/16 . 0.0.0.0/0 . 0-255 . 1000-2000 . 0-65535 : accept"));
     assert!(all.contains("0.0.0.0/0 . 0.0.0.0/0 . 47 : accept"));
     assert!(all.contains("meta l4proto vmap { tcp : jump l4, udp : jump l4 }"));
-    assert_eq!(all.matches("0.0.0.0/0 . 0.0.0.0/0 . 0-255 . 0-65535 . 0-65535").count(), 1);
+    assert_eq!(
+        all.matches("0.0.0.0/0 . 0.0.0.0/0 . 0-255 . 0-65535 . 0-65535")
+            .count(),
+        1
+    );
     assert_eq!((sets.entries, sets.fallback), (6, 0));
-    assert!(!sets.text.lines().any(|l| l.trim().ends_with("accept")), "{}", sets.text);
-    assert!(sets.chunks.iter().all(|c| c.starts_with("add element ip t ")));
+    assert!(
+        !sets.text.lines().any(|l| l.trim().ends_with("accept")),
+        "{}",
+        sets.text
+    );
+    assert!(sets
+        .chunks
+        .iter()
+        .all(|c| c.starts_with("add element ip t ")));
     assert!(lin.chunks.is_empty());
 }
 
@@ -358,7 +369,9 @@ fn nft_sets_keep_overlapping_rules_in_order_after_the_lookups() {
     .collect();
     let c = convert(&rules, Form::Sets, "t");
     assert_eq!((c.entries, c.fallback), (2, 1));
-    assert!(c.text.contains("ip saddr 10.1.0.0/16 meta l4proto 6 th dport 80 accept"));
+    assert!(c
+        .text
+        .contains("ip saddr 10.1.0.0/16 meta l4proto 6 th dport 80 accept"));
     // more than one chunk of elements
     let many: Vec<_> = (0..1200u32)
         .map(|i| {
