@@ -55,6 +55,7 @@ pub struct TrialResult {
     pub offered: u64,
     pub tx_refused: u64,
     pub late: u64,
+    /// Frames due but not built: no mbuf in the pool (or none with room for the frame).
     pub no_mbuf: u64,
     /// Frames back on the RX port: stamped ones, and unstamped ones when the profile has
     /// unstamped frames (else those are `foreign` only).
@@ -244,24 +245,30 @@ impl Generator {
             if now >= end {
                 break;
             }
-            let n = pacer.take(now, BURST_SIZE as u64);
-            for _ in 0..n {
-                let Some(mut m) = pool.alloc() else {
-                    no_mbuf += 1;
-                    continue;
-                };
+            let n = pacer.take(now, BURST_SIZE as u64) as usize;
+            if n > 0 && out.alloc_from(&pool, n) == 0 {
+                no_mbuf += n as u64;
+            }
+            let mut unfilled = false;
+            for i in 0..out.len() {
                 let t = cursor.next(profile);
-                let Some(buf) = m.append(t.bytes.len() as u16) else {
-                    no_mbuf += 1;
-                    continue;
-                };
-                buf.copy_from_slice(&t.bytes);
-                match &t.stamp {
-                    Some(at) => stamp::write(buf, at, tsc_cycles()),
-                    None => unstamped += 1,
+                // a fresh mbuf has the default data room, which every template fits
+                // (profile::MAX_DATA); one that does not is freed below, not sent empty
+                match out.append(i, t.bytes.len() as u16) {
+                    Some(buf) => {
+                        buf.copy_from_slice(&t.bytes);
+                        match &t.stamp {
+                            Some(at) => stamp::write(buf, at, tsc_cycles()),
+                            None => unstamped += 1,
+                        }
+                    }
+                    None => unfilled = true,
                 }
-                // the burst holds at most BURST_SIZE and n <= BURST_SIZE
-                let _ = out.push(m);
+            }
+            if unfilled {
+                let before = out.len();
+                out.retain(|frame| !frame.is_empty());
+                no_mbuf += (before - out.len()) as u64;
             }
             if !out.is_empty() {
                 offered += out.len() as u64;
