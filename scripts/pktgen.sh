@@ -30,7 +30,7 @@
 #
 # Output: OUT (default target/pktgen): report.md (tables), *.jsonl (every trial), PNG plots
 # (gnuplot): throughput.png (NDR/PDR vs frame size, flowgate vs testpmd io), latency_cdf.png,
-# rules.png (NDR vs rule count), kernel.png. DOCS=1 copies the PNGs to docs/img/.
+# rules.png (NDR vs rule count), kernel.png. DOCS=1 copies the PNGs to docs/img/pktgen-*.png.
 # Every derived file (flows, traces, nft rulesets, configs) is generated into a temporary
 # directory removed at exit (KEEP=1 keeps it); nothing derived from ClassBench is committed.
 #
@@ -170,7 +170,7 @@ make_set() {
     [[ -f $CB/$src.rules ]] || die "$CB/$src.rules not found"
     head -n "$n" "$CB/$src.rules" >"$d/rules"
     # trace lines whose first match (last column, 1-based) is among the kept rules
-    awk -v n="$n" -v lim="$FLOWS" '$NF <= n && c < lim { print; c++ }' "$CB/$src.trace" >"$d/trace"
+    awk -v n="$n" -v lim="$FLOWS" '$NF <= n { print; if (++c >= lim) exit }' "$CB/$src.trace" >"$d/trace"
     [[ -s $d/trace ]] || die "$src: no trace line matches the first $n rules"
     "$CBFLOWS" --rules "$d/rules" --out "$d/bench.flows" 2>>"$d/gen.log"
     echo "$src"
@@ -413,7 +413,7 @@ python3 "$ROOT/scripts/pktgen-report.py" "$OUT" >"$OUT/report.md"
 (cd "$OUT" && gnuplot "$ROOT/scripts/pktgen.gp") || die "gnuplot failed"
 if [[ ${DOCS:-0} == 1 ]]; then
     mkdir -p docs/img
-    cp "$OUT"/*.png docs/img/
+    for f in "$OUT"/*.png; do cp "$f" "docs/img/pktgen-$(basename "$f")"; done
     log "copied the plots to docs/img/"
 fi
 cat "$OUT/report.md"
