@@ -672,6 +672,31 @@ fn port_peer_names_another_port() {
 }
 
 #[test]
+fn log_levels_default_parse_and_refuse() {
+    use flowgate_config::appliance::{Log, LogLevel};
+    let app = parse_with_cpus(FILE, BASE, 4).expect("base");
+    assert_eq!(app.log, Log::default());
+    assert_eq!(
+        (app.log.level, app.log.dpdk),
+        (LogLevel::Info, LogLevel::Warn)
+    );
+    let text = format!("{BASE}\n[log]\nlevel = \"debug\"\ndpdk = \"error\"\n");
+    let app = parse_with_cpus(FILE, &text, 4).expect("log levels");
+    assert_eq!(
+        (app.log.level, app.log.dpdk),
+        (LogLevel::Debug, LogLevel::Error)
+    );
+    let text = format!("{BASE}\n[log]\nlevel = \"loud\"\n");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let line = BASE.lines().count() + 3;
+    assert_eq!(errs[0].line, line, "{errs:#?}");
+    assert!(errs[0].message.contains("loud"), "{errs:#?}");
+    assert_eq!("trace".parse::<LogLevel>(), Ok(LogLevel::Trace));
+    assert!("verbose".parse::<LogLevel>().is_err());
+}
+
+#[test]
 fn static_neighbours_are_checked_per_port() {
     let with = |n: &str| {
         replace(

@@ -36,6 +36,14 @@ pub fn load_flows(path: &Path, config: Option<&Appliance>) -> Result<Loaded, Ref
     })
 }
 
+/// `flowgate check --config FILE`: the config, and the flows file it names, as `flowgate run`
+/// would load them.
+pub fn check_config(config: Option<&Path>) -> Result<(), Refused> {
+    let app = load_config(config)?.ok_or_else(|| Refused("no config given".into()))?;
+    let flows = app.flows.clone();
+    check(&flows, config)
+}
+
 /// `flowgate check FILE [--config FILE]`: warnings and exit 0, or every error and exit 1.
 pub fn check(path: &Path, config: Option<&Path>) -> Result<(), Refused> {
     let config = load_config(config)?;
@@ -52,14 +60,7 @@ pub fn check(path: &Path, config: Option<&Path>) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Output form of `classify`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// `<verdict> <flow> <rule>` (the stable contract of flows.md).
-    Text,
-    /// One JSON object per packet line.
-    Json,
-}
+pub use flowgate_control::cli::flowgate::Format;
 
 /// `flowgate classify`: one verdict line per packet line, in order.
 pub fn classify(

@@ -138,6 +138,8 @@ pub struct Controller {
     flows_path: PathBuf,
     director: Option<Box<dyn DirectorControl>>,
     swaps: u64,
+    /// Pushes (`apply`, `apply_path`, `rollback`, SIGHUP) refused since start.
+    refused: u64,
     export_metrics: bool,
 }
 
@@ -164,6 +166,7 @@ impl Controller {
             flows_path: opts.flows_path.clone(),
             director: opts.director.take(),
             swaps: 0,
+            refused: 0,
             export_metrics: opts.metrics.is_some(),
         }
     }
@@ -444,6 +447,39 @@ impl Controller {
         self.gens.fold();
         if self.export_metrics {
             metrics::publish(&self.stats(), self.swaps);
+            metrics::publish_refused(self.refused);
+        }
+    }
+
+    /// Logs a push's outcome once: the swap it published, or why it was refused.
+    fn log_push(&mut self, source: &str, reply: &Reply) {
+        match reply {
+            Ok(Body::Applied(a)) => {
+                log::info!(
+                    target: "control",
+                    "{source}: generation {} published in {} us (compile {} us){}",
+                    a.generation,
+                    a.publish_us,
+                    a.compile_us,
+                    match &a.persist_error {
+                        Some(e) => format!("; NOT persisted: {e}"),
+                        None => String::new(),
+                    }
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.refused += 1;
+                metrics::publish_refused(self.refused);
+                // the first diagnostic says where; the reply carries them all
+                let first = e
+                    .diagnostics
+                    .as_deref()
+                    .and_then(|d| d.lines().find(|l| !l.trim().is_empty()))
+                    .map(|l| format!(" ({})", l.trim()))
+                    .unwrap_or_default();
+                log::warn!(target: "control", "{source} refused: {}{first}", e.error);
+            }
         }
     }
 
@@ -453,7 +489,11 @@ impl Controller {
         loop {
             match rx.recv_timeout(tick) {
                 Ok(Command::Request(req, arrived, reply)) => {
+                    let push = push_source(&req);
                     let r = self.handle(req, arrived);
+                    if let Some(source) = push {
+                        self.log_push(&source, &r);
+                    }
                     let _ = reply.send(r);
                 }
                 Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
@@ -464,6 +504,18 @@ impl Controller {
                 self.tick();
             }
         }
+    }
+}
+
+/// What a request that publishes a rule set is called in the log; `None` for the others.
+fn push_source(req: &Request) -> Option<String> {
+    match req {
+        Request::Apply { name, .. } => {
+            Some(format!("apply {}", name.as_deref().unwrap_or("<pushed>")))
+        }
+        Request::ApplyPath { path } => Some(format!("apply_path {path}")),
+        Request::Rollback {} => Some("rollback".into()),
+        _ => None,
     }
 }
 

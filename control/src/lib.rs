@@ -8,10 +8,16 @@
 //! - [`persist`]: atomic, durable writes of the applied flows file.
 //! - [`metrics`]: the Prometheus exporter and what is published through it.
 //! - [`trace`]: why a packet gets its verdict.
+//! - [`cli`]: the command lines of `flowgate` and `flowctl`, their man pages and completions.
+//! - [`logging`]: the one-line log format, DPDK's log routed through it.
+//! - [`notify`]: systemd readiness notification (`sd_notify` protocol).
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod control;
+pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod persist;
 pub mod protocol;
 pub mod server;

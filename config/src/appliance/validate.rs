@@ -140,6 +140,10 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
 
     let dataplane = dataplane(cx, raw.dataplane, cpus);
     let control = control(cx, raw.control);
+    let log = Log {
+        level: raw.log.level.unwrap_or(Log::default().level),
+        dpdk: raw.log.dpdk.unwrap_or(Log::default().dpdk),
+    };
     let before = cx.diags.len();
     let ports = ports(cx, &raw.port);
     // With a port address refused, "no port's subnet holds the gateway" would be noise.
@@ -178,6 +182,7 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
         flows,
         dataplane,
         control,
+        log,
         ports,
         main,
         tables,
