@@ -11,6 +11,8 @@ packages=(
   build-essential pkg-config git curl ca-certificates
   # DPDK 22.11: headers + pkg-config (build), PMDs and dpdk-testpmd / dpdk-test-acl (run, bench)
   libdpdk-dev dpdk dpdk-dev librte-net-af-packet23 librte-net-pcap23 librte-net-tap23 librte-net-ring23 librte-net-null23 librte-net-af-xdp23 librte-mempool-ring23
+  # the throughput lab (scripts/pktgen.sh): memif between generator and DUT, gnuplot for the plots
+  librte-net-memif23 gnuplot-nox
   # bindgen needs libclang
   libclang-dev clang
   # the demo lab and integration tests: namespaces, veth, captures, nftables reference

@@ -2,7 +2,8 @@
 //!
 //! - [`state`]: what the workers read ([`Shared::rules`], an `ArcSwap<RuleSet>`, one load per
 //!   burst) and the generations the control thread remembers.
-//! - [`control`]: the control thread, owner of the publication: apply, rollback, stats, trace.
+//! - [`control`]: the control, push and report threads, owners of the publication: apply,
+//!   rollback, stats, trace.
 //! - [`server`]: the Unix control socket (newline-delimited JSON), one thread per client.
 //! - [`protocol`]: the request action enum and reply types.
 //! - [`persist`]: atomic, durable writes of the applied flows file.

@@ -29,6 +29,7 @@ use flowgate_dataplane::dpdk::PortStats;
 use flowgate_dataplane::handoff::Handoff;
 use flowgate_dataplane::plant::Plant;
 use flowgate_dataplane::ruleset::RuleSet;
+use flowgate_dataplane::runtime_files;
 use flowgate_dataplane::worker::Worker;
 
 use crate::classify_cmd::{self, Refused};
@@ -85,13 +86,21 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         .context("signal handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .context("signal handler")?;
-    let (app, rules, text) = match prepare(&opts.config) {
+    let (mut app, rules, text) = match prepare(&opts.config) {
         Ok(x) => x,
         Err(Refused(msg)) => {
             log::error!(target: "flowgate", "{}: refused:\n{msg}", opts.config.display());
             std::process::exit(1);
         }
     };
+    // a file prefix of this daemon's own (also with --no-shconf or --in-memory, with which
+    // DPDK still makes a runtime directory), so that the directory removed at exit is ours
+    // and never the default `rte` of another DPDK program
+    if runtime_files::given_prefix(&app.dataplane.eal).is_none() {
+        app.dataplane
+            .eal
+            .push(format!("--file-prefix=flowgate-{}", std::process::id()));
+    }
     let level = opts.log_level.unwrap_or(app.log.level);
     logging::set_level(level);
     let notifier = Notifier::from_env().context("$NOTIFY_SOCKET")?;
@@ -101,6 +110,13 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let mut plant_app = app.clone();
     let log_args = logging::eal_log_args(dpdk_level(&app, level), &app.dataplane.eal);
     plant_app.dataplane.eal.splice(0..0, log_args);
+    // runtime files: those of daemons killed before they could remove theirs, then ours at exit
+    for stale in runtime_files::remove_stale("flowgate-") {
+        log::info!(target: "flowgate", "removed {}, left by a stopped daemon", stale.display());
+    }
+    let _runtime_dir = RuntimeDir(runtime_files::file_prefix(
+        &flowgate_dataplane::plant::eal_args(&plant_app),
+    ));
     let plant = Plant::bring_up(&plant_app).map_err(|e| anyhow!("bringing ports up: {e}"))?;
     let read_nic_stats = plant.nic_stats_reader();
     let nic_stats: NicStatsFn =
@@ -294,6 +310,22 @@ fn reload(
         let _ = notifier.ready(&status);
     } else {
         let _ = notifier.status(&status);
+    }
+}
+
+/// The EAL's runtime directory of this daemon (its file prefix), removed when the daemon
+/// returns from `run`, by any path (declared before the plant: dropped after it).
+struct RuntimeDir(String);
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        if let Err(e) = runtime_files::remove_runtime_dir(&self.0) {
+            log::warn!(
+                target: "flowgate",
+                "cannot remove {}: {e}",
+                runtime_files::runtime_dir(&self.0).display()
+            );
+        }
     }
 }
 

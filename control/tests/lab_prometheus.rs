@@ -361,7 +361,16 @@ fn prometheus_scrapes_flowgate_during_traffic() {
     }
     assert!(!triggered("FlowgateDown"));
 
-    // the dashboard's queries, with its variables set, all run and return data
+    // the dashboard's queries, with its variables set, all run and return data (a `rate`
+    // needs two samples in its window: the swaps' series has had two scrapes)
+    assert!(
+        wait_until(Duration::from_secs(10), || scalar(
+            &ns,
+            "count_over_time(flowgate_swap_seconds_count[10s])"
+        )
+        .is_some_and(|n| n >= 2.0)),
+        "the swap histogram was not scraped twice"
+    );
     let dash: Value = serde_json::from_str(
         &std::fs::read_to_string(dist().join("grafana/flowgate-dashboard.json"))
             .expect("dashboard"),

@@ -1572,6 +1572,49 @@ impl Drop for TxQueue<'_> {
     }
 }
 
+impl Burst {
+    /// Adds up to `n` fresh (reset, empty) mbufs from `pool` to the free slots in one bulk get
+    /// (`rte_pktmbuf_alloc_bulk`, all or nothing); returns how many were added: `n` capped by
+    /// the free slots, or 0 when the pool cannot give them all.
+    pub fn alloc_from(&mut self, pool: &Mempool, n: usize) -> usize {
+        let n = n.min(BURST_SIZE - self.len);
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: the pool is valid for the process lifetime; pkts[len..len + n] are free
+        // slots of the array (n <= BURST_SIZE - len). On success the pool writes n owned,
+        // reset mbufs there, which the burst then owns; on failure nothing is taken from the
+        // pool and the slots stay outside pkts[..len].
+        let ret = unsafe {
+            sys::fg_pktmbuf_alloc_bulk(
+                pool.as_ptr(),
+                self.pkts.as_mut_ptr().add(self.len),
+                n as u32,
+            )
+        };
+        if ret != 0 {
+            return 0;
+        }
+        self.len += n;
+        n
+    }
+
+    /// Grows mbuf `i` at the end by `len` bytes (from its tailroom) and returns them, or
+    /// `None` if `i >= len` or the tailroom is too small.
+    pub fn append(&mut self, i: usize, len: u16) -> Option<&mut [u8]> {
+        if i >= self.len {
+            return None;
+        }
+        // SAFETY: pkts[i] is an owned valid mbuf of this burst, exclusively borrowed through
+        // &mut self; append returns NULL (changing nothing) or a pointer to `len` bytes of the
+        // buffer now counted in data_len.
+        unsafe {
+            let p = sys::fg_pktmbuf_append(self.pkts[i], len);
+            (!p.is_null()).then(|| std::slice::from_raw_parts_mut(p.cast::<u8>(), len.into()))
+        }
+    }
+}
+
 /// A DPDK log level, as [`route_log`] passes it on (DPDK's emergency, alert and critical
 /// arrive as `Error`, notice as `Info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

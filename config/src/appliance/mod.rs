@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Diagnostic};
-pub use validate::{check_workers, online_cpus};
+pub use validate::{check_workers, online_cpus, MAX_DIRECTORS, MAX_ERRORS, MAX_SERVERS};
 
 use crate::flows::{Family, Names, Prefix};
 
@@ -425,10 +425,13 @@ pub struct Server {
 /// file's directory; worker lcores are checked against this machine's CPUs.
 pub fn load(path: impl AsRef<Path>) -> Result<Appliance, ConfigError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::source::read_regular(path, crate::source::MAX_CONFIG_FILE).map_err(|source| {
+            ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     parse(&path.to_string_lossy(), &text)
 }
 

@@ -234,7 +234,7 @@ impl<'p, I: Io> Pipeline<'p, I> {
         if let Some(set) = set {
             handing |= self.directors.replies(b, frames, &env, set, handed);
         }
-        if decide::decide(b, frames, &env, role) {
+        if decide::decide(b, frames, &env, input, role) {
             handing |= self.directors.forward(b, frames, &env, set, handed);
         }
         egress::outflows(b, frames, &env);
