@@ -46,7 +46,9 @@ pub fn decide<F: Frames>(
     };
     for j in 0..n {
         let (i, v) = b.verdict(j);
-        let kind = count(list, v, &env.rc.flow_rules, &env.rc.flow_verdicts);
+        let bytes = frames.packet(i).map_or(0, |f| f.len() as u64);
+        env.rc.hit_flow(list.slot(v), bytes);
+        let kind = count(list, v, &env.rc.flow_verdicts);
         let meta = &mut b.meta[i];
         meta.to = match kind {
             Some(VerdictKind::Permit) => {
@@ -87,17 +89,10 @@ pub fn decide<F: Frames>(
         .any(|m| matches!(m.to, To::Director(_)))
 }
 
-/// Count a verdict of `list` into a generation's counters; its verdict kind.
+/// Count a verdict of `list` by its kind (the rule's own hit is counted by the caller, with
+/// the packet's bytes); its verdict kind.
 #[inline]
-pub fn count(
-    list: &CompiledList,
-    v: Verdict,
-    rules: &[Counter],
-    verdicts: &[Counter; 4],
-) -> Option<VerdictKind> {
-    if let Some(c) = rules.get(list.slot(v)) {
-        c.add(1);
-    }
+pub fn count(list: &CompiledList, v: Verdict, verdicts: &[Counter; 4]) -> Option<VerdictKind> {
     let kind = match list.classifier.action(v)? {
         Action::Permit => VerdictKind::Permit,
         Action::Deny => VerdictKind::Deny,

@@ -25,19 +25,21 @@ pub fn outflows<F: Frames>(b: &mut Batch, frames: &mut F, env: &Env<'_>) {
             return;
         };
         let v = list.classifier.classify(&b.keys[first]);
-        let kind = count(list, v, &rc.outflow_rules, &rc.outflow_verdicts);
+        let kind = count(list, v, &rc.outflow_verdicts);
         let deny = kind != Some(VerdictKind::Permit);
-        let mut n = 0u64;
-        for m in b.meta[first..len].iter_mut().filter(|m| leaving(m)) {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for (i, m) in b.meta[..len].iter_mut().enumerate().skip(first) {
+            if !leaving(m) {
+                continue;
+            }
             m.egress = false;
             n += 1;
+            bytes += frames.packet(i).map_or(0, |f| f.len() as u64);
             if deny {
                 m.to = To::Drop(DropReason::OutflowDeny);
             }
         }
-        if let Some(c) = rc.outflow_rules.get(list.slot(v)) {
-            c.add(n - 1);
-        }
+        rc.hit_outflow_n(list.slot(v), n, bytes);
         if let Some(k) = kind {
             rc.outflow_verdicts[k as usize].add(n - 1);
         }
@@ -46,7 +48,8 @@ pub fn outflows<F: Frames>(b: &mut Batch, frames: &mut F, env: &Env<'_>) {
     let n = b.classify(&list.classifier, |m| m.egress && is_leaving(m.to));
     for j in 0..n {
         let (i, v) = b.verdict(j);
-        let kind = count(list, v, &rc.outflow_rules, &rc.outflow_verdicts);
+        rc.hit_outflow(list.slot(v), frames.packet(i).map_or(0, |f| f.len() as u64));
+        let kind = count(list, v, &rc.outflow_verdicts);
         let meta = &mut b.meta[i];
         meta.egress = false;
         match kind {

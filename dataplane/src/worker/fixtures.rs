@@ -1039,6 +1039,23 @@ fn without_outflows_the_default_decides() {
             5,
             "{policy}"
         );
+        // per rule: packets and bytes (the flow `ssh`'s rule for eth2; the outflows' default)
+        let bytes: u64 = burst.iter().map(|f| f.len() as u64).sum();
+        let c = &rules.counters[0];
+        let key = crate::classify::Key::from_facts(&facts(&burst[0]), rules.flows.port_iface[2]);
+        let slot = rules.flows.slot(rules.flows.classifier.classify(&key));
+        assert_eq!(
+            (c.flow_rules[slot].get(), c.flow_bytes[slot].get()),
+            (5, bytes)
+        );
+        let default = rules.outflows.slots() - 1;
+        assert_eq!(
+            (
+                c.outflow_rules[default].get(),
+                c.outflow_bytes[default].get()
+            ),
+            (5, bytes)
+        );
         match policy {
             "permit" => assert_eq!(
                 out,
