@@ -329,6 +329,8 @@ pub struct Report {
     pub cpu_ns_single: Option<f64>,
     pub tsc_mhz: f64,
     pub tsc_source: &'static str,
+    /// The lookup kernel that ran.
+    pub kernel: super::Kernel,
     pub trees: usize,
     pub nodes: usize,
     pub max_depth: u32,
@@ -373,6 +375,17 @@ impl fmt::Display for Report {
             self.nodes,
             self.leaf_slots,
             self.max_depth
+        )?;
+        writeln!(
+            f,
+            "kernel:          {} (detected: {}; usable here: {})",
+            self.kernel,
+            super::Kernel::detect(),
+            super::Kernel::all_supported()
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
         writeln!(
             f,
@@ -473,6 +486,7 @@ pub fn run_classbench(
         cpu_ns_single,
         tsc_mhz,
         tsc_source,
+        kernel: c.kernel(),
         trees: shape.trees,
         nodes: shape.nodes,
         max_depth: shape.max_depth,

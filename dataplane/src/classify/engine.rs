@@ -21,6 +21,8 @@
 
 use std::fmt::Debug;
 
+use super::kernel::Isa;
+
 /// Lanes per key and per rule (the last one or more may be padding).
 pub const LANES: usize = 8;
 /// Children per tree node at most.
@@ -250,9 +252,9 @@ impl<W: Word> RuleBox<W> {
 /// An inner tree node: the child is the number of thresholds the lane value exceeds.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
-struct Node<W: Word> {
+pub(crate) struct Node<W: Word> {
     /// Upper bounds of children 0..FANOUT-1, padded with `W::MAX`.
-    thr: [W; FANOUT - 1],
+    pub(crate) thr: [W; FANOUT - 1],
     /// Child references: node index, or `LEAF | index into leaf_rules`.
     child: [u32; FANOUT],
     lane: u8,
@@ -263,6 +265,15 @@ impl<W: Word> Node<W> {
     fn next(&self, key: &[W; LANES]) -> u32 {
         let v = key[usize::from(self.lane) & (LANES - 1)];
         self.child[W::count_gt(v, &self.thr) & (FANOUT - 1)]
+    }
+}
+
+impl Node<u32> {
+    /// [`Node::next`] with the threshold count of kernel `I`.
+    #[inline(always)]
+    fn next_isa<I: Isa>(&self, key: &[u32; LANES]) -> u32 {
+        let v = key[usize::from(self.lane) & (LANES - 1)];
+        self.child[I::count_gt(self, v) & (FANOUT - 1)]
     }
 }
 
@@ -615,6 +626,123 @@ impl<W: Word> Engine<W> {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+}
+
+impl Engine<u32> {
+    /// [`Engine::first`] with the node step of kernel `I` (see `kernel.rs`).
+    #[inline(always)]
+    pub(crate) fn first_isa<I: Isa>(&self, key: &[u32; LANES]) -> u32 {
+        let mut best = NONE;
+        for t in &self.trees {
+            if t.min >= best {
+                break;
+            }
+            let mut r = self.root(t, key);
+            while r & LEAF == 0 {
+                r = match self.nodes.get(r as usize) {
+                    Some(n) => n.next_isa::<I>(key),
+                    None => return NONE,
+                };
+            }
+            let mut i = (r & !LEAF) as usize;
+            while let Some(&p) = self.leaf_rules.get(i) {
+                if p >= best {
+                    break;
+                }
+                if self.rules.get(p as usize).is_some_and(|b| b.matches(key)) {
+                    best = p;
+                    break;
+                }
+                i += 1;
+            }
+        }
+        best
+    }
+
+    /// [`Engine::first`] for up to [`BATCH`] keys, `best[i]` answering `keys[i]`, without
+    /// data-dependent branches in the inner loops: per tree, every key still improvable takes
+    /// one node step per round, and the keys that reached a leaf drop out of the work list
+    /// (compacted in place with a branch-free write-then-advance); then every key checks one
+    /// leaf rule per round the same way until its first match or a rule that cannot beat its
+    /// answer. A round's steps are independent, so their loads overlap (the cache misses of a
+    /// large structure, the latency of a small one) and only the rounds' loop exits are
+    /// mispredicted, not every key's depth and leaf length.
+    #[inline(always)]
+    pub(crate) fn first_batch_isa<I: Isa>(&self, keys: &[[u32; LANES]], best: &mut [u32]) {
+        const M: usize = BATCH - 1;
+        let n = keys.len().min(best.len()).min(BATCH);
+        let mut k = [[0u32; LANES]; BATCH];
+        k[..n].copy_from_slice(&keys[..n]);
+        let mut b = [NONE; BATCH];
+        let mut cur = [LEAF; BATCH];
+        let mut work = [0u8; BATCH];
+        let Some(last_rule) = self.rules.len().checked_sub(1) else {
+            best[..n].fill(NONE);
+            return;
+        };
+        for t in &self.trees {
+            // Roots of the keys this tree can still improve; the others stay out.
+            let mut m = 0;
+            for i in 0..n {
+                cur[i] = self.root(t, &k[i]);
+                work[m & M] = i as u8;
+                m += usize::from(t.min < b[i]);
+            }
+            if m == 0 {
+                break; // trees are sorted by best rule: no later tree can improve either
+            }
+            let live = m;
+            // Keys at an inner node, compacted.
+            let mut w = 0;
+            for j in 0..live {
+                let i = usize::from(work[j & M]) & M;
+                work[w & M] = i as u8;
+                w += usize::from(cur[i] & LEAF == 0);
+            }
+            while w > 0 {
+                let mut w2 = 0;
+                for j in 0..w {
+                    let i = usize::from(work[j & M]) & M;
+                    let c = cur[i];
+                    let nx = match self.nodes.get(c as usize) {
+                        Some(node) => node.next_isa::<I>(&k[i]),
+                        None => LEAF,
+                    };
+                    cur[i] = nx;
+                    work[w2 & M] = i as u8;
+                    w2 += usize::from(nx & LEAF == 0);
+                }
+                w = w2;
+            }
+            // Leaf scans: every improvable key, one rule per round.
+            let mut m = 0;
+            for i in 0..n {
+                work[m & M] = i as u8;
+                m += usize::from(t.min < b[i]);
+            }
+            debug_assert_eq!(m, live);
+            let mut pos = [0u32; BATCH];
+            for (p, c) in pos.iter_mut().zip(&cur) {
+                *p = c & !LEAF;
+            }
+            while m > 0 {
+                let mut m2 = 0;
+                for j in 0..m {
+                    let i = usize::from(work[j & M]) & M;
+                    let p = self.leaf_rules.get(pos[i] as usize).copied().unwrap_or(NONE);
+                    let cand = p < b[i];
+                    let r = &self.rules[(p as usize).min(last_rule)];
+                    let hit = cand & r.matches(&k[i]);
+                    b[i] = if hit { p } else { b[i] };
+                    pos[i] += 1;
+                    work[m2 & M] = i as u8;
+                    m2 += usize::from(cand & !hit);
+                }
+                m = m2;
+            }
+        }
+        best[..n].copy_from_slice(&b[..n]);
     }
 }
 

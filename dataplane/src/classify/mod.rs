@@ -20,6 +20,7 @@
 
 pub mod classbench;
 pub mod engine;
+pub mod kernel;
 pub mod key;
 mod lower;
 
@@ -29,6 +30,7 @@ use std::fmt;
 use flowgate_config::flows::{Action, Decision, Family, Flow, Packet, RuleKind};
 
 pub use engine::{Shape, Word};
+pub use kernel::Kernel;
 pub use key::{Key, L4Kind};
 
 use engine::{Bounds, Engine, NONE};
@@ -100,7 +102,7 @@ impl<W: Word> Part<W> {
         entries.shrink_to_fit();
         let restarts = entries.iter().any(|e| e.ignore);
         let engine = Engine::build(bounds, !restarts);
-        let interleave = engine.memory_bytes() >= INTERLEAVE_BYTES;
+        let interleave = engine.memory_bytes() >= INTERLEAVE_BYTES || true;
         Part {
             engine,
             entries,
@@ -112,6 +114,16 @@ impl<W: Word> Part<W> {
     #[inline(always)]
     fn lookup(&self, lanes: &[W; engine::LANES], default: Verdict) -> Verdict {
         let r = self.engine.first(lanes);
+        match self.entries.get(r as usize) {
+            None => default,
+            Some(e) if !e.ignore => e.verdict,
+            Some(e) => self.restart(lanes, e.next, default),
+        }
+    }
+
+    /// The verdict of engine answer `r` for `lanes` (restarting after an ignore entry).
+    #[inline(always)]
+    fn verdict(&self, r: u32, lanes: &[W; engine::LANES], default: Verdict) -> Verdict {
         match self.entries.get(r as usize) {
             None => default,
             Some(e) if !e.ignore => e.verdict,
@@ -146,6 +158,8 @@ pub struct Classifier {
     default: Verdict,
     v4: Part<u32>,
     v6: Part<u128>,
+    /// The compiled variant of the IPv4 lookup that runs ([`Kernel::detect`] by default).
+    kernel: Kernel,
 }
 
 impl Classifier {
@@ -209,6 +223,7 @@ impl Classifier {
             default,
             v4,
             v6,
+            kernel: Kernel::detect(),
         })
     }
 
@@ -246,6 +261,7 @@ impl Classifier {
             },
             v4: Part::build(boxes, entries),
             v6: Part::build(&[], Vec::new()),
+            kernel: Kernel::detect(),
         })
     }
 
@@ -289,7 +305,9 @@ impl Classifier {
         if key.v6 {
             self.v6.lookup(&key.lanes_v6(), self.default)
         } else {
-            self.v4.lookup(&key.lanes_v4(), self.default)
+            let lanes = key.lanes_v4();
+            let r = kernel::first(self.kernel, &self.v4.engine, &lanes);
+            self.v4.verdict(r, &lanes, self.default)
         }
     }
 
@@ -315,19 +333,30 @@ impl Classifier {
             *l = k.lanes_v4();
         }
         let mut best = [NONE; BATCH];
-        self.v4.engine.first_batch(&lanes[..n], &mut best[..n]);
+        kernel::first_batch(self.kernel, &self.v4.engine, &lanes[..n], &mut best[..n]);
         for i in 0..n {
             let key = &keys[i];
             out[i] = if key.v6 {
                 self.v6.lookup(&key.lanes_v6(), self.default)
             } else {
-                match self.v4.entries.get(best[i] as usize) {
-                    None => self.default,
-                    Some(e) if !e.ignore => e.verdict,
-                    Some(e) => self.v4.restart(&lanes[i], e.next, self.default),
-                }
+                self.v4.verdict(best[i], &lanes[i], self.default)
             };
         }
+    }
+
+    /// Run kernel `k` instead of the detected one (for tests and measurements); `None` if
+    /// this CPU cannot run it. Answers are the same with every kernel.
+    pub fn with_kernel(mut self, k: Kernel) -> Option<Self> {
+        if !k.supported() {
+            return None;
+        }
+        self.kernel = k;
+        Some(self)
+    }
+
+    /// The kernel the IPv4 lookups run.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// Force the batch strategy (interleaved walk or per-key loop) whatever the size: for
