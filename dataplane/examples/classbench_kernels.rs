@@ -34,8 +34,14 @@ fn run() -> Result<(), String> {
     let (Some(rules), Some(trace)) = (args.first(), args.get(1)) else {
         return Err("usage: classbench_kernels RULES TRACE [ITERS] [ROUNDS] [KERNEL|all] [batch|single|both]".into());
     };
-    let iters: u32 = args.get(2).map_or(Ok(20), |v| v.parse()).map_err(|e| format!("ITERS: {e}"))?;
-    let rounds: u32 = args.get(3).map_or(Ok(3), |v| v.parse()).map_err(|e| format!("ROUNDS: {e}"))?;
+    let iters: u32 = args
+        .get(2)
+        .map_or(Ok(20), |v| v.parse())
+        .map_err(|e| format!("ITERS: {e}"))?;
+    let rounds: u32 = args
+        .get(3)
+        .map_or(Ok(3), |v| v.parse())
+        .map_err(|e| format!("ROUNDS: {e}"))?;
     let which = args.get(4).map_or("all", String::as_str);
     let mode = args.get(5).map_or("both", String::as_str);
     let rules = load_rules(rules.as_ref()).map_err(|e| e.to_string())?;
@@ -52,7 +58,11 @@ fn run() -> Result<(), String> {
         })
         .collect();
     if which == "all" || which == "loop" {
-        if let Some(c) = base.clone().with_interleaved_batches(false).with_kernel(Kernel::Scalar) {
+        if let Some(c) = base
+            .clone()
+            .with_interleaved_batches(false)
+            .with_kernel(Kernel::Scalar)
+        {
             kernels.push(("loop".to_string(), c));
         }
     }
@@ -81,7 +91,8 @@ fn run() -> Result<(), String> {
                 let t = on_cpu_ns(|| {
                     for _ in 0..iters {
                         for k in &keys {
-                            sum = sum.wrapping_add(u64::from(c.classify(std::hint::black_box(k)).rule));
+                            sum = sum
+                                .wrapping_add(u64::from(c.classify(std::hint::black_box(k)).rule));
                         }
                     }
                 });

@@ -89,25 +89,20 @@ struct Part<W: Word> {
     entries: Vec<Entry>,
     /// Any ignore entry (restarts possible).
     restarts: bool,
-    /// Batches walk the engine level by level across keys (worth it once the structure
-    /// outgrows the L1/L2 caches; below that the per-key loop is faster).
+    /// Batches walk the engine together (`Engine::first_batch_isa`); else a per-key loop.
     interleave: bool,
 }
-
-/// Engines at least this large (bytes) use the interleaved batch walk.
-const INTERLEAVE_BYTES: usize = 256 * 1024;
 
 impl<W: Word> Part<W> {
     fn build(bounds: &[Bounds<W>], mut entries: Vec<Entry>) -> Self {
         entries.shrink_to_fit();
         let restarts = entries.iter().any(|e| e.ignore);
         let engine = Engine::build(bounds, !restarts);
-        let interleave = engine.memory_bytes() >= INTERLEAVE_BYTES || true;
         Part {
             engine,
             entries,
             restarts,
-            interleave,
+            interleave: true,
         }
     }
 
@@ -312,8 +307,8 @@ impl Classifier {
     }
 
     /// Classify `keys` into `out` (the shorter length wins), [`BATCH`] keys at a time: the
-    /// IPv4 keys of a batch walk the engine together (see `Engine::first_batch`) when the
-    /// IPv4 engine is over 256 KiB; smaller engines stay in cache and use the per-key loop.
+    /// IPv4 keys of a batch walk the engine together, without data-dependent branches (see
+    /// `Engine::first_batch_isa`), with the classifier's [`Kernel`].
     pub fn classify_batch(&self, keys: &[Key], out: &mut [Verdict]) {
         if !self.v4.interleave {
             for (k, o) in keys.iter().zip(out.iter_mut()) {
