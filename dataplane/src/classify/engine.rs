@@ -305,10 +305,68 @@ struct Tree {
 pub struct Engine<W: Word> {
     rules: Vec<RuleBox<W>>,
     nodes: Vec<Node<W>>,
-    leaf_rules: Vec<u32>,
+    leaf_rules: LeafSlots,
     trees: Vec<Tree>,
     /// Direct-index root tables of the trees that have one.
     dir: Vec<u32>,
+}
+
+/// The leaf slots (rule numbers, each leaf ended by [`NONE`]): `u16` when every rule number
+/// fits, which halves the largest table of the small sets.
+#[derive(Debug, Clone)]
+enum LeafSlots {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl LeafSlots {
+    const NARROW_NONE: u16 = u16::MAX;
+
+    fn new(mut v: Vec<u32>) -> Self {
+        if v.iter()
+            .all(|&p| p == NONE || p < u32::from(Self::NARROW_NONE))
+        {
+            let n = v.iter().map(|&p| {
+                if p == NONE {
+                    Self::NARROW_NONE
+                } else {
+                    p as u16
+                }
+            });
+            LeafSlots::Narrow(n.collect())
+        } else {
+            v.shrink_to_fit();
+            LeafSlots::Wide(v)
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> Option<u32> {
+        match self {
+            LeafSlots::Narrow(v) => v.get(i).map(|&p| {
+                if p == Self::NARROW_NONE {
+                    NONE
+                } else {
+                    u32::from(p)
+                }
+            }),
+            LeafSlots::Wide(v) => v.get(i).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            LeafSlots::Narrow(v) => v.len(),
+            LeafSlots::Wide(v) => v.len(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            LeafSlots::Narrow(v) => v.capacity() * 2,
+            LeafSlots::Wide(v) => v.capacity() * 4,
+        }
+    }
 }
 
 /// Shape figures of a built engine (for reports and tuning).
@@ -460,11 +518,11 @@ impl<W: Word> Engine<W> {
         trees.sort_by_key(|t| t.min);
         let Builder {
             mut nodes,
-            mut leaf_rules,
+            leaf_rules,
             ..
         } = b;
         nodes.shrink_to_fit();
-        leaf_rules.shrink_to_fit();
+        let leaf_rules = LeafSlots::new(leaf_rules);
         let rules = rules.iter().map(RuleBox::new).collect();
         dir.shrink_to_fit();
         Engine {
@@ -506,7 +564,7 @@ impl<W: Word> Engine<W> {
                 };
             }
             let mut i = (r & !LEAF) as usize;
-            while let Some(&p) = self.leaf_rules.get(i) {
+            while let Some(p) = self.leaf_rules.get(i) {
                 if p >= best {
                     break;
                 }
@@ -538,7 +596,7 @@ impl<W: Word> Engine<W> {
                 };
             }
             let mut i = (r & !LEAF) as usize;
-            while let Some(&p) = self.leaf_rules.get(i) {
+            while let Some(p) = self.leaf_rules.get(i) {
                 if p >= best {
                     break;
                 }
@@ -570,7 +628,7 @@ impl<W: Word> Engine<W> {
                 };
             }
             let mut i = (r & !LEAF) as usize;
-            while let Some(&p) = self.leaf_rules.get(i) {
+            while let Some(p) = self.leaf_rules.get(i) {
                 if p >= best {
                     break;
                 }
@@ -589,7 +647,7 @@ impl<W: Word> Engine<W> {
     pub fn memory_bytes(&self) -> usize {
         self.rules.capacity() * std::mem::size_of::<RuleBox<W>>()
             + self.nodes.capacity() * std::mem::size_of::<Node<W>>()
-            + self.leaf_rules.capacity() * std::mem::size_of::<u32>()
+            + self.leaf_rules.bytes()
             + self.trees.capacity() * std::mem::size_of::<Tree>()
             + self.dir.capacity() * std::mem::size_of::<u32>()
     }
@@ -642,7 +700,7 @@ impl Engine<u32> {
                 };
             }
             let mut i = (r & !LEAF) as usize;
-            while let Some(&p) = self.leaf_rules.get(i) {
+            while let Some(p) = self.leaf_rules.get(i) {
                 if p >= best {
                     break;
                 }
@@ -717,7 +775,7 @@ impl Engine<u32> {
                 for j in 0..m {
                     let i = usize::from(live[j & M]) & M;
                     let at = (cur[i] & !LEAF) as usize;
-                    let p = self.leaf_rules.get(at).copied().unwrap_or(NONE);
+                    let p = self.leaf_rules.get(at).unwrap_or(NONE);
                     let cand = p < b[i];
                     let r = &self.rules[(p as usize).min(last_rule)];
                     let hit = cand & r.matches(&k[i]);
