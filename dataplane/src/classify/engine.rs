@@ -739,9 +739,9 @@ impl Engine<u32> {
         for t in &self.trees {
             // The keys this tree can still improve.
             let mut m = 0;
-            for i in 0..n {
+            for (i, bi) in b[..n].iter().enumerate() {
                 live[m & M] = i as u8;
-                m += usize::from(t.min < b[i]);
+                m += usize::from(t.min < *bi);
             }
             if m == 0 {
                 break; // trees are sorted by best rule: no later tree can improve either
