@@ -9,7 +9,7 @@ use flowgate_config::flows::{
     Rule, RuleKind, Test, L4,
 };
 use flowgate_dataplane::classify::live::{ListEdit, LiveClassifier};
-use flowgate_dataplane::classify::{Classifier, Key, Verdict};
+use flowgate_dataplane::classify::{Classifier, Kernel, Key, Verdict};
 use proptest::prelude::*;
 
 const IFACES: [&str; 3] = ["eth0", "eth1", "lo"];
@@ -266,15 +266,32 @@ fn check(file: &FlowsFile, seed: u64, packets: usize) -> Result<(), TestCaseErro
         let keys: Vec<Key> = pkts.iter().map(|p| c.key(p)).collect();
         let mut out = vec![Verdict::default(); keys.len()];
         c.classify_batch(&keys, &mut out);
-        let c2 = c.clone().with_interleaved_batches(true);
-        let mut out2 = vec![Verdict::default(); keys.len()];
-        c2.classify_batch(&keys, &mut out2);
-        prop_assert_eq!(&out, &out2, "interleaved batch differs");
+        let want: Vec<_> = pkts
+            .iter()
+            .map(|p| decide(file.list(kind), p, &default))
+            .collect();
         for (i, p) in pkts.iter().enumerate() {
-            let want = decide(file.list(kind), p, &default);
-            prop_assert_eq!(&c.decide(p), &want, "single, packet {:?}", p);
-            prop_assert_eq!(&c.decision(out[i]), &want, "batched, packet {:?}", p);
-            prop_assert_eq!(c.decision(out[i]).to_string(), want.to_string());
+            prop_assert_eq!(&c.decide(p), &want[i], "single, packet {:?}", p);
+            prop_assert_eq!(&c.decision(out[i]), &want[i], "batched, packet {:?}", p);
+            prop_assert_eq!(c.decision(out[i]).to_string(), want[i].to_string());
+        }
+        // Every kernel this CPU runs, with both batch strategies, answers the same.
+        for k in Kernel::all_supported() {
+            for interleave in [false, true] {
+                let Some(c2) = c
+                    .clone()
+                    .with_interleaved_batches(interleave)
+                    .with_kernel(k)
+                else {
+                    return Err(TestCaseError::fail(format!("kernel {k} refused")));
+                };
+                let mut out2 = vec![Verdict::default(); keys.len()];
+                c2.classify_batch(&keys, &mut out2);
+                prop_assert_eq!(&out, &out2, "kernel {} interleave {}", k, interleave);
+                for (i, key) in keys.iter().enumerate() {
+                    prop_assert_eq!(c2.classify(key), out[i], "kernel {} single", k);
+                }
+            }
         }
     }
     Ok(())

@@ -219,20 +219,36 @@ pub fn verify(c: &Classifier, trace: &[CbPacket]) -> Result<(), ClassbenchError>
     let keys: Vec<Key> = trace.iter().map(|p| p.key).collect();
     let mut batched = vec![Verdict::default(); keys.len()];
     c.classify_batch(&keys, &mut batched);
-    // Both batch strategies must agree (the per-size choice must not change answers).
+    // Both batch strategies, with every kernel this CPU runs, must agree with it.
     let mut other = vec![Verdict::default(); keys.len()];
-    let forced = c.clone().with_interleaved_batches(!c.interleaved_batches());
-    forced.classify_batch(&keys, &mut other);
-    if let Some(i) = batched.iter().zip(&other).position(|(a, b)| a != b) {
-        return Err(ClassbenchError::Mismatch {
-            count: batched.iter().zip(&other).filter(|(a, b)| a != b).count(),
-            line: i + 1,
-            expected: trace[i].expected,
-            got: format!(
-                "{} / {} (the two batch strategies differ)",
-                batched[i].rule, other[i].rule
-            ),
-        });
+    for k in super::Kernel::all_supported() {
+        for interleave in [false, true] {
+            let Some(forced) = c
+                .clone()
+                .with_interleaved_batches(interleave)
+                .with_kernel(k)
+            else {
+                continue;
+            };
+            forced.classify_batch(&keys, &mut other);
+            if !interleave {
+                // The single-key lookup of the kernel, in the same comparison.
+                for (o, key) in other.iter_mut().zip(&keys) {
+                    *o = forced.classify(key);
+                }
+            }
+            if let Some(i) = batched.iter().zip(&other).position(|(a, b)| a != b) {
+                return Err(ClassbenchError::Mismatch {
+                    count: batched.iter().zip(&other).filter(|(a, b)| a != b).count(),
+                    line: i + 1,
+                    expected: trace[i].expected,
+                    got: format!(
+                        "{} / {} (kernel {k}, interleaved {interleave} differs)",
+                        batched[i].rule, other[i].rule
+                    ),
+                });
+            }
+        }
     }
     let mut first = None;
     let mut count = 0;
@@ -329,6 +345,8 @@ pub struct Report {
     pub cpu_ns_single: Option<f64>,
     pub tsc_mhz: f64,
     pub tsc_source: &'static str,
+    /// The lookup kernel that ran.
+    pub kernel: super::Kernel,
     pub trees: usize,
     pub nodes: usize,
     pub max_depth: u32,
@@ -373,6 +391,17 @@ impl fmt::Display for Report {
             self.nodes,
             self.leaf_slots,
             self.max_depth
+        )?;
+        writeln!(
+            f,
+            "kernel:          {} (detected: {}; usable here: {})",
+            self.kernel,
+            super::Kernel::detect(),
+            super::Kernel::all_supported()
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
         writeln!(
             f,
@@ -473,6 +502,7 @@ pub fn run_classbench(
         cpu_ns_single,
         tsc_mhz,
         tsc_source,
+        kernel: c.kernel(),
         trees: shape.trees,
         nodes: shape.nodes,
         max_depth: shape.max_depth,

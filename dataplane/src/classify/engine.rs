@@ -14,12 +14,16 @@
 //! - leaves are runs of rule numbers in priority order, ended by a sentinel, checked linearly
 //!   against the rule table (one 64-byte record per rule for `u32` lanes);
 //! - trees are searched in order of their best rule; a tree whose best rule cannot beat the
-//!   current answer is skipped, and a leaf scan stops at the first rule that cannot.
+//!   current answer is skipped, and a leaf scan stops at the first rule that cannot;
+//! - the IPv4 lookups come in kernels (plain, AVX2, AVX-512: `kernel.rs`), and the batched one
+//!   walks 32 keys together without data-dependent branches (`first_batch_isa`).
 //!
 //! `first_from(key, bound)` ignores rules numbered below `bound`: the classifier uses it to
 //! restart the search after an `ignore` rule (see `classify/mod.rs`).
 
 use std::fmt::Debug;
+
+use super::kernel::Isa;
 
 /// Lanes per key and per rule (the last one or more may be padding).
 pub const LANES: usize = 8;
@@ -31,7 +35,9 @@ pub const LEAF_SIZE: usize = 5;
 const MAX_DEPTH: u32 = 24;
 /// Direct-index root tables have at most 2^this slots.
 const DIR_BITS_MAX: u32 = 14;
-/// Keys per [`Engine::first_batch`] call at most.
+/// Rule copies per rule, on average, a direct-index root table may hold.
+const DIR_COPIES: usize = 3;
+/// Keys per batched walk (`Engine::first_batch_isa`) at most.
 pub const BATCH: usize = 32;
 /// Number of rule groups (separate trees).
 pub const GROUPS: usize = 3;
@@ -49,6 +55,8 @@ pub trait Word: Copy + Ord + Default + Debug + Send + Sync + From<u32> + 'static
     const ZERO: Self;
     /// Address ranges up to this size count as "small" when partitioning.
     const SMALL_SPAN: Self;
+    /// `SMALL_SPAN == 1 << SMALL_BITS`.
+    const SMALL_BITS: u32;
     fn wsub(self, other: Self) -> Self;
     fn wadd1(self) -> Self;
     /// The low bits of `v` (lowering computes in `u128`).
@@ -74,6 +82,7 @@ impl Word for u32 {
     const MAX: Self = u32::MAX;
     const ZERO: Self = 0;
     const SMALL_SPAN: Self = 1 << 16;
+    const SMALL_BITS: u32 = 16;
     #[inline(always)]
     fn wsub(self, other: Self) -> Self {
         self.wrapping_sub(other)
@@ -107,6 +116,7 @@ impl Word for u128 {
     const MAX: Self = u128::MAX;
     const ZERO: Self = 0;
     const SMALL_SPAN: Self = 1 << 64;
+    const SMALL_BITS: u32 = 64;
     #[inline(always)]
     fn wsub(self, other: Self) -> Self {
         self.wrapping_sub(other)
@@ -250,9 +260,9 @@ impl<W: Word> RuleBox<W> {
 /// An inner tree node: the child is the number of thresholds the lane value exceeds.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
-struct Node<W: Word> {
+pub(crate) struct Node<W: Word> {
     /// Upper bounds of children 0..FANOUT-1, padded with `W::MAX`.
-    thr: [W; FANOUT - 1],
+    pub(crate) thr: [W; FANOUT - 1],
     /// Child references: node index, or `LEAF | index into leaf_rules`.
     child: [u32; FANOUT],
     lane: u8,
@@ -266,11 +276,21 @@ impl<W: Word> Node<W> {
     }
 }
 
+impl Node<u32> {
+    /// [`Node::next`] with the threshold count of kernel `I`.
+    #[inline(always)]
+    fn next_isa<I: Isa>(&self, key: &[u32; LANES]) -> u32 {
+        let v = key[usize::from(self.lane) & (LANES - 1)];
+        self.child[I::count_gt(self, v) & (FANOUT - 1)]
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Tree {
     /// Root reference; with `dir_len > 0`, unused: the root is a direct-index table.
     root: u32,
-    /// Direct-index root: `dir[dir_base + (key[dir_lane] >> dir_shift)]` is the reference.
+    /// Direct-index root: `dir[dir_base + ((key[dir_lane] >> dir_shift) & (dir_len - 1))]` is
+    /// the reference (`dir_len` a power of two).
     dir_base: u32,
     dir_len: u32,
     dir_shift: u32,
@@ -285,10 +305,68 @@ struct Tree {
 pub struct Engine<W: Word> {
     rules: Vec<RuleBox<W>>,
     nodes: Vec<Node<W>>,
-    leaf_rules: Vec<u32>,
+    leaf_rules: LeafSlots,
     trees: Vec<Tree>,
     /// Direct-index root tables of the trees that have one.
     dir: Vec<u32>,
+}
+
+/// The leaf slots (rule numbers, each leaf ended by [`NONE`]): `u16` when every rule number
+/// fits, which halves the largest table of the small sets.
+#[derive(Debug, Clone)]
+enum LeafSlots {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl LeafSlots {
+    const NARROW_NONE: u16 = u16::MAX;
+
+    fn new(mut v: Vec<u32>) -> Self {
+        if v.iter()
+            .all(|&p| p == NONE || p < u32::from(Self::NARROW_NONE))
+        {
+            let n = v.iter().map(|&p| {
+                if p == NONE {
+                    Self::NARROW_NONE
+                } else {
+                    p as u16
+                }
+            });
+            LeafSlots::Narrow(n.collect())
+        } else {
+            v.shrink_to_fit();
+            LeafSlots::Wide(v)
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> Option<u32> {
+        match self {
+            LeafSlots::Narrow(v) => v.get(i).map(|&p| {
+                if p == Self::NARROW_NONE {
+                    NONE
+                } else {
+                    u32::from(p)
+                }
+            }),
+            LeafSlots::Wide(v) => v.get(i).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            LeafSlots::Narrow(v) => v.len(),
+            LeafSlots::Wide(v) => v.len(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            LeafSlots::Narrow(v) => v.capacity() * 2,
+            LeafSlots::Wide(v) => v.capacity() * 4,
+        }
+    }
 }
 
 /// Shape figures of a built engine (for reports and tuning).
@@ -335,18 +413,63 @@ impl<W: Word> Engine<W> {
                 continue;
             };
             let region = Bounds::any();
-            // Small-source and small-destination groups start with a direct-index table on
-            // the top bits of that address: every rule lands in one or two slots.
+            // Small-source and small-destination groups start with a direct-index table on a
+            // window of `bits` bits of that address, `dir[(addr >> shift) & mask]`. The window is
+            // the one that spreads the group best (least sum of squared slot loads) without
+            // copying rules into more than `DIR_COPIES` slots each on average: the top bits
+            // when the rules' addresses differ there, lower bits (folding the top ones, as a
+            // hash would) when they share their leading bits (acl1: 911 rules on 89 source
+            // addresses in three /10s). Every rule spans less than 2^SMALL_BITS addresses, so at
+            // or above that bit it lands in one or two slots, below it in more.
             let lane = [LANE_SRC, LANE_DST, 0][gi];
             let bits = (usize::BITS - g.len().leading_zeros()).clamp(4, DIR_BITS_MAX);
             if gi < 2 && g.len() > LEAF_SIZE {
-                let shift = W::BITS - bits;
                 let slots = 1usize << bits;
+                let mask = slots - 1;
+                // The slot numbers (before masking) rule `r` covers with window `shift`.
+                let span_of = |r: u32, shift: u32| {
+                    let (lo, hi) = (rules[r as usize].lo[lane], rules[r as usize].hi[lane]);
+                    let a = lo.shr_usize(shift);
+                    // At most `slots` consecutive numbers cover every slot.
+                    let n = hi.wsub(lo).shr_usize(shift).min(slots - 1) + 1;
+                    let n = if hi.shr_usize(shift) & mask == a.wrapping_add(n) & mask {
+                        (n + 1).min(slots)
+                    } else {
+                        n
+                    };
+                    (a, n)
+                };
+                let top = W::BITS - bits;
+                let mut shift = top;
+                let mut best_cost = u64::MAX;
+                let mut load = vec![0u64; slots];
+                let budget = (g.len() * DIR_COPIES) as u64;
+                for s in (W::SMALL_BITS.saturating_sub(16).min(top)..=top).rev() {
+                    load.fill(0);
+                    let mut copies = 0u64;
+                    for &r in &g {
+                        let (a, n) = span_of(r, s);
+                        copies += n as u64;
+                        for k in 0..n {
+                            load[a.wrapping_add(k) & mask] += 1;
+                        }
+                        if copies > budget {
+                            break;
+                        }
+                    }
+                    if copies > budget {
+                        continue;
+                    }
+                    let cost = load.iter().map(|c| c * c).sum::<u64>();
+                    if cost < best_cost {
+                        (best_cost, shift) = (cost, s);
+                    }
+                }
                 let mut lists: Vec<Vec<u32>> = vec![Vec::new(); slots];
                 for &r in &g {
-                    let (lo, hi) = (rules[r as usize].lo[lane], rules[r as usize].hi[lane]);
-                    if let Some(ls) = lists.get_mut(lo.shr_usize(shift)..=hi.shr_usize(shift)) {
-                        ls.iter_mut().for_each(|l| l.push(r));
+                    let (a, n) = span_of(r, shift);
+                    for k in 0..n {
+                        lists[a.wrapping_add(k) & mask].push(r);
                     }
                 }
                 let base = dir.len() as u32;
@@ -356,11 +479,15 @@ impl<W: Word> Engine<W> {
                     while j + 1 < slots && lists[j + 1] == lists[i] {
                         j += 1;
                     }
+                    // A folded window's slot is no interval of the lane: its region is the
+                    // whole lane.
                     let mut reg = region;
-                    reg.lo[lane] = W::slot_start(i, shift);
-                    reg.hi[lane] = W::slot_start(j + 1, shift).wsub(W::from(1));
-                    if j + 1 == slots {
-                        reg.hi[lane] = W::MAX;
+                    if shift == top {
+                        reg.lo[lane] = W::slot_start(i, shift);
+                        reg.hi[lane] = W::slot_start(j + 1, shift).wsub(W::from(1));
+                        if j + 1 == slots {
+                            reg.hi[lane] = W::MAX;
+                        }
                     }
                     let r = b.build(std::mem::take(&mut lists[i]), reg, 1);
                     dir.resize(dir.len() + (j + 1 - i), r);
@@ -391,11 +518,11 @@ impl<W: Word> Engine<W> {
         trees.sort_by_key(|t| t.min);
         let Builder {
             mut nodes,
-            mut leaf_rules,
+            leaf_rules,
             ..
         } = b;
         nodes.shrink_to_fit();
-        leaf_rules.shrink_to_fit();
+        let leaf_rules = LeafSlots::new(leaf_rules);
         let rules = rules.iter().map(RuleBox::new).collect();
         dir.shrink_to_fit();
         Engine {
@@ -414,7 +541,7 @@ impl<W: Word> Engine<W> {
             return t.root;
         }
         let v = key[t.dir_lane as usize & (LANES - 1)];
-        let slot = v.shr_usize(t.dir_shift).min(t.dir_len as usize - 1);
+        let slot = v.shr_usize(t.dir_shift) & (t.dir_len as usize - 1);
         self.dir
             .get(t.dir_base as usize + slot)
             .copied()
@@ -437,7 +564,7 @@ impl<W: Word> Engine<W> {
                 };
             }
             let mut i = (r & !LEAF) as usize;
-            while let Some(&p) = self.leaf_rules.get(i) {
+            while let Some(p) = self.leaf_rules.get(i) {
                 if p >= best {
                     break;
                 }
@@ -449,68 +576,6 @@ impl<W: Word> Engine<W> {
             }
         }
         best
-    }
-
-    /// [`Engine::first`] for up to [`BATCH`] keys at once, level by level across the keys so
-    /// that the memory accesses of different keys overlap. `best[i]` answers `keys[i]`.
-    #[inline]
-    pub fn first_batch(&self, keys: &[[W; LANES]], best: &mut [u32]) {
-        let n = keys.len().min(best.len()).min(BATCH);
-        let (keys, best) = (&keys[..n], &mut best[..n]);
-        best.fill(NONE);
-        let mut cur = [LEAF; BATCH];
-        let cur = &mut cur[..n];
-        for t in &self.trees {
-            let mut live = false;
-            for ((c, b), k) in cur.iter_mut().zip(best.iter()).zip(keys) {
-                *c = if t.min < *b { self.root(t, k) } else { LEAF };
-                live |= t.min < *b;
-            }
-            if !live {
-                break;
-            }
-            loop {
-                let mut inner = false;
-                for (c, k) in cur.iter_mut().zip(keys) {
-                    if *c & LEAF == 0 {
-                        *c = match self.nodes.get(*c as usize) {
-                            Some(node) => node.next(k),
-                            None => LEAF,
-                        };
-                        inner = true;
-                    }
-                }
-                if !inner {
-                    break;
-                }
-            }
-            // Touch the first rule of every leaf so the misses of all keys overlap.
-            let mut touch = W::ZERO;
-            for c in cur.iter() {
-                let i = (*c & !LEAF) as usize;
-                if let Some(r) = self
-                    .leaf_rules
-                    .get(i)
-                    .and_then(|p| self.rules.get(*p as usize))
-                {
-                    touch = touch.max(r.src);
-                }
-            }
-            std::hint::black_box(touch);
-            for ((c, k), b) in cur.iter().zip(keys).zip(best.iter_mut()) {
-                let mut i = (*c & !LEAF) as usize;
-                while let Some(&p) = self.leaf_rules.get(i) {
-                    if p >= *b {
-                        break;
-                    }
-                    if self.rules.get(p as usize).is_some_and(|r| r.matches(k)) {
-                        *b = p;
-                        break;
-                    }
-                    i += 1;
-                }
-            }
-        }
     }
 
     /// The best rule numbered `bound` or more that matches `key`, or [`NONE`].
@@ -531,7 +596,7 @@ impl<W: Word> Engine<W> {
                 };
             }
             let mut i = (r & !LEAF) as usize;
-            while let Some(&p) = self.leaf_rules.get(i) {
+            while let Some(p) = self.leaf_rules.get(i) {
                 if p >= best {
                     break;
                 }
@@ -563,7 +628,7 @@ impl<W: Word> Engine<W> {
                 };
             }
             let mut i = (r & !LEAF) as usize;
-            while let Some(&p) = self.leaf_rules.get(i) {
+            while let Some(p) = self.leaf_rules.get(i) {
                 if p >= best {
                     break;
                 }
@@ -582,7 +647,7 @@ impl<W: Word> Engine<W> {
     pub fn memory_bytes(&self) -> usize {
         self.rules.capacity() * std::mem::size_of::<RuleBox<W>>()
             + self.nodes.capacity() * std::mem::size_of::<Node<W>>()
-            + self.leaf_rules.capacity() * std::mem::size_of::<u32>()
+            + self.leaf_rules.bytes()
             + self.trees.capacity() * std::mem::size_of::<Tree>()
             + self.dir.capacity() * std::mem::size_of::<u32>()
     }
@@ -615,6 +680,114 @@ impl<W: Word> Engine<W> {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+}
+
+impl Engine<u32> {
+    /// [`Engine::first`] with the node step of kernel `I` (see `kernel.rs`).
+    #[inline(always)]
+    pub(crate) fn first_isa<I: Isa>(&self, key: &[u32; LANES]) -> u32 {
+        let mut best = NONE;
+        for t in &self.trees {
+            if t.min >= best {
+                break;
+            }
+            let mut r = self.root(t, key);
+            while r & LEAF == 0 {
+                r = match self.nodes.get(r as usize) {
+                    Some(n) => n.next_isa::<I>(key),
+                    None => return NONE,
+                };
+            }
+            let mut i = (r & !LEAF) as usize;
+            while let Some(p) = self.leaf_rules.get(i) {
+                if p >= best {
+                    break;
+                }
+                if self.rules.get(p as usize).is_some_and(|b| b.matches(key)) {
+                    best = p;
+                    break;
+                }
+                i += 1;
+            }
+        }
+        best
+    }
+
+    /// [`Engine::first`] for up to [`BATCH`] keys, `best[i]` answering `keys[i]`, without
+    /// data-dependent branches in the inner loops: per tree, every key still improvable takes
+    /// one node step per round, and the keys that reached a leaf drop out of the work list
+    /// (compacted in place with a branch-free write-then-advance); then every key checks one
+    /// leaf rule per round the same way until its first match or a rule that cannot beat its
+    /// answer. A round's steps are independent, so their loads overlap (the cache misses of a
+    /// large structure, the latency of a small one) and only the rounds' loop exits are
+    /// mispredicted, not every key's depth and leaf length.
+    #[inline(always)]
+    pub(crate) fn first_batch_isa<I: Isa>(&self, keys: &[[u32; LANES]], best: &mut [u32]) {
+        const M: usize = BATCH - 1;
+        let n = keys.len().min(best.len()).min(BATCH);
+        let mut k = [[0u32; LANES]; BATCH];
+        k[..n].copy_from_slice(&keys[..n]);
+        let mut b = [NONE; BATCH];
+        let mut cur = [LEAF; BATCH];
+        let mut work = [0u8; BATCH];
+        let Some(last_rule) = self.rules.len().checked_sub(1) else {
+            best[..n].fill(NONE);
+            return;
+        };
+        let mut live = [0u8; BATCH];
+        for t in &self.trees {
+            // The keys this tree can still improve.
+            let mut m = 0;
+            for (i, bi) in b[..n].iter().enumerate() {
+                live[m & M] = i as u8;
+                m += usize::from(t.min < *bi);
+            }
+            if m == 0 {
+                break; // trees are sorted by best rule: no later tree can improve either
+            }
+            // Their roots; the ones at an inner node go on the walk list.
+            let mut w = 0;
+            for j in 0..m {
+                let i = usize::from(live[j & M]) & M;
+                let r = self.root(t, &k[i]);
+                cur[i] = r;
+                work[w & M] = i as u8;
+                w += usize::from(r & LEAF == 0);
+            }
+            while w > 0 {
+                let mut w2 = 0;
+                for j in 0..w {
+                    let i = usize::from(work[j & M]) & M;
+                    let nx = match self.nodes.get(cur[i] as usize) {
+                        Some(node) => node.next_isa::<I>(&k[i]),
+                        None => LEAF,
+                    };
+                    cur[i] = nx;
+                    work[w2 & M] = i as u8;
+                    w2 += usize::from(nx & LEAF == 0);
+                }
+                w = w2;
+            }
+            // Leaf scans, one rule per key per round: `cur[i]` is `LEAF | position`.
+            while m > 0 {
+                let mut m2 = 0;
+                for j in 0..m {
+                    let i = usize::from(live[j & M]) & M;
+                    let at = (cur[i] & !LEAF) as usize;
+                    let p = self.leaf_rules.get(at).unwrap_or(NONE);
+                    let cand = p < b[i];
+                    let r = &self.rules[(p as usize).min(last_rule)];
+                    let hit = cand & r.matches(&k[i]);
+                    b[i] = if hit { p } else { b[i] };
+                    cur[i] = cur[i].wrapping_add(1);
+                    live[m2 & M] = i as u8;
+                    m2 += usize::from(cand & !hit);
+                }
+                m = m2;
+            }
+        }
+        best[..n].copy_from_slice(&b[..n]);
     }
 }
 
@@ -836,6 +1009,7 @@ impl<W: Word> Builder<'_, W> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kernel::{self, Kernel};
     use super::*;
 
     fn lin(rules: &[Bounds<u32>], key: &[u32; LANES], bound: u32) -> u32 {
@@ -871,12 +1045,25 @@ mod tests {
         }
         let e = Engine::build(&rules, true);
         let r = Engine::build(&rules, false);
+        let mut batch = Vec::new();
         for _ in 0..20000 {
             let mut k = [0u32; LANES];
             for lane in [1, 3, 4, 5, 6] {
                 k[lane] = (rnd() % 84) as u32;
             }
             assert_eq!(e.first(&k), lin(&rules, &k, 0));
+            batch.push(k);
+            if batch.len() == 1 + (rnd() as usize % BATCH) {
+                for kern in Kernel::all_supported() {
+                    let mut best = [0u32; BATCH];
+                    kernel::first_batch(kern, &e, &batch, &mut best);
+                    for (key, b) in batch.iter().zip(&best) {
+                        assert_eq!(*b, lin(&rules, key, 0), "{kern} batch");
+                        assert_eq!(kernel::first(kern, &e, key), *b, "{kern} single");
+                    }
+                }
+                batch.clear();
+            }
             let bound = (rnd() % 400) as u32;
             assert_eq!(r.first(&k), lin(&rules, &k, 0));
             assert_eq!(r.first_from(&k, bound), lin(&rules, &k, bound));

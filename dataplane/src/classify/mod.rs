@@ -20,6 +20,7 @@
 
 pub mod classbench;
 pub mod engine;
+pub mod kernel;
 pub mod key;
 pub mod live;
 mod lower;
@@ -30,6 +31,7 @@ use std::fmt;
 use flowgate_config::flows::{Action, Decision, Family, Flow, Packet, RuleKind};
 
 pub use engine::{Shape, Word};
+pub use kernel::Kernel;
 pub use key::{Key, L4Kind};
 
 use engine::{Bounds, Engine, NONE};
@@ -88,16 +90,12 @@ struct Part<W: Word> {
     entries: Vec<Entry>,
     /// Any ignore entry (restarts possible).
     restarts: bool,
-    /// Batches walk the engine level by level across keys (worth it once the structure
-    /// outgrows the L1/L2 caches; below that the per-key loop is faster).
+    /// Batches walk the engine together (`Engine::first_batch_isa`); else a per-key loop.
     interleave: bool,
     /// First entry of each flow of the list (by flow index), and the entry count at the end:
     /// where [`Classifier::classify_after`] starts.
     flow_start: Vec<u32>,
 }
-
-/// Engines at least this large (bytes) use the interleaved batch walk.
-const INTERLEAVE_BYTES: usize = 256 * 1024;
 
 impl<W: Word> Part<W> {
     /// `restartable`: [`Classifier::classify_after`] must answer exactly (no pruning).
@@ -110,12 +108,11 @@ impl<W: Word> Part<W> {
         entries.shrink_to_fit();
         let restarts = entries.iter().any(|e| e.ignore);
         let engine = Engine::build(bounds, !restarts && !restartable);
-        let interleave = engine.memory_bytes() >= INTERLEAVE_BYTES;
         Part {
             engine,
             entries,
             restarts,
-            interleave,
+            interleave: true,
             flow_start,
         }
     }
@@ -123,6 +120,16 @@ impl<W: Word> Part<W> {
     #[inline(always)]
     fn lookup(&self, lanes: &[W; engine::LANES], default: Verdict) -> Verdict {
         let r = self.engine.first(lanes);
+        match self.entries.get(r as usize) {
+            None => default,
+            Some(e) if !e.ignore => e.verdict,
+            Some(e) => self.restart(lanes, e.next, default),
+        }
+    }
+
+    /// The verdict of engine answer `r` for `lanes` (restarting after an ignore entry).
+    #[inline(always)]
+    fn verdict(&self, r: u32, lanes: &[W; engine::LANES], default: Verdict) -> Verdict {
         match self.entries.get(r as usize) {
             None => default,
             Some(e) if !e.ignore => e.verdict,
@@ -157,6 +164,8 @@ pub struct Classifier {
     default: Verdict,
     v4: Part<u32>,
     v6: Part<u128>,
+    /// The compiled variant of the IPv4 lookup that runs ([`Kernel::detect`] by default).
+    kernel: Kernel,
 }
 
 impl Classifier {
@@ -238,6 +247,7 @@ impl Classifier {
             default,
             v4,
             v6,
+            kernel: Kernel::detect(),
         })
     }
 
@@ -275,6 +285,7 @@ impl Classifier {
             },
             v4: Part::build(boxes, entries, vec![0, boxes.len() as u32], false),
             v6: Part::build(&[], Vec::new(), vec![0, 0], false),
+            kernel: Kernel::detect(),
         })
     }
 
@@ -318,7 +329,9 @@ impl Classifier {
         if key.v6 {
             self.v6.lookup(&key.lanes_v6(), self.default)
         } else {
-            self.v4.lookup(&key.lanes_v4(), self.default)
+            let lanes = key.lanes_v4();
+            let r = kernel::first(self.kernel, &self.v4.engine, &lanes);
+            self.v4.verdict(r, &lanes, self.default)
         }
     }
 
@@ -352,8 +365,8 @@ impl Classifier {
     }
 
     /// Classify `keys` into `out` (the shorter length wins), [`BATCH`] keys at a time: the
-    /// IPv4 keys of a batch walk the engine together (see `Engine::first_batch`) when the
-    /// IPv4 engine is over 256 KiB; smaller engines stay in cache and use the per-key loop.
+    /// IPv4 keys of a batch walk the engine together, without data-dependent branches (see
+    /// `Engine::first_batch_isa`), with the classifier's [`Kernel`].
     pub fn classify_batch(&self, keys: &[Key], out: &mut [Verdict]) {
         if !self.v4.interleave {
             for (k, o) in keys.iter().zip(out.iter_mut()) {
@@ -373,19 +386,30 @@ impl Classifier {
             *l = k.lanes_v4();
         }
         let mut best = [NONE; BATCH];
-        self.v4.engine.first_batch(&lanes[..n], &mut best[..n]);
+        kernel::first_batch(self.kernel, &self.v4.engine, &lanes[..n], &mut best[..n]);
         for i in 0..n {
             let key = &keys[i];
             out[i] = if key.v6 {
                 self.v6.lookup(&key.lanes_v6(), self.default)
             } else {
-                match self.v4.entries.get(best[i] as usize) {
-                    None => self.default,
-                    Some(e) if !e.ignore => e.verdict,
-                    Some(e) => self.v4.restart(&lanes[i], e.next, self.default),
-                }
+                self.v4.verdict(best[i], &lanes[i], self.default)
             };
         }
+    }
+
+    /// Run kernel `k` instead of the detected one (for tests and measurements); `None` if
+    /// this CPU cannot run it. Answers are the same with every kernel.
+    pub fn with_kernel(mut self, k: Kernel) -> Option<Self> {
+        if !k.supported() {
+            return None;
+        }
+        self.kernel = k;
+        Some(self)
+    }
+
+    /// The kernel the IPv4 lookups run.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// Force the batch strategy (interleaved walk or per-key loop) whatever the size: for
