@@ -22,6 +22,32 @@
 # Targets: flowgate CPU ns/pkt <= 1.2 x (testpmd CPU ns/pkt + classifier ns/pkt), and on
 # acl1_1K flowgate Mpps per core >= 0.6 x testpmd's. Prints one markdown report on stdout.
 #
+# Then (EXTRA, default "table director") rows of routed and director traffic, each beside
+# testpmd io on the same pcap, measured the same way (CPU time of the forwarding thread per
+# packet out of the null port), in a second table:
+#
+#   table                  a `table 100` flow routes every frame (10.200.0.0/16 via 10.99.0.2
+#                          out out0; the next hop a static neighbour, as net_null never answers
+#                          ARP): TTL - 1, MAC rewrite, checksum update. `bench_pcap routed`.
+#   director est N         a NAT director (Maglev, 4 servers behind out0, static neighbours, no
+#                          health check) and a replayed pcap of one UDP datagram from each of N
+#                          distinct clients (DIRECTOR_SIZES, default 65536 and 1048576): after
+#                          the first pass every packet is a hit on a tracked connection of a
+#                          table of N. The pcap PMD's infinite_rx keeps every frame in the pool,
+#                          so the pool is sized for it (`[dataplane] mbufs`, testpmd
+#                          --total-num-mbufs, EAL -m): 1M frames take about 5 GB per process
+#                          (one 4 KB page per mbuf without hugepages).
+#   director new           NEW_CLIENTS (2048) clients, each a TCP SYN then a RST, replayed: every
+#                          SYN finds its tuple closed and opens a new connection (removed,
+#                          scheduled, inserted), every RST is a hit that closes it again. Half the
+#                          packets are new connections: new connections/s = packets/s / 2.
+#
+# For these rows flowgate runs until the warm-up is done (out0 has sent every frame of the pcap
+# twice: every connection exists), then is measured over DURATION seconds from two snapshots of
+# the control socket's counters and the worker thread's CPU time, then stopped (SIGINT). The
+# published anchor for a director, Katran's 5.2 Mpps on one core, is printed beside the
+# director rows, marked as published (not measured here).
+#
 # The ClassBench files are located at run time (${FLOWGATE_CLASSBENCH:-../shared/classbench});
 # every derived file (pcap, flows, truncated trace, configs, logs) lives in a temporary
 # directory that is removed on exit (KEEP=1 keeps it and prints its path).
@@ -38,6 +64,10 @@
 #   NICE=-20                niceness of the measured processes (0: leave as is)
 #   FLOWGATE=path           a flowgate binary (default: build target/release/flowgate here)
 #   TESTPMD=dpdk-testpmd    KEEP=1   keep the temporary directory
+#   EXTRA="table director"  the rows after the ClassBench sets ("" for none)
+#   DIRECTOR_SIZES="65536 1048576"   clients (= tracked connections) of the director est rows
+#   NEW_CLIENTS=2048        clients of the director new row (2 frames each)
+#   WARM_MAX=300            seconds the warm-up of a table/director row may take at most
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +81,10 @@ WORKER=${WORKER:-1}
 NICE=${NICE:--20}
 TESTPMD=${TESTPMD:-dpdk-testpmd}
 KEEP=${KEEP:-0}
+EXTRA=${EXTRA-table director}
+DIRECTOR_SIZES=${DIRECTOR_SIZES:-65536 1048576}
+NEW_CLIENTS=${NEW_CLIENTS:-2048}
+WARM_MAX=${WARM_MAX:-300}
 
 if [[ ! -d $CB ]]; then
     echo "bench-dataplane: ClassBench directory $CB not found (set FLOWGATE_CLASSBENCH)" >&2
@@ -83,7 +117,8 @@ log() { echo "bench-dataplane: $*" >&2; }
 # --- build only what is needed -------------------------------------------------------------
 log "building the generators"
 cargo build --release --quiet -p flowgate-dataplane \
-    --example classbench_pcap --example classbench_flows --example classbench_cpu
+    --example classbench_pcap --example classbench_flows --example classbench_cpu \
+    --example bench_pcap
 EX=target/release/examples
 if [[ -z ${FLOWGATE:-} ]]; then
     log "building flowgate"
@@ -135,14 +170,14 @@ stop_sampler() {
 }
 
 # testpmd io: started with --stats-period 1, stopped with SIGINT after DURATION seconds of
-# forwarding. Prints "wall_pps packets cpu_ns": the mean Tx-pps of port 1 (the null port) over
+# forwarding (optional: total mbufs, default 8192, and EAL memory in MB, default 1024). Prints "wall_pps packets cpu_ns": the mean Tx-pps of port 1 (the null port) over
 # the full one-second periods, port 1's total TX packets, the forwarding thread's CPU time.
 run_testpmd() {
-    local pcap=$1 logf=$2
+    local pcap=$1 logf=$2 mbufs=${3:-8192} mem=${4:-1024}
     rm -f "$logf.cpu"
-    "${RUN[@]}" "$TESTPMD" "${EAL_COMMON[@]}" -l "0,$WORKER" \
+    "${RUN[@]}" "$TESTPMD" --no-huge -m "$mem" --no-pci --no-shconf -l "0,$WORKER" \
         --vdev="net_pcap0,rx_pcap=$pcap,infinite_rx=1" --vdev=net_null0,no-rx=1 -- \
-        --forward-mode=io --total-num-mbufs=8192 --nb-cores=1 --stats-period 1 \
+        --forward-mode=io --total-num-mbufs="$mbufs" --nb-cores=1 --stats-period 1 \
         </dev/null >"$logf" 2>&1 &
     bg_pid=$!
     start_sampler "$bg_pid" "rte-worker-$WORKER" "$logf.cpu"
@@ -225,6 +260,131 @@ if tx == 0:
     sys.exit(f"flowgate: nothing forwarded ({sys.argv[1]})")
 print(f"{tx / el:.0f} {tx} {cpu} {rx} {v.get('permit', 0)} {v.get('deny', 0)} {drops} {el:.3f}")
 EOF
+}
+
+# flowgate run measured over a window: started, warmed up until out0 has sent $4 packets
+# (read from the control socket $3), then two snapshots DURATION seconds apart of out0's tx
+# counter and the worker thread's CPU time; then stopped with SIGINT (stats JSON $2).
+# Prints "wall_pps out_tx cpu_ns in_rx drops elapsed warm_s" for the window.
+run_flowgate_window() {
+    local cfg=$1 json=$2 sock=$3 warm=$4 logf=$5
+    "${RUN[@]}" "$FLOWGATE" run --config "$cfg" --duration "$((DURATION + WARM_MAX + 60))" \
+        --stats-json "$json" </dev/null >"$logf" 2>&1 &
+    bg_pid=$!
+    if ! python3 - "$bg_pid" "$sock" "$warm" "$DURATION" "$WARM_MAX" >"$logf.window" \
+        2>&1 <<'EOF'; then
+import json, os, socket, sys, time
+pid, sock, warm = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dur, warm_max = float(sys.argv[4]), float(sys.argv[5])
+
+def cpu():
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if open(f"/proc/{pid}/task/{t}/comm").read().strip() == "fg-worker-0":
+                return int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
+        except OSError:
+            pass
+    return None
+
+def counters():
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(sock)
+    s.sendall(b'{"op":"stats"}\n')
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+    s.close()
+    r = json.loads(buf)
+    ports = {p["name"]: dict(p["counters"]) for p in r["ports"]}
+    return ports["out0"]["tx"], ports["in0"]["rx"], sum(n for _, n in r.get("drops", []))
+
+start = time.time()
+snap = None
+while time.time() - start < warm_max:
+    if not os.path.exists(f"/proc/{pid}"):
+        sys.exit("flowgate exited during the warm-up")
+    try:
+        tx, rx, drops = counters()
+    except (OSError, ValueError, KeyError):
+        time.sleep(0.2)
+        continue
+    if tx >= warm:
+        snap = (time.time(), cpu(), tx, rx, drops)
+        break
+    time.sleep(0.2)
+if snap is None:
+    sys.exit(f"warm-up not done in {warm_max:.0f} s ({warm} packets out of out0 wanted)")
+warm_s = snap[0] - start
+time.sleep(dur)
+t1, c1 = time.time(), cpu()
+tx1, rx1, drops1 = counters()
+t0, c0, tx0, rx0, drops0 = snap
+if c0 is None or c1 is None:
+    sys.exit("no CPU time sampled for the worker thread fg-worker-0")
+if tx1 == tx0:
+    sys.exit("nothing forwarded in the window")
+el = t1 - t0
+print(f"{(tx1 - tx0) / el:.0f} {tx1 - tx0} {c1 - c0} {rx1 - rx0} {drops1 - drops0} {el:.3f} {warm_s:.1f}")
+EOF
+        log "flowgate window failed: $(tail -1 "$logf.window" 2>/dev/null); log:"
+        kill -INT "$bg_pid" 2>/dev/null || true
+        wait "$bg_pid" || true
+        bg_pid=""
+        tail -30 "$logf" >&2
+        exit 1
+    fi
+    kill -INT "$bg_pid"
+    if ! wait "$bg_pid"; then
+        bg_pid=""
+        log "flowgate run failed; log:"
+        tail -30 "$logf" >&2
+        exit 1
+    fi
+    bg_pid=""
+    cat "$logf.window"
+}
+
+# The appliance config of a table/director row: $1 dir, $2 pcap, $3 mbufs, $4 EAL MB; the
+# rest (out0's neighbours, tables, directors) comes on stdin.
+extra_config() {
+    local d=$1 pcap=$2 mbufs=$3 mem=$4
+    cat <<EOF
+flows = "bench.flows"
+
+[dataplane]
+workers = [$WORKER]
+eal = ["--no-huge", "-m", "$mem", "--no-pci", "--no-shconf"]
+mbufs = $mbufs
+
+[control]
+socket = "$d/control.sock"
+
+[[port]]
+name = "in0"
+device = "net_pcap0,rx_pcap=$pcap,infinite_rx=1"
+kernel = false
+
+[[port]]
+name = "out0"
+device = "net_null0,no-rx=1"
+kernel = false
+mac = "02:00:00:00:99:01"
+addresses = ["10.99.0.1/24"]
+EOF
+    cat
+}
+
+# Pool and EAL memory for a pcap of $1 frames kept in the pool (infinite_rx): the frames plus
+# the 8192 the ports need; without hugepages a 2176-byte mbuf takes a 4 KB page of its own
+# (mempool objects do not cross pages), so 4.5 KB each, plus 512 MB for the rest. Prints
+# "mbufs MB".
+pool_for() {
+    local mbufs=$(($1 + 8192))
+    echo "$mbufs $((mbufs * 9 / 2 / 1024 + 512))"
 }
 
 MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
@@ -332,6 +492,125 @@ EOF
     rows+=("$row")
     notes+=("$SET: $(sed "s#$d/##g" "$d/gen.log" | tr '\n' ' ')")
 done
+
+# --- routed and director rows -------------------------------------------------------------
+extra_rows=()
+extra_kinds=()
+for kind in $EXTRA; do
+    case $kind in
+    table) extra_kinds+=("table") ;;
+    director)
+        for n in $DIRECTOR_SIZES; do extra_kinds+=("director-est-$n"); done
+        extra_kinds+=("director-new")
+        ;;
+    *)
+        echo "bench-dataplane: unknown EXTRA row kind $kind (table, director)" >&2
+        exit 1
+        ;;
+    esac
+done
+for row in "${extra_kinds[@]}"; do
+    d="$tmp/$row"
+    mkdir -p "$d"
+    case $row in
+    table)
+        frames=$LIMIT
+        "$EX/bench_pcap" routed --out "$d/bench.pcap" --frames "$frames" 2>>"$d/gen.log"
+        label="table (routed: TTL, MACs, checksum)"
+        printf 'flow routed table 100\n    match dst 10.200.0.0/16\n' >"$d/bench.flows"
+        read -r mbufs mem <<<"$(pool_for "$frames")"
+        extra_config "$d" "$d/bench.pcap" "$mbufs" "$mem" >"$d/bench.toml" <<'EOF'
+neighbours = { "10.99.0.2" = "02:00:00:00:99:02" }
+
+[[table]]
+id = 100
+routes = { "10.200.0.0/16" = "10.99.0.2" }
+EOF
+        ;;
+    director-*)
+        if [[ $row == director-new ]]; then
+            conns=$NEW_CLIENTS
+            frames=$((2 * conns))
+            "$EX/bench_pcap" director --kind new --clients "$conns" --out "$d/bench.pcap" \
+                2>>"$d/gen.log"
+            label="director NAT, new connections ($conns clients: SYN, RST)"
+        else
+            conns=${row#director-est-}
+            frames=$conns
+            "$EX/bench_pcap" director --kind established --clients "$conns" \
+                --out "$d/bench.pcap" 2>>"$d/gen.log"
+            label="director NAT, established, $conns entries"
+        fi
+        printf 'flow lb director bench\n    match dst 10.100.0.1\n' >"$d/bench.flows"
+        read -r mbufs mem <<<"$(pool_for "$frames")"
+        extra_config "$d" "$d/bench.pcap" "$mbufs" "$mem" >"$d/bench.toml" <<EOF
+neighbours = { "10.99.0.11" = "02:00:00:00:99:11", "10.99.0.12" = "02:00:00:00:99:12", "10.99.0.13" = "02:00:00:00:99:13", "10.99.0.14" = "02:00:00:00:99:14" }
+
+[[director]]
+name = "bench"
+scheduler = "mh"
+mode = "nat"
+virtual = { address = "10.100.0.1", port = 80 }
+max_connections = $((conns + conns / 2 + 4096))
+servers = [
+  { name = "s1", address = "10.99.0.11" },
+  { name = "s2", address = "10.99.0.12" },
+  { name = "s3", address = "10.99.0.13" },
+  { name = "s4", address = "10.99.0.14" },
+]
+EOF
+        ;;
+    esac
+    results="$d/rounds.txt"
+    : >"$results"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        log "$row: round $round/$ROUNDS: dpdk-testpmd io, ${DURATION} s ($frames frames)"
+        run_testpmd "$d/bench.pcap" "$d/testpmd.$round.log" "$mbufs" "$mem" >"$d/testpmd.res"
+        read -r tp_pps tp_pkts tp_cpu <"$d/testpmd.res"
+        log "$row: round $round/$ROUNDS: flowgate run, warm-up then ${DURATION} s"
+        run_flowgate_window "$d/bench.toml" "$d/stats.$round.json" "$d/control.sock" \
+            "$((2 * frames))" "$d/flowgate.$round.log" >"$d/flowgate.res"
+        read -r fg_pps fg_pkts fg_cpu fg_rx fg_drops fg_el fg_warm <"$d/flowgate.res"
+        echo "$tp_pps $tp_pkts $tp_cpu $fg_pps $fg_pkts $fg_cpu" >>"$results"
+        notes+=("$(python3 -c '
+import sys
+a = sys.argv[1:]
+print(f"{a[0]} round {a[1]}: testpmd {int(a[2])/1e6:.2f} Mpps wall, {int(a[3])} pkts in {int(a[4])/1e9:.2f} s CPU = {int(a[4])/int(a[3]):.1f} ns/pkt; "
+      f"flowgate (after a {a[11]} s warm-up) {int(a[5])/1e6:.2f} Mpps wall, {int(a[6])} pkts in {int(a[7])/1e9:.2f} s CPU = {int(a[7])/int(a[6]):.1f} ns/pkt "
+      f"(in0 rx {a[8]}, drops {a[9]}, window {a[10]} s)")
+' "$row" "$round" "$tp_pps" "$tp_pkts" "$tp_cpu" "$fg_pps" "$fg_pkts" "$fg_cpu" "$fg_rx" \
+            "$fg_drops" "$fg_el" "$fg_warm")")
+        if [[ $row == director-* ]]; then
+            notes+=("$row round $round: director counters at exit: $(python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(json.dumps(s.get("directors"), separators=(",", ":"))[:400])
+' "$d/stats.$round.json")")
+        fi
+    done
+    anchor="-"
+    if [[ $row == director-* ]]; then
+        anchor="Katran 5.2 Mpps/core (published, not measured)"
+    fi
+    extra_rows+=("$(python3 - "$label" "$frames" "$results" "$anchor" "$row" <<'EOF'
+import sys
+label, frames, anchor, row = sys.argv[1], int(sys.argv[2]), sys.argv[4], sys.argv[5]
+r = [list(map(float, l.split())) for l in open(sys.argv[3]) if l.strip()]
+tp_wall = max(x[0] for x in r)
+tp_ns = min(x[2] / x[1] for x in r)
+fg_wall = max(x[3] for x in r)
+fg_ns = min(x[5] / x[4] for x in r)
+ratio = tp_ns / fg_ns
+extra = f" ({1e3 / fg_ns / 2:.2f} M new conn/s)" if row == "director-new" else ""
+print(f"| {label} | {frames} | {tp_wall/1e6:.2f} | {tp_ns:.1f} | {1e3/tp_ns:.1f} | {fg_wall/1e6:.2f} "
+      f"| {fg_ns:.1f} | {1e3/fg_ns:.2f}{extra} | {fg_ns - tp_ns:.1f} | {ratio:.0%} | {anchor} |")
+EOF
+)")
+    notes+=("$row: $(sed "s#$d/##g" "$d/gen.log" | tr '\n' ' ')")
+    if [[ $KEEP != 1 ]]; then
+        rm -f "$d/bench.pcap"
+    fi
+done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 cat <<EOF
@@ -350,5 +629,15 @@ cat <<EOF
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|
 EOF
 printf '%s\n' "${rows[@]}"
+if ((${#extra_rows[@]} > 0)); then
+    cat <<EOF
+
+Routed and director traffic, each beside testpmd io on the same pcap (same vdevs, same CPU-time accounting; flowgate measured over ${DURATION} s after a warm-up in which every frame of the pcap went out twice, so every connection exists). Published anchor for a director: Katran, 5.2 Mpps on one core (published, not measured here).
+
+| traffic | frames | testpmd io Mpps (wall) | testpmd ns/pkt (CPU) | testpmd Mpps/core | flowgate Mpps (wall) | flowgate ns/pkt (CPU) | flowgate Mpps/core | flowgate - io ns/pkt | flowgate / testpmd | anchor |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
+EOF
+    printf '%s\n' "${extra_rows[@]}"
+fi
 echo
 printf -- '- %s\n' "${notes[@]}"

@@ -670,3 +670,96 @@ fn port_peer_names_another_port() {
     );
     one(&text, "port[0].peer", 10);
 }
+
+#[test]
+fn static_neighbours_are_checked_per_port() {
+    let with = |n: &str| {
+        replace(
+            "addresses = [\"192.168.161.10/24\", \"2001:db8::10/64\"]\n",
+            &format!(
+                "addresses = [\"192.168.161.10/24\", \"2001:db8::10/64\"]\nneighbours = {n}\n"
+            ),
+        )
+    };
+    let a = parse_with_cpus(
+        FILE,
+        &with(r#"{ "192.168.161.1" = "02:00:00:00:01:01", "2001:db8::1" = "02:00:00:00:01:02" }"#),
+        4,
+    )
+    .expect("two neighbours");
+    assert_eq!(
+        a.ports[1].neighbours,
+        vec![
+            (
+                IpAddr::from([192, 168, 161, 1]),
+                appliance::MacAddr([2, 0, 0, 0, 1, 1])
+            ),
+            (
+                "2001:db8::1".parse().expect("v6"),
+                appliance::MacAddr([2, 0, 0, 0, 1, 2])
+            ),
+        ]
+    );
+    assert!(a.ports[0].neighbours.is_empty(), "none by default");
+
+    // every error names the neighbour's key path and line (line 15: the neighbours line)
+    let d = one(
+        &with(r#"{ "10.9.9.9" = "02:00:00:00:01:01" }"#),
+        "port[1].neighbours.\"10.9.9.9\"",
+        15,
+    );
+    assert!(
+        d.message.contains("not on a subnet of port `eth1`"),
+        "{}",
+        d.message
+    );
+    let d = one(
+        &with(r#"{ "192.168.161.300" = "02:00:00:00:01:01" }"#),
+        "port[1].neighbours.\"192.168.161.300\"",
+        15,
+    );
+    assert!(
+        d.message.contains("not a neighbour address"),
+        "{}",
+        d.message
+    );
+    let d = one(
+        &with(r#"{ "192.168.161.1" = "01:00:5e:00:00:01" }"#),
+        "port[1].neighbours.\"192.168.161.1\"",
+        15,
+    );
+    assert!(d.message.contains("unicast"), "{}", d.message);
+    let d = one(
+        &with(r#"{ "192.168.161.1" = "nope" }"#),
+        "port[1].neighbours.\"192.168.161.1\"",
+        15,
+    );
+    assert!(d.message.contains("not a MAC address"), "{}", d.message);
+    let d = one(
+        &with(r#"{ "192.168.161.10" = "02:00:00:00:01:01" }"#),
+        "port[1].neighbours.\"192.168.161.10\"",
+        15,
+    );
+    assert!(d.message.contains("port `eth1` itself"), "{}", d.message);
+    // one address written twice
+    let d = one(
+        &with(r#"{ "2001:db8::1" = "02:00:00:00:01:01", "2001:DB8::1" = "02:00:00:00:01:02" }"#),
+        "port[1].neighbours.\"2001:DB8::1\"",
+        15,
+    );
+    assert!(d.message.contains("already given"), "{}", d.message);
+    // a value of the wrong type is refused by the reader
+    assert!(!errors(&with(r#"{ "192.168.161.1" = 5 }"#)).is_empty());
+}
+
+#[test]
+fn mbufs_bounds_the_packet_pool() {
+    let with = |n: &str| replace("workers = [1]\n", &format!("workers = [1]\nmbufs = {n}\n"));
+    let a = parse_with_cpus(FILE, &with("1048576"), 4).expect("mbufs");
+    assert_eq!(a.dataplane.mbufs, Some(1 << 20));
+    let a = parse_with_cpus(FILE, BASE, 4).expect("default");
+    assert_eq!(a.dataplane.mbufs, None);
+    let d = one(&with("100"), "dataplane.mbufs", 5);
+    assert!(d.message.contains("out of range"), "{}", d.message);
+    one(&with("99999999999"), "dataplane.mbufs", 5);
+}

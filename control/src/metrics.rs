@@ -77,6 +77,12 @@ pub fn publish(s: &StatsReply, swaps: u64) {
             ] {
                 counter!(format!("flowgate_nic_{col}_total"), "port" => p.name.clone()).absolute(v);
             }
+            for (col, v) in [
+                ("shared_bursts", n.tx_shared_bursts),
+                ("lock_contended", n.tx_lock_contended),
+            ] {
+                counter!(format!("flowgate_tx_{col}_total"), "port" => p.name.clone()).absolute(v);
+            }
         }
     }
     for (why, n) in &s.drops {

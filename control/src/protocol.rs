@@ -269,6 +269,13 @@ pub struct NicStats {
     pub ierrors: u64,
     pub oerrors: u64,
     pub rx_nombuf: u64,
+    /// Bursts sent through a TX queue shared by several workers (the device has fewer TX
+    /// queues than workers, docs/dataplane.md).
+    #[serde(default)]
+    pub tx_shared_bursts: u64,
+    /// Of those, how many waited for the queue's lock held by another worker.
+    #[serde(default)]
+    pub tx_lock_contended: u64,
 }
 
 /// `trace`.

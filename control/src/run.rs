@@ -20,7 +20,7 @@ use flowgate_dataplane::counters::{
 };
 use flowgate_dataplane::director::health::{self, HealthChecker, HealthOptions};
 use flowgate_dataplane::director::{DirectorCounters, DirectorSet, SharedDirectors, WorkerOptions};
-use flowgate_dataplane::dpdk::{self, PortStats};
+use flowgate_dataplane::dpdk::PortStats;
 use flowgate_dataplane::handoff::Handoff;
 use flowgate_dataplane::plant::Plant;
 use flowgate_dataplane::ruleset::RuleSet;
@@ -72,13 +72,9 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         .context("signal handler")?;
 
     let plant = Plant::bring_up(&app).map_err(|e| anyhow!("bringing ports up: {e}"))?;
-    let port_ids = plant.port_ids();
-    let nic_stats: NicStatsFn = Box::new(move || {
-        port_ids
-            .iter()
-            .map(|&id| NicStats::from(dpdk::port_stats(id).unwrap_or_default()))
-            .collect()
-    });
+    let read_nic_stats = plant.nic_stats_reader();
+    let nic_stats: NicStatsFn =
+        Box::new(move || read_nic_stats().into_iter().map(NicStats::from).collect());
     let shared = Arc::new(Shared::new(app.clone(), rules, Some(nic_stats)));
     let published = &shared.rules;
     let counters = &shared.workers;
@@ -247,6 +243,15 @@ pub fn report(
             "{:<12} {:>10} {:>12} {:>10} {:>12} {:>10} {:>11} {:>8} | {:>10} {:>10} {:>8}",
             p.name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], n.ipackets, n.opackets, n.imissed
         );
+    }
+    for (p, n) in app.ports.iter().zip(nic) {
+        if n.tx_shared_bursts > 0 {
+            let _ = writeln!(
+                s,
+                "{}: TX queue shared by workers: {} bursts, {} waited for the lock",
+                p.name, n.tx_shared_bursts, n.tx_lock_contended
+            );
+        }
     }
     for (kind, list, verdicts, hits) in [
         (ListKind::Flow, &rules.flows, r.flow_verdicts, &r.flow_rules),
@@ -474,6 +479,8 @@ pub fn stats_json(
             o.insert("nic_ierrors".into(), n.ierrors.into());
             o.insert("nic_oerrors".into(), n.oerrors.into());
             o.insert("nic_rx_nombuf".into(), n.rx_nombuf.into());
+            o.insert("tx_shared_bursts".into(), n.tx_shared_bursts.into());
+            o.insert("tx_lock_contended".into(), n.tx_lock_contended.into());
             serde_json::Value::Object(o)
         })
         .collect();

@@ -188,6 +188,8 @@ impl From<flowgate_dataplane::dpdk::PortStats> for NicStats {
             ierrors: s.ierrors,
             oerrors: s.oerrors,
             rx_nombuf: s.rx_nombuf,
+            tx_shared_bursts: s.tx_shared_bursts,
+            tx_lock_contended: s.tx_lock_contended,
         }
     }
 }

@@ -22,18 +22,14 @@
 //! `target/` directory at run time, never into the repository.
 
 use std::io::{BufWriter, Write};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use flowgate_dataplane::build::{frame, FrameSpec};
+use flowgate_dataplane::build::trace_frame;
 use flowgate_dataplane::classify::classbench::load_trace;
 
 const USAGE: &str =
     "usage: classbench_pcap --trace TRACE --out OUT.pcap [--limit N] [--min-len BYTES]";
-
-/// Ethernet + IPv4 headers, the fixed part of every frame.
-const ETH_IP: usize = 14 + 20;
 
 struct Args {
     trace: PathBuf,
@@ -71,32 +67,6 @@ fn parse_args() -> Result<Args, String> {
         limit,
         min_len,
     })
-}
-
-/// The frame for one trace packet.
-fn trace_frame(proto: u8, src: u32, dst: u32, sport: u16, dport: u16, min_len: usize) -> Vec<u8> {
-    let (sport, dport) = match proto {
-        6 | 17 => (sport, dport),
-        1 => (8, 0), // echo request, code 0
-        _ => (0, 0),
-    };
-    let l4_hdr = match proto {
-        6 => 20,
-        17 | 1 => 8,
-        _ => 0,
-    };
-    let mut spec = FrameSpec::new(
-        IpAddr::V4(Ipv4Addr::from(src)),
-        IpAddr::V4(Ipv4Addr::from(dst)),
-        proto,
-        sport,
-        dport,
-    );
-    // Other protocols get at least a few payload bytes so the IP datagram is not empty.
-    spec.payload = min_len
-        .saturating_sub(ETH_IP + l4_hdr)
-        .max(if l4_hdr == 0 { 8 } else { 0 });
-    frame(&spec)
 }
 
 /// The pcap global header: little endian, v2.4, snaplen 65535, linktype 1 (Ethernet).

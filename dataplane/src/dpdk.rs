@@ -11,12 +11,17 @@
 //! - A queue is polled by one thread at a time: [`Port::rx_queue`] / [`Port::tx_queue`] hand out
 //!   an exclusive [`RxQueue`] / [`TxQueue`] that borrows the started [`Port`], so the port cannot
 //!   be stopped or closed while a queue is in use.
+//! - A device with fewer TX queues than threads sending on it: [`Port::shared_tx_queue`] hands
+//!   out one [`TxQueue`] per thread on the same queue; such a queue takes the queue's spin lock
+//!   around every `rte_eth_tx_burst` and counts its bursts and contended lock takes
+//!   ([`Port::tx_sharing`]). An exclusive queue takes no lock and touches no atomic.
 
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::os::raw::c_char;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use flowgate_dpdk_sys as sys;
 
@@ -590,20 +595,44 @@ impl Burst {
     }
 
     /// Transmits on `queue`; returns how many were sent. Unsent mbufs stay in the burst (moved
-    /// to the front) for a retry or [`Burst::clear`].
+    /// to the front) for a retry or [`Burst::clear`]. On a shared queue the burst is sent
+    /// under the queue's lock (an empty burst is not sent at all).
     #[inline]
     pub fn tx(&mut self, queue: &mut TxQueue<'_>) -> usize {
-        // SAFETY: the queue token proves the port is started and the queue configured and used
-        // by this thread only; pkts[..len] are owned valid mbufs whose ownership passes to the
-        // PMD for the first `sent` of them.
-        let sent = usize::from(unsafe {
-            sys::fg_eth_tx_burst(
-                queue.port,
-                queue.queue,
-                self.pkts.as_mut_ptr(),
-                self.len as u16,
-            )
-        });
+        let sent = match queue.shared {
+            None => {
+                // SAFETY: the exclusive queue token proves the port is started and the queue
+                // configured and used by this thread only; pkts[..len] are owned valid mbufs
+                // whose ownership passes to the PMD for the first `sent` of them.
+                usize::from(unsafe {
+                    sys::fg_eth_tx_burst(
+                        queue.port,
+                        queue.queue,
+                        self.pkts.as_mut_ptr(),
+                        self.len as u16,
+                    )
+                })
+            }
+            Some(_) if self.len == 0 => 0,
+            Some(lane) => {
+                let contended = lane.lock();
+                // SAFETY: the shared queue token proves the port is started and the queue
+                // configured; every holder of this queue sends only while holding the lane's
+                // lock (taken just above, released below), so the PMD's queue is used by one
+                // thread at a time as rte_eth_tx_burst requires; pkts[..len] are owned valid
+                // mbufs whose ownership passes to the PMD for the first `sent` of them.
+                let sent = unsafe {
+                    sys::fg_eth_tx_burst(
+                        queue.port,
+                        queue.queue,
+                        self.pkts.as_mut_ptr(),
+                        self.len as u16,
+                    )
+                };
+                lane.unlock(contended);
+                usize::from(sent)
+            }
+        };
         self.pkts.copy_within(sent..self.len, 0);
         self.len -= sent;
         sent
@@ -915,6 +944,11 @@ pub struct PortStats {
     pub oerrors: u64,
     /// Receive failures for lack of mbufs.
     pub rx_nombuf: u64,
+    /// Bursts sent through a TX queue shared by several workers (behind its lock); filled by
+    /// [`Port::stats`] / [`TxSharing::stats`], 0 from [`port_stats`].
+    pub tx_shared_bursts: u64,
+    /// Of those, how many found the queue's lock taken by another worker and waited.
+    pub tx_lock_contended: u64,
 }
 
 /// Number of ethdev ports currently available.
@@ -967,6 +1001,32 @@ pub fn port_stats(port_id: u16) -> Result<PortStats> {
         ierrors: s.ierrors,
         oerrors: s.oerrors,
         rx_nombuf: s.rx_nombuf,
+        tx_shared_bursts: 0,
+        tx_lock_contended: 0,
+    })
+}
+
+/// Device limits of port `port_id` before it is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Most RX queues the device can be configured with.
+    pub max_rx_queues: u16,
+    /// Most TX queues the device can be configured with.
+    pub max_tx_queues: u16,
+}
+
+/// The queue limits of port `port_id` (`rte_eth_dev_info_get`), to choose queue counts before
+/// [`Port::configure_with`].
+pub fn device_limits(port_id: u16) -> Result<DeviceLimits> {
+    ensure_eal()?;
+    // SAFETY: the EAL is initialised; any u16 is accepted.
+    if unsafe { sys::rte_eth_dev_is_valid_port(port_id) } == 0 {
+        return Err(DpdkError::NoSuchPort(format!("port id {port_id}")));
+    }
+    let info = dev_info(port_id)?;
+    Ok(DeviceLimits {
+        max_rx_queues: info.max_rx_queues,
+        max_tx_queues: info.max_tx_queues,
     })
 }
 
@@ -1009,7 +1069,87 @@ pub struct Port {
     rss_hf: u64,
     started: bool,
     rx_taken: Vec<AtomicBool>,
-    tx_taken: Vec<AtomicBool>,
+    /// One per TX queue: who holds it, its lock and counters when shared.
+    tx_lanes: Arc<[TxLane]>,
+}
+
+/// [`TxLane::users`] of a queue held by one exclusive [`TxQueue`].
+const TX_EXCLUSIVE: u32 = u32::MAX;
+
+/// One TX queue's hand-out state, and its spin lock and counters when it is shared. On its own
+/// cache line: the lock of one queue is not false-shared with another's.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct TxLane {
+    /// 0: free; [`TX_EXCLUSIVE`]: one exclusive holder; n: n shared holders.
+    users: AtomicU32,
+    /// Held around `rte_eth_tx_burst` by a shared holder.
+    lock: AtomicBool,
+    /// Bursts sent by shared holders (written under `lock` only: load and store).
+    bursts: AtomicU64,
+    /// Lock takes that found it held (written under `lock` only).
+    contended: AtomicU64,
+}
+
+impl TxLane {
+    /// Takes the lock; returns whether another holder had it first.
+    #[inline]
+    fn lock(&self) -> bool {
+        let mut contended = false;
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            contended = true;
+            while self.lock.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        }
+        contended
+    }
+
+    /// Counts one burst (and a contention) and releases the lock.
+    #[inline]
+    fn unlock(&self, contended: bool) {
+        // single writer while the lock is held: a load and a store, no locked add
+        self.bursts.store(
+            self.bursts.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+        if contended {
+            self.contended.store(
+                self.contended.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
+        }
+        self.lock.store(false, Ordering::Release);
+    }
+}
+
+/// A handle on the TX sharing counters of a [`Port`] that outlives borrows of it (for a
+/// statistics thread).
+#[derive(Debug, Clone)]
+pub struct TxSharing {
+    lanes: Arc<[TxLane]>,
+}
+
+impl TxSharing {
+    /// `(bursts through shared queues, contended lock takes)`, summed over the port's queues.
+    pub fn counts(&self) -> (u64, u64) {
+        self.lanes.iter().fold((0, 0), |(b, c), l| {
+            (
+                b + l.bursts.load(Ordering::Relaxed),
+                c + l.contended.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// `stats` with the sharing counters filled in.
+    pub fn add_to(&self, mut stats: PortStats) -> PortStats {
+        (stats.tx_shared_bursts, stats.tx_lock_contended) = self.counts();
+        stats
+    }
 }
 
 impl Port {
@@ -1114,7 +1254,7 @@ impl Port {
             rss_hf,
             started: false,
             rx_taken: (0..cfg.rx_queues).map(|_| AtomicBool::new(false)).collect(),
-            tx_taken: (0..cfg.tx_queues).map(|_| AtomicBool::new(false)).collect(),
+            tx_lanes: (0..cfg.tx_queues).map(|_| TxLane::default()).collect(),
         })
     }
 
@@ -1189,12 +1329,53 @@ impl Port {
 
     /// Takes exclusive use of TX queue `queue` of the started port.
     pub fn tx_queue(&self, queue: u16) -> Result<TxQueue<'_>> {
-        take_queue(self, &self.tx_taken, "tx", queue)?;
+        let lane = self.tx_lane(queue)?;
+        lane.users
+            .compare_exchange(0, TX_EXCLUSIVE, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| self.tx_queue_error(queue, "already in use"))?;
         Ok(TxQueue {
             port: self.id,
             queue,
             owner: self,
+            shared: None,
         })
+    }
+
+    /// Takes a shared use of TX queue `queue` of the started port: any number of threads may
+    /// hold one each; every burst sent through it takes the queue's lock (and is counted).
+    /// Refused while the queue is held exclusively (and [`Port::tx_queue`] is refused while
+    /// shared holders exist).
+    pub fn shared_tx_queue(&self, queue: u16) -> Result<TxQueue<'_>> {
+        let lane = self.tx_lane(queue)?;
+        lane.users
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < TX_EXCLUSIVE - 1).then(|| n + 1)
+            })
+            .map_err(|_| self.tx_queue_error(queue, "held exclusively"))?;
+        Ok(TxQueue {
+            port: self.id,
+            queue,
+            owner: self,
+            shared: Some(lane),
+        })
+    }
+
+    fn tx_lane(&self, queue: u16) -> Result<&TxLane> {
+        if !self.started {
+            return Err(self.tx_queue_error(queue, "the port is not started"));
+        }
+        self.tx_lanes
+            .get(usize::from(queue))
+            .ok_or_else(|| self.tx_queue_error(queue, "no such queue"))
+    }
+
+    fn tx_queue_error(&self, queue: u16, why: &'static str) -> DpdkError {
+        DpdkError::Queue {
+            port: self.id,
+            dir: "tx",
+            queue,
+            why,
+        }
     }
 
     /// Turns promiscuous mode on or off.
@@ -1247,9 +1428,16 @@ impl Port {
         })
     }
 
-    /// Port counters.
+    /// Port counters, with the TX sharing counters.
     pub fn stats(&self) -> Result<PortStats> {
-        port_stats(self.id)
+        Ok(self.tx_sharing().add_to(port_stats(self.id)?))
+    }
+
+    /// A handle on this port's TX sharing counters.
+    pub fn tx_sharing(&self) -> TxSharing {
+        TxSharing {
+            lanes: Arc::clone(&self.tx_lanes),
+        }
     }
 
     /// Resets the port counters.
@@ -1348,12 +1536,16 @@ impl Drop for RxQueue<'_> {
     }
 }
 
-/// Exclusive use of one TX queue of a started port (drop to give it back).
+/// Use of one TX queue of a started port (drop to give it back): exclusive
+/// ([`Port::tx_queue`]), or shared with other threads behind the queue's lock
+/// ([`Port::shared_tx_queue`]).
 #[derive(Debug)]
 pub struct TxQueue<'p> {
     port: u16,
     queue: u16,
     owner: &'p Port,
+    /// The queue's lane when shared: its lock is taken around every burst.
+    shared: Option<&'p TxLane>,
 }
 
 impl TxQueue<'_> {
@@ -1361,12 +1553,21 @@ impl TxQueue<'_> {
     pub fn queue(&self) -> u16 {
         self.queue
     }
+
+    /// Whether other threads send on this queue too (every burst takes its lock).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
 }
 
 impl Drop for TxQueue<'_> {
     fn drop(&mut self) {
-        if let Some(flag) = self.owner.tx_taken.get(usize::from(self.queue)) {
-            flag.store(false, Ordering::Release);
+        if let Some(lane) = self.owner.tx_lanes.get(usize::from(self.queue)) {
+            if self.shared.is_some() {
+                lane.users.fetch_sub(1, Ordering::AcqRel);
+            } else {
+                lane.users.store(0, Ordering::Release);
+            }
         }
     }
 }

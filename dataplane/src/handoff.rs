@@ -33,11 +33,12 @@ use std::net::IpAddr;
 use flowgate_config::appliance::Mode;
 use flowgate_config::flows::Family;
 
-use crate::classify::Key;
+use crate::classify::{Key, L4Kind};
 use crate::director::icmp::Embedded;
 use crate::director::steer::Steering;
 use crate::director::DirectorSet;
 use crate::dpdk::{DpdkError, Ring};
+use crate::wire::IpFacts;
 
 /// Mbufs one ring holds (minus one): a burst from every other worker, many times over.
 pub const RING_SIZE: u32 = 1024;
@@ -224,6 +225,34 @@ impl Owners {
         self.nat.get(usize::from(d)).copied().unwrap_or(false)
     }
 
+    /// The worker to hand packet `key`, sent to director `d` by a flow of worker `me`, to: its
+    /// owner, when that is another worker and `d` is a NAT director.
+    #[inline]
+    pub fn forward_owner(&self, me: usize, d: u16, key: &Key) -> Option<u8> {
+        if key.l4 != L4Kind::Ports || !self.is_nat(d) {
+            return None;
+        }
+        let o = self.owner(key.v6, key.src, key.sport);
+        (o != me).then_some(o as u8)
+    }
+
+    /// The worker to hand TCP/UDP packet `key` to, from a NAT server but no reply of worker
+    /// `me`'s connections, as a possible NAT reply: its client endpoint's owner, when that is
+    /// another worker.
+    #[inline]
+    pub fn reply_owner(&self, me: usize, key: &Key) -> Option<u8> {
+        let o = self.owner(key.v6, key.dst, key.dport);
+        (o != me).then_some(o as u8)
+    }
+
+    /// The worker to hand ICMP error `frame` (facts `facts`) to, when it is about none of
+    /// worker `me`'s NAT connections: the owner of the client endpoint of the packet it
+    /// quotes ([`Owners::icmp_owner`]), when that is another worker.
+    pub fn icmp_error_owner(&self, me: usize, frame: &[u8], facts: &IpFacts) -> Option<u8> {
+        let o = self.icmp_owner(&crate::director::icmp::embedded(frame, facts)?);
+        (o != me).then_some(o as u8)
+    }
+
     /// The worker owning the connection an ICMP error quoting `e` may be about: the owner of
     /// the quoted packet's client endpoint. When the quoted destination is a NAT server, the
     /// packet was forwarded (`client -> server`, the error goes to the client): its source;
@@ -280,7 +309,7 @@ mod tests {
         );
         let f = crate::build::frame(&spec);
         match parse(&f) {
-            Frame::Ip(facts) => crate::worker::key_of(&facts, 0),
+            Frame::Ip(facts) => Key::from_facts(&facts, 0),
             other => panic!("{other:?}"),
         }
     }

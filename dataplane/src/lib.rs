@@ -1,12 +1,14 @@
 //! flowgate-dataplane: the packet path.
 //!
-//! - [`wire`]: reading frames down to the classifier's facts (no panics, no allocation).
+//! - [`wire`]: header layouts: typed views per protocol, the checksum, and the parser that reads
+//!   frames down to the classifier's facts (no panics, no allocation).
 //! - [`classify`]: the compiled flows classifier (and the ClassBench benchmark of it).
 //! - [`ruleset`]: the compiled flows and outflows the workers run, published as a whole.
 //! - [`director`]: the L4 load balancer (IPVS-like schedulers, connection tracking, NAT,
 //!   direct routing and IP-in-IP).
 //! - [`route`]: routing tables (LPM), forwarding rewrite, neighbour resolution.
-//! - [`worker`]: the poll-mode worker (rx, parse, classify, dispatch, tx).
+//! - [`worker`]: the poll-mode worker, a staged pipeline over per-packet metadata (receive, parse,
+//!   NAT replies, decide, director, forward, outflows, neighbours, transmit).
 //! - [`handoff`]: NAT director packets handed to the worker owning their connection.
 //! - [`plant`]: bringing ports and TAPs up and down.
 //! - [`counters`]: per-worker counters (single writer) and their sums.

@@ -2,12 +2,17 @@
 //! `[[port]]` (RSS over its RX queues, one TX queue per worker), and a DPDK `net_tap` TAP
 //! per kernel port, named like the port, carrying the port's MAC and addresses, so the
 //! kernel answers ARP, ping and local services for it as it would on the appliance.
+//!
+//! A device with fewer TX queues than workers (`net_pcap`, a small virtio NIC) is not
+//! refused: as VPP does, its workers share its TX queues, worker `w` sending on queue
+//! `w % queues` ([`tx_queue_of`]), behind the queue's lock where more than one worker lands on
+//! it. This is chosen at start and said once, in one line per port ([`tx_sharing_warning`]).
 
 use std::process::Command;
 
 use flowgate_config::appliance::{Appliance, Device, MacAddr};
 
-use crate::dpdk::{self, DpdkError, Eal, Mempool, Port, PortStats};
+use crate::dpdk::{self, DpdkError, Eal, Mempool, Port, PortStats, TxSharing};
 use crate::route::SharedNeighbours;
 use crate::worker::{PortRole, Queues, DEFAULT_MTU};
 
@@ -30,6 +35,43 @@ pub enum PlantError {
     },
     #[error("too many {what}: {n}")]
     TooMany { what: &'static str, n: usize },
+    #[error("port {port}: the device has no TX queue")]
+    NoTxQueue { port: String },
+}
+
+/// The TX queue a worker sends on, of a port's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxAssignment {
+    /// The queue index.
+    pub queue: u16,
+    /// Whether another worker sends on this queue too (so it is taken behind its lock).
+    pub shared: bool,
+}
+
+/// The TX queue of worker `worker` (of `workers`) on a port with `queues` TX queues (at least
+/// 1): queue `worker % queues`, shared when another worker lands on it too. With as many
+/// queues as workers, every worker has its own.
+pub fn tx_queue_of(worker: usize, workers: usize, queues: u16) -> TxAssignment {
+    let n = usize::from(queues.max(1));
+    let queue = worker % n;
+    TxAssignment {
+        queue: queue as u16,
+        // the workers on queue q are q, q + n, q + 2n, ...: more than one when q + n < workers
+        shared: queue + n < workers,
+    }
+}
+
+/// The one line said at start when port `port`'s device has fewer TX queues (`queues`) than
+/// there are workers; `None` when every worker has its own queue.
+pub fn tx_sharing_warning(port: &str, queues: u16, workers: usize) -> Option<String> {
+    (usize::from(queues) < workers).then(|| {
+        format!(
+            "flowgate: warning: port {port}: the device has {queues} TX queue{} for {workers} \
+             workers: workers share TX queues (worker w sends on queue w % {queues}, behind a \
+             lock; counted as tx_shared_bursts and tx_lock_contended)",
+            if queues == 1 { "" } else { "s" }
+        )
+    })
 }
 
 /// RX/TX descriptors per queue.
@@ -86,6 +128,9 @@ pub struct Plant {
     roles: Vec<PortRole>,
     workers: usize,
     rx_queues: Vec<u16>,
+    /// TX queues configured on every port: as many as workers, or fewer when the device has
+    /// fewer (then shared, [`tx_queue_of`]).
+    tx_queues: Vec<u16>,
 }
 
 impl Plant {
@@ -110,19 +155,33 @@ impl Plant {
                 what: "mbufs",
                 n: mbufs,
             })?;
+        // or more if the config asks (devices that keep frames of their own in the pool)
+        let mbufs = mbufs.max(app.dataplane.mbufs.unwrap_or(0));
         let pool = Mempool::new("flowgate_pool", mbufs, 256, 2048 + 128, -1)?;
 
         let mut ports = Vec::new();
+        let mut tx_queues = Vec::new();
         for p in &app.ports {
             let err = |source| PlantError::Port {
                 port: p.name.clone(),
                 source,
             };
             let id = dpdk::port_by_name(device_name(&p.device)).map_err(err)?;
+            // one TX queue per worker, or all the device has (shared by the workers)
+            let txq = nw.min(dpdk::device_limits(id).map_err(err)?.max_tx_queues);
+            if txq == 0 {
+                return Err(PlantError::NoTxQueue {
+                    port: p.name.clone(),
+                });
+            }
+            if let Some(warning) = tx_sharing_warning(&p.name, txq, workers) {
+                eprintln!("{warning}");
+            }
+            tx_queues.push(txq);
             let cfg = dpdk::PortConfig {
                 rx_desc: DESC,
                 tx_desc: DESC,
-                ..dpdk::PortConfig::new(p.rx_queues, nw, p.rx_queues > 1)
+                ..dpdk::PortConfig::new(p.rx_queues, txq, p.rx_queues > 1)
             };
             let mut port = Port::configure_with(id, cfg, pool).map_err(err)?;
             port.start().map_err(err)?;
@@ -195,10 +254,11 @@ impl Plant {
             ports,
             taps,
             names: app.ports.iter().map(|p| p.name.clone()).collect(),
-            neighbours: SharedNeighbours::default(),
+            neighbours: SharedNeighbours::default().with_static(static_neighbours(app)),
             roles,
             workers,
             rx_queues: app.ports.iter().map(|p| p.rx_queues).collect(),
+            tx_queues,
         })
     }
 
@@ -208,7 +268,9 @@ impl Plant {
     }
 
     /// The queues of worker `w`: its share of the (port, RX queue) pairs (round robin), its
-    /// own queue of every TAP, and its own TX queue on every port and TAP.
+    /// own queue of every TAP, its own TX queue on every TAP, and its TX queue on every port
+    /// ([`tx_queue_of`]: its own, or one shared with other workers where the device has fewer
+    /// queues than workers).
     pub fn queues(&self, w: usize) -> Result<Queues<'_>, PlantError> {
         let mut port_rx = Vec::new();
         let mut k = 0usize;
@@ -235,7 +297,15 @@ impl Plant {
         let port_tx = self
             .ports
             .iter()
-            .map(|p| p.tx_queue(wq))
+            .zip(&self.tx_queues)
+            .map(|(p, &n)| {
+                let a = tx_queue_of(w, self.workers, n);
+                if a.shared {
+                    p.shared_tx_queue(a.queue)
+                } else {
+                    p.tx_queue(a.queue)
+                }
+            })
             .collect::<Result<_, _>>()?;
         Ok(Queues {
             port_rx,
@@ -252,12 +322,34 @@ impl Plant {
         self.ports.iter().map(|p| p.id()).collect()
     }
 
-    /// The NIC's own counters of every port (zeros where the driver has none).
+    /// The NIC's own counters of every port (zeros where the driver has none), with the TX
+    /// sharing counters.
     pub fn nic_stats(&self) -> Vec<PortStats> {
         self.ports
             .iter()
             .map(|p| p.stats().unwrap_or_default())
             .collect()
+    }
+
+    /// [`Plant::nic_stats`] for another thread (the control thread): reads the same counters
+    /// without borrowing the plant.
+    pub fn nic_stats_reader(&self) -> impl Fn() -> Vec<PortStats> + Send + Sync + 'static {
+        let ports: Vec<(u16, TxSharing)> = self
+            .ports
+            .iter()
+            .map(|p| (p.id(), p.tx_sharing()))
+            .collect();
+        move || {
+            ports
+                .iter()
+                .map(|(id, sharing)| sharing.add_to(dpdk::port_stats(*id).unwrap_or_default()))
+                .collect()
+        }
+    }
+
+    /// The TX queues configured on each port, by port index.
+    pub fn tx_queue_counts(&self) -> &[u16] {
+        &self.tx_queues
     }
 
     /// Stop and close every port; the TAP netdevs disappear from the kernel.
@@ -277,6 +369,16 @@ impl Plant {
         }
         errors
     }
+}
+
+/// The config's static neighbours as `(port index, address, MAC)`, for the shared neighbour
+/// table the workers resolve next hops from (`docs/routing.md`).
+pub fn static_neighbours(app: &Appliance) -> Vec<(usize, std::net::IpAddr, MacAddr)> {
+    app.ports
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.neighbours.iter().map(move |&(ip, mac)| (i, ip, mac)))
+        .collect()
 }
 
 /// Mbufs the hand-over rings between workers may hold (`crate::handoff`): they exist with
@@ -339,4 +441,59 @@ fn kernel_setup(name: &str, addresses: &[String]) -> Result<(), PlantError> {
         }
     }
     ip(name, &["link", "set", "dev", name, "up"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_worker_has_its_own_tx_queue_when_there_are_enough() {
+        for w in 0..4 {
+            let a = tx_queue_of(w, 4, 4);
+            assert_eq!(a.queue, w as u16);
+            assert!(!a.shared);
+            // more queues than workers: still its own
+            assert_eq!(tx_queue_of(w, 4, 8), a);
+        }
+        assert_eq!(tx_sharing_warning("eth0", 4, 4), None);
+        assert_eq!(tx_sharing_warning("eth0", 8, 4), None);
+    }
+
+    #[test]
+    fn workers_share_tx_queues_round_robin_when_the_device_has_fewer() {
+        // one queue: everybody on queue 0, shared
+        let one: Vec<_> = (0..2).map(|w| tx_queue_of(w, 2, 1)).collect();
+        assert_eq!(
+            one,
+            vec![
+                TxAssignment {
+                    queue: 0,
+                    shared: true
+                };
+                2
+            ]
+        );
+        // three workers on two queues: 0 and 2 share queue 0, worker 1 has queue 1 alone
+        let three: Vec<_> = (0..3).map(|w| tx_queue_of(w, 3, 2)).collect();
+        assert_eq!(
+            three
+                .iter()
+                .map(|a| (a.queue, a.shared))
+                .collect::<Vec<_>>(),
+            vec![(0, true), (1, false), (0, true)]
+        );
+        // a single worker never shares, even on a one-queue device
+        assert!(!tx_queue_of(0, 1, 1).shared);
+    }
+
+    #[test]
+    fn the_sharing_warning_names_the_port_queues_and_workers() {
+        let w = tx_sharing_warning("out0", 1, 2).expect("a warning");
+        assert!(w.contains("port out0"), "{w}");
+        assert!(w.contains("1 TX queue for 2 workers"), "{w}");
+        assert!(!w.contains('\n'), "one line: {w}");
+        let w = tx_sharing_warning("eth1", 2, 3).expect("a warning");
+        assert!(w.contains("2 TX queues for 3 workers"), "{w}");
+    }
 }

@@ -387,3 +387,84 @@ fn ring_moves_tagged_mbufs_between_threads() {
     drop(small);
     assert_eq!(pool.in_use(), baseline, "dropping a ring frees its mbufs");
 }
+
+/// A TX queue shared by two threads (`Port::shared_tx_queue`): both send on the same queue of
+/// a one-queue `net_ring` behind its lock, every frame comes back, the bursts are counted, and
+/// exclusive and shared hand-outs of one queue exclude each other.
+#[test]
+fn shared_tx_queue_between_two_threads() {
+    let eal = Eal::init(&eal_args(&["--vdev=net_ring0"])).unwrap();
+    let pool = Mempool::new("shared_pool", 4095, 64, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
+    let id = port_by_name("net_ring0").unwrap();
+    let mut port = Port::configure(id, 1, 1, false, pool).unwrap();
+    assert!(
+        port.shared_tx_queue(0).is_err(),
+        "no queue before the port starts"
+    );
+    port.start().unwrap();
+
+    {
+        let exclusive = port.tx_queue(0).unwrap();
+        assert!(!exclusive.is_shared());
+        assert!(port.shared_tx_queue(0).is_err(), "held exclusively");
+    }
+    let (first, second) = (
+        port.shared_tx_queue(0).unwrap(),
+        port.shared_tx_queue(0).unwrap(),
+    );
+    assert!(first.is_shared() && second.is_shared());
+    assert!(port.tx_queue(0).is_err(), "shared holders exist");
+    assert!(port.shared_tx_queue(1).is_err(), "no such queue");
+
+    // each thread sends 20 bursts of 8 distinct frames; the ring holds all 320
+    const BURSTS: u8 = 20;
+    std::thread::scope(|s| {
+        for (t, mut q) in [(0u8, first), (1u8, second)] {
+            let pool = &pool;
+            let eal = &eal;
+            s.spawn(move || {
+                eal.register_thread().unwrap();
+                for b in 0..BURSTS {
+                    let frames: Vec<Vec<u8>> = (0..8u8)
+                        .map(|i| {
+                            let mut f = frame(i);
+                            f[0] = t;
+                            f[1] = b;
+                            f
+                        })
+                        .collect();
+                    let mut out = Burst::new();
+                    fill(pool, &mut out, &frames);
+                    assert_eq!(out.tx_or_free(&mut q), 8);
+                }
+                // an empty burst is not sent, not counted
+                assert_eq!(Burst::new().tx(&mut q), 0);
+                drop(q);
+                eal.unregister_thread();
+            });
+        }
+    });
+    let mut rxq = port.rx_queue(0).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut burst = Burst::new();
+    while burst.rx(&mut rxq) > 0 {
+        for p in burst.iter() {
+            assert!(seen.insert((p[0], p[1], p.to_vec())), "a frame sent twice");
+        }
+        burst.clear();
+    }
+    assert_eq!(
+        seen.len(),
+        2 * 8 * usize::from(BURSTS),
+        "every frame came back"
+    );
+    let stats = port.stats().unwrap();
+    assert_eq!(stats.tx_shared_bursts, 2 * u64::from(BURSTS));
+    assert!(stats.tx_lock_contended <= stats.tx_shared_bursts);
+    assert_eq!(port.tx_sharing().counts().0, 2 * u64::from(BURSTS));
+    // every shared holder gone: the queue can be taken exclusively again
+    drop(rxq);
+    let q = port.tx_queue(0).unwrap();
+    drop(q);
+    port.close().unwrap();
+}

@@ -102,6 +102,10 @@ pub struct Dataplane {
     pub default_flow: DefaultPolicy,
     /// The verdict when no outflow decides.
     pub default_outflow: DefaultPolicy,
+    /// Mbufs in the packet pool, at least; `None`: what the ports, queues and workers need.
+    /// More is for devices that keep frames of their own in the pool (`net_pcap` with
+    /// `infinite_rx` holds a copy of every frame of its file).
+    pub mbufs: Option<u32>,
 }
 
 /// The verdict of a list when no flow decides.
@@ -139,6 +143,10 @@ pub struct Port {
     /// Inline (bump-in-the-wire) mode: permitted packets from this port leave through the
     /// peer port (after the outflows) instead of going to the kernel. Index into `ports`.
     pub peer: Option<usize>,
+    /// Static neighbours on this port (`neighbours = { "10.0.0.2" = "02:00:00:00:00:02" }`):
+    /// next hops whose MAC is known without ARP / neighbour discovery, never expiring; each
+    /// on a subnet of the port's addresses.
+    pub neighbours: Vec<(IpAddr, MacAddr)>,
 }
 
 /// What a port is in DPDK: a PCI device or a virtual device.

@@ -41,6 +41,8 @@ pub(crate) struct RawDataplane {
     pub default_flow: DefaultPolicy,
     #[serde(default)]
     pub default_outflow: DefaultPolicy,
+    #[serde(default)]
+    pub mbufs: Option<u64>,
 }
 
 impl Default for RawDataplane {
@@ -51,6 +53,7 @@ impl Default for RawDataplane {
             burst: default_burst(),
             default_flow: DefaultPolicy::default(),
             default_outflow: DefaultPolicy::default(),
+            mbufs: None,
         }
     }
 }
@@ -100,6 +103,32 @@ pub(crate) struct RawPort {
     pub mac: Option<String>,
     #[serde(default)]
     pub peer: Option<String>,
+    #[serde(default)]
+    pub neighbours: RawNeighbours,
+}
+
+/// A port's static neighbours, in file order: address key to MAC string.
+#[derive(Debug, Default)]
+pub(crate) struct RawNeighbours(pub Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for RawNeighbours {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NeighboursVisitor;
+        impl<'de> Visitor<'de> for NeighboursVisitor {
+            type Value = RawNeighbours;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of static neighbours: \"address\" = \"MAC\"")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawNeighbours, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    entries.push((key, map.next_value::<String>()?));
+                }
+                Ok(RawNeighbours(entries))
+            }
+        }
+        deserializer.deserialize_map(NeighboursVisitor)
+    }
 }
 
 fn one_u16() -> u16 {

@@ -203,14 +203,28 @@ fn dataplane(cx: &mut Cx<'_>, raw: super::raw::RawDataplane, cpus: usize) -> Dat
             32
         }
     };
+    let mbufs = raw.mbufs.and_then(|n| match u32::try_from(n) {
+        Ok(m) if (1024..=MAX_MBUFS).contains(&m) => Some(m),
+        _ => {
+            cx.err(
+                &path.key("mbufs"),
+                format!("mbufs {n} is out of range: expected 1024..={MAX_MBUFS}"),
+            );
+            None
+        }
+    });
     Dataplane {
         workers: raw.workers,
         eal: raw.eal,
         burst,
+        mbufs,
         default_flow: raw.default_flow,
         default_outflow: raw.default_outflow,
     }
 }
+
+/// Most mbufs `[dataplane] mbufs` may ask for (a pool of 2^24 - 1 mbufs is about 37 GB).
+const MAX_MBUFS: u32 = (1 << 24) - 1;
 
 fn control(cx: &mut Cx<'_>, raw: super::raw::RawControl) -> Control {
     let path = KeyPath::root().key("control");
@@ -326,6 +340,8 @@ fn ports(cx: &mut Cx<'_>, raw: &[RawPort]) -> Vec<Port> {
                 None
             }
         });
+        let addresses_known = addresses.len() == p.addresses.len();
+        let neighbours = neighbours(cx, &path, p, &addresses, addresses_known);
         ports.push(Port {
             name: p.name.clone(),
             device,
@@ -334,6 +350,7 @@ fn ports(cx: &mut Cx<'_>, raw: &[RawPort]) -> Vec<Port> {
             kernel: p.kernel,
             mac,
             peer: None,
+            neighbours,
         });
     }
     // Peers name other ports: resolve once every name is known.
@@ -354,6 +371,67 @@ fn ports(cx: &mut Cx<'_>, raw: &[RawPort]) -> Vec<Port> {
         }
     }
     ports
+}
+
+/// A port's static neighbours: each an address on one of the port's subnets (not one of its
+/// own addresses), once, with a unicast MAC. With `addresses_known` false (one of the port's
+/// addresses was refused), the subnet check is left out.
+fn neighbours(
+    cx: &mut Cx<'_>,
+    path: &KeyPath,
+    p: &RawPort,
+    addresses: &[InterfaceAddress],
+    addresses_known: bool,
+) -> Vec<(IpAddr, MacAddr)> {
+    let mut out: Vec<(IpAddr, MacAddr, KeyPath)> = Vec::new();
+    for (key, mac) in &p.neighbours.0 {
+        let npath = path.key("neighbours").key(key);
+        let ip = match key.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                cx.err_key(
+                    &npath,
+                    format!("`{key}` is not a neighbour address: expected an IPv4 or IPv6 address"),
+                );
+                continue;
+            }
+        };
+        let mac = match parse_mac(mac) {
+            Ok(m) => m,
+            Err(e) => {
+                cx.err(&npath, e);
+                continue;
+            }
+        };
+        if addresses.iter().any(|a| a.addr == ip) {
+            cx.err_key(
+                &npath,
+                format!("{ip} is an address of port `{}` itself", p.name),
+            );
+            continue;
+        }
+        if addresses_known && !addresses.iter().any(|a| a.subnet().contains(ip)) {
+            cx.err_key(
+                &npath,
+                format!(
+                    "neighbour {ip} is not on a subnet of port `{}`: give the port an address \
+                     on its subnet",
+                    p.name
+                ),
+            );
+            continue;
+        }
+        if let Some((_, _, first)) = out.iter().find(|(o, _, _)| *o == ip) {
+            let line = cx.line(first);
+            cx.err_key(
+                &npath,
+                format!("neighbour {ip} is already given at line {line}"),
+            );
+            continue;
+        }
+        out.push((ip, mac, npath));
+    }
+    out.into_iter().map(|(ip, mac, _)| (ip, mac)).collect()
 }
 
 fn is_hex(s: &str, n: usize) -> bool {

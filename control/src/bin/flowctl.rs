@@ -361,6 +361,12 @@ fn render_stats(s: &StatsReply) {
                 "  nic: ipackets={} opackets={} ibytes={} obytes={} imissed={} ierrors={} oerrors={} rx_nombuf={}",
                 n.ipackets, n.opackets, n.ibytes, n.obytes, n.imissed, n.ierrors, n.oerrors, n.rx_nombuf
             );
+            if n.tx_shared_bursts > 0 {
+                println!(
+                    "  tx queue shared by workers: bursts={} lock_contended={}",
+                    n.tx_shared_bursts, n.tx_lock_contended
+                );
+            }
         }
     }
     let drops: Vec<String> = s

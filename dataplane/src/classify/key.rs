@@ -1,6 +1,11 @@
 //! The classifier's input: a compact, copyable packet key, and its engine lanes.
 
+use std::net::IpAddr;
+
+use flowgate_config::flows::L4;
+
 use super::engine::LANES;
+use crate::wire::IpFacts;
 
 /// Engine lane numbers: which key field each lane holds.
 pub mod lane {
@@ -52,6 +57,33 @@ pub struct Key {
 }
 
 impl Key {
+    /// The key of a parsed IP packet arriving on (or leaving by) interface `iface`.
+    #[inline]
+    pub fn from_facts(f: &IpFacts, iface: u16) -> Key {
+        let (l4, sport, dport, icmptype) = match f.l4 {
+            L4::Ports { sport, dport } => (L4Kind::Ports, sport, dport, 0),
+            L4::Icmp { icmptype } => (L4Kind::Icmp, 0, 0, icmptype),
+            L4::Fragment | L4::Other => (L4Kind::None, 0, 0, 0),
+        };
+        let (src, dst, v6) = match (f.src, f.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                (u128::from(u32::from(s)), u128::from(u32::from(d)), false)
+            }
+            (s, d) => (addr_u128(s), addr_u128(d), true),
+        };
+        Key {
+            src,
+            dst,
+            iface,
+            sport,
+            dport,
+            proto: f.proto,
+            icmptype,
+            v6,
+            l4,
+        }
+    }
+
     /// An IPv4 key.
     #[allow(clippy::too_many_arguments)]
     pub fn v4(
@@ -120,5 +152,110 @@ impl Key {
             u128::from(self.l4_lane()),
             0,
         ]
+    }
+}
+
+/// An address in key form: an IPv4 address is its `u32` value, zero-extended.
+#[inline]
+pub fn addr_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{frame, FrameSpec};
+    use crate::wire::{self, Frame};
+    use flowgate_config::flows::{parse, parse_packet_line, Action};
+
+    /// The key the worker builds from real bytes equals the key `classify` builds from the
+    /// equivalent packet line: the dataplane and `flowgate classify` decide alike.
+    #[test]
+    fn key_from_frame_equals_key_from_packet_line() {
+        let file = parse("flow a permit match iface eth0 proto tcp dstport 22")
+            .expect("ok")
+            .file;
+        let c = crate::classify::Classifier::new(file.flows(), &Action::Deny).expect("compiles");
+        let cases = [
+            (
+                "10.0.0.1",
+                "10.0.0.2",
+                6,
+                1234,
+                22,
+                "proto=tcp sport=1234 dport=22",
+                false,
+            ),
+            (
+                "10.0.0.1",
+                "10.0.0.2",
+                17,
+                53,
+                53,
+                "proto=udp sport=53 dport=53",
+                false,
+            ),
+            (
+                "10.0.0.1",
+                "10.0.0.2",
+                1,
+                8,
+                0,
+                "proto=icmp icmptype=8",
+                false,
+            ),
+            ("10.0.0.1", "10.0.0.2", 47, 0, 0, "proto=47", false),
+            ("10.0.0.1", "10.0.0.2", 6, 1, 2, "proto=tcp frag=1", true),
+            (
+                "2001:db8::1",
+                "2001:db8::2",
+                58,
+                128,
+                0,
+                "proto=icmp icmptype=128",
+                false,
+            ),
+            (
+                "2001:db8::1",
+                "2001:db8::2",
+                6,
+                9,
+                22,
+                "proto=tcp sport=9 dport=22",
+                false,
+            ),
+            (
+                "2001:db8::1",
+                "2001:db8::2",
+                17,
+                9,
+                22,
+                "proto=udp frag=1",
+                true,
+            ),
+        ];
+        for (s, d, proto, sp, dp, line, frag) in cases {
+            let mut spec = FrameSpec::new(
+                s.parse().expect("addr"),
+                d.parse().expect("addr"),
+                proto,
+                sp,
+                dp,
+            );
+            spec.non_first_fragment = frag;
+            let Frame::Ip(facts) = wire::parse(&frame(&spec)) else {
+                panic!("{line}: not IP");
+            };
+            let pkt = parse_packet_line(&format!("iface=eth0 src={s} dst={d} {line}"))
+                .expect("packet line");
+            assert_eq!(
+                Key::from_facts(&facts, c.iface_id("eth0")),
+                c.key(&pkt),
+                "{line}"
+            );
+        }
     }
 }

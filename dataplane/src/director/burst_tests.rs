@@ -14,8 +14,8 @@ use flowgate_config::appliance::{
 use super::conntrack::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use super::*;
 use crate::build::{frame, FrameSpec};
+use crate::classify::Key;
 use crate::wire::{parse, Frame, IpFacts};
-use crate::worker::key_of;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 100);
 
@@ -214,8 +214,8 @@ fn differential(d: Director, seed: u64, rounds: usize, capacity: usize) -> Direc
                     }
                     for stage in [Prefetch::Slot, Prefetch::Conn] {
                         for x in &fs {
-                            w.prefetch_key(stage, &key_of(x, 0));
-                            w.prefetch_reply_key(&st, stage, &key_of(x, 0));
+                            w.prefetch_key(stage, &Key::from_facts(x, 0));
+                            w.prefetch_reply_key(&st, stage, &Key::from_facts(x, 0));
                         }
                     }
                     for ((f, x), v) in out.iter_mut().zip(&fs).zip(&mut verdicts) {
@@ -349,7 +349,7 @@ fn key_hashes_equal_facts_hashes() {
         for _ in 0..500 {
             let f = client_packet(&mut r);
             let x = facts(&f);
-            let k = key_of(&x, 3);
+            let k = Key::from_facts(&x, 3);
             assert_eq!(w.forward_hash_key(&k), w.forward_hash(&x), "{x:?}");
             assert_eq!(w.reply_hash_key(st, &k), w.reply_hash(st, &x), "{x:?}");
             some += usize::from(w.forward_hash(&x).is_some());

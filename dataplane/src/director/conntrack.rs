@@ -33,10 +33,8 @@ use super::hash::{hash2, split, Seed};
 use super::schedule::ServerLoad;
 use crate::dpdk::prefetch;
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+/// The TCP flags the state machine follows (wire's, under the names the tracker reads).
+pub use crate::wire::tcp::flags::{ACK as TCP_ACK, FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN};
 
 /// Proto value of persistence templates (no real connection uses IP protocol 0 here).
 pub const PROTO_TEMPLATE: u8 = 0;

@@ -25,29 +25,20 @@
 //!   so the outer address change counts), as IPVS does. It is verified first: an error whose
 //!   checksum is wrong is not translated (it goes on to the flows as it came).
 
+use std::net::IpAddr;
+
+use flowgate_config::appliance::MacAddr;
 use flowgate_config::flows::{Family, L4};
 
-use super::rewrite::{csum_replace, End, RewriteError};
-use crate::build::ones_sum;
-use crate::wire::{self, field, IpFacts};
+use super::rewrite::{replace_address, rewrite_ports, End, RewriteError};
+use super::state::addr16;
+use super::worker::ip_of;
+use crate::wire::{self, checksum, icmpv4, icmpv6, ipv4, ipv6, proto, IpFacts};
+use crate::wire::{EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, PortsHeader};
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const PROTO_ICMPV6: u8 = 58;
-/// The ICMP header in front of the quoted packet: type, code, checksum, 4 more bytes.
-const ICMP_HDR: usize = 8;
-const ICMP_CSUM: usize = 2;
-/// Bytes of the quoted TCP/UDP header required: the ports (and UDP's checksum), the 8 bytes
-/// every ICMP error carries.
-const QUOTED_L4: usize = 8;
-const TCP_CSUM: usize = 16;
-const UDP_CSUM: usize = 6;
-const IPV4_MF: u16 = 0x2000;
-
-const EXT_HOP_BY_HOP: u8 = 0;
-const EXT_ROUTING: u8 = 43;
-const EXT_FRAGMENT: u8 = 44;
-const EXT_DEST_OPTS: u8 = 60;
+/// The ICMP header in front of the quoted packet: type, code, checksum, 4 more bytes (the
+/// same 8 in ICMPv6).
+const ICMP_HDR: usize = icmpv4::field::HEADER_LEN;
 
 /// The ICMP (ICMPv6 for IPv6) types that are errors about a packet: IPv4 destination
 /// unreachable (3), source quench (4), time exceeded (11), parameter problem (12); ICMPv6
@@ -55,8 +46,8 @@ const EXT_DEST_OPTS: u8 = 60;
 #[inline]
 pub fn is_error(family: Family, icmptype: u8) -> bool {
     match family {
-        Family::V4 => matches!(icmptype, 3 | 4 | 11 | 12),
-        Family::V6 => matches!(icmptype, 1..=4),
+        Family::V4 => icmpv4::is_error(icmptype),
+        Family::V6 => icmpv6::is_error(icmptype),
     }
 }
 
@@ -79,35 +70,33 @@ pub struct Embedded {
     pub end: usize,
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
 /// Where the outer packet ends: its IP length, within the frame. `None` for an IPv4 first
 /// fragment (the message is not all here) or an IPv6 packet with extension headers (not
 /// handled: ICMPv6 errors carry none in practice).
 fn outer_end(frame: &[u8], facts: &IpFacts) -> Option<usize> {
     let l3 = facts.l3_offset;
-    let end = match facts.family {
+    let ip = frame.get(l3..)?;
+    let len = match facts.family {
         Family::V4 => {
-            if be16(frame, l3 + field::IPV4_FRAG)? & IPV4_MF != 0 {
+            let p = Ipv4Packet::new_checked(ip).ok()?;
+            if p.more_frags() {
                 return None;
             }
-            l3 + wire::ip_len(frame, l3, Family::V4)?
+            usize::from(p.total_len())
         }
         Family::V6 => {
-            if facts.l4_offset != l3 + field::IPV6_HDR {
+            if facts.l4_offset != l3 + ipv6::field::HEADER_LEN {
                 return None;
             }
-            l3 + wire::ip_len(frame, l3, Family::V6)?
+            Ipv6Packet::new_checked(ip).ok()?.total_len()
         }
     };
-    (end <= frame.len()).then_some(end)
+    Some(l3 + len)
 }
 
 /// The TCP/UDP packet quoted by the ICMP error `frame` (parsed as `facts`), or `None` when
 /// it is no ICMP error, or quotes something else (another protocol, a non-first fragment), or
-/// anything is cut short.
+/// anything is cut short. The quote is read by `wire::parse_quote`, as a packet is.
 pub fn embedded(frame: &[u8], facts: &IpFacts) -> Option<Embedded> {
     let L4::Icmp { icmptype } = facts.l4 else {
         return None;
@@ -117,128 +106,37 @@ pub fn embedded(frame: &[u8], facts: &IpFacts) -> Option<Embedded> {
     }
     let end = outer_end(frame, facts)?;
     let l3 = facts.l4_offset + ICMP_HDR;
-    let ip = frame.get(l3..end)?;
-    let first = *ip.first()?;
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    let (proto, hdr) = match facts.family {
-        Family::V4 => {
-            let ihl = usize::from(first & 0x0f) * 4;
-            if first >> 4 != 4 || ihl < field::IPV4_MIN_HDR || ip.len() < ihl {
-                return None;
-            }
-            if be16(ip, field::IPV4_FRAG)? & field::IPV4_FRAG_OFFSET_MASK != 0 {
-                return None;
-            }
-            src[10] = 0xff;
-            src[11] = 0xff;
-            dst[10] = 0xff;
-            dst[11] = 0xff;
-            src[12..].copy_from_slice(ip.get(field::IPV4_SRC..field::IPV4_SRC + 4)?);
-            dst[12..].copy_from_slice(ip.get(field::IPV4_DST..field::IPV4_DST + 4)?);
-            (ip[field::IPV4_PROTO], ihl)
-        }
-        Family::V6 => {
-            if first >> 4 != 6 || ip.len() < field::IPV6_HDR {
-                return None;
-            }
-            src.copy_from_slice(ip.get(field::IPV6_SRC..field::IPV6_SRC + 16)?);
-            dst.copy_from_slice(ip.get(field::IPV6_DST..field::IPV6_DST + 16)?);
-            let mut next = ip[field::IPV6_NEXT_HDR];
-            let mut off = field::IPV6_HDR;
-            for _ in 0..field::MAX_IPV6_EXT {
-                let len = match next {
-                    EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS => {
-                        (usize::from(*ip.get(off + 1)?) + 1) * 8
-                    }
-                    EXT_FRAGMENT => {
-                        if be16(ip, off + 2)? >> 3 != 0 {
-                            return None;
-                        }
-                        8
-                    }
-                    _ => break,
-                };
-                next = *ip.get(off)?;
-                off += len;
-            }
-            (next, off)
-        }
-    };
-    if proto != PROTO_TCP && proto != PROTO_UDP {
+    let quoted = wire::parse_quote(frame.get(l3..end)?, facts.family).ok()?;
+    if quoted.proto != proto::TCP && quoted.proto != proto::UDP {
         return None;
     }
-    let l4 = ip.get(hdr..hdr + QUOTED_L4)?;
+    let L4::Ports { sport, dport } = quoted.l4 else {
+        return None;
+    };
     Some(Embedded {
         family: facts.family,
-        proto,
-        src,
-        sport: u16::from_be_bytes([l4[0], l4[1]]),
-        dst,
-        dport: u16::from_be_bytes([l4[2], l4[3]]),
+        proto: quoted.proto,
+        src: addr16(quoted.src),
+        sport,
+        dst: addr16(quoted.dst),
+        dport,
         l3,
-        l4: l3 + hdr,
+        l4: l3 + quoted.l4_offset,
         end,
     })
-}
-
-/// The address bytes of `a` (16-byte form) for `family`.
-fn addr_bytes(a: &[u8; 16], family: Family) -> &[u8] {
-    match family {
-        Family::V4 => &a[12..],
-        Family::V6 => &a[..],
-    }
-}
-
-fn addr_at(l3: usize, family: Family, end: End) -> usize {
-    l3 + match (family, end) {
-        (Family::V4, End::Src) => field::IPV4_SRC,
-        (Family::V4, End::Dst) => field::IPV4_DST,
-        (Family::V6, End::Src) => field::IPV6_SRC,
-        (Family::V6, End::Dst) => field::IPV6_DST,
-    }
-}
-
-/// Replace the address at `at` by `new` (4 or 16 bytes), updating the IPv4 header checksum at
-/// `ip_csum` when given; returns the old bytes.
-fn replace_addr(
-    frame: &mut [u8],
-    at: usize,
-    new: &[u8],
-    ip_csum: Option<usize>,
-) -> Result<[u8; 16], RewriteError> {
-    let mut old = [0u8; 16];
-    let cur = frame
-        .get_mut(at..at + new.len())
-        .ok_or(RewriteError::Truncated)?;
-    old[..new.len()].copy_from_slice(cur);
-    cur.copy_from_slice(new);
-    if let Some(c) = ip_csum {
-        let b = frame.get_mut(c..c + 2).ok_or(RewriteError::Truncated)?;
-        let h = csum_replace(u16::from_be_bytes([b[0], b[1]]), &old[..new.len()], new);
-        b.copy_from_slice(&h.to_be_bytes());
-    }
-    Ok(old)
 }
 
 /// The folded one's-complement sum of the ICMP message `frame[l4..end]` as it stands (ICMPv6:
 /// with the pseudo-header of the outer addresses): 0xffff when its checksum is right.
 fn icmp_sum(frame: &[u8], facts: &IpFacts, end: usize) -> Option<u32> {
-    let l4 = facts.l4_offset;
-    let msg = frame.get(l4..end)?;
-    let base = match facts.family {
-        Family::V4 => 0,
+    let msg = frame.get(facts.l4_offset..end)?;
+    Some(match facts.family {
+        Family::V4 => checksum::ones_sum(0, msg),
         Family::V6 => {
-            let l3 = facts.l3_offset;
-            let addrs = frame.get(l3 + field::IPV6_SRC..l3 + field::IPV6_DST + 16)?;
-            let len = u32::try_from(msg.len()).ok()?;
-            let mut tail = [0u8; 8];
-            tail[..4].copy_from_slice(&len.to_be_bytes());
-            tail[7] = PROTO_ICMPV6;
-            ones_sum(ones_sum(0, addrs), &tail)
+            let ip = Ipv6Packet::new_checked_header(frame.get(facts.l3_offset..)?).ok()?;
+            icmpv6::message_sum(&ip.src_addr(), &ip.dst_addr(), msg)
         }
-    };
-    Some(ones_sum(base, msg))
+    })
 }
 
 /// The ICMP message's checksum verifies.
@@ -246,10 +144,19 @@ pub fn checksum_ok(frame: &[u8], facts: &IpFacts, emb: &Embedded) -> bool {
     icmp_sum(frame, facts, emb.end) == Some(0xffff)
 }
 
+/// The IP header of `family` at the start of `ip` is whole.
+fn header_ok(ip: &[u8], family: Family) -> bool {
+    match family {
+        Family::V4 => Ipv4Packet::new_checked_header(ip).is_ok(),
+        Family::V6 => Ipv6Packet::new_checked_header(ip).is_ok(),
+    }
+}
+
 /// Translate the ICMP error `frame` quoting `emb`: the quoted packet's `inner` end becomes
 /// `addr:port` (16-byte form, of the packet's family); when `outer` is given, that end of the
 /// outer header becomes its address. Checksums as the module says. The caller checked
-/// [`checksum_ok`] first.
+/// [`checksum_ok`] first. Every header is checked before anything is written: on error the
+/// frame is unchanged.
 pub fn translate(
     frame: &mut [u8],
     facts: &IpFacts,
@@ -263,61 +170,48 @@ pub fn translate(
     if facts.family != family {
         return Err(RewriteError::FamilyMismatch);
     }
-    let v4 = family == Family::V4;
-    let new = addr_bytes(addr, family);
+    let (l3, l4) = (facts.l3_offset, facts.l4_offset);
+    let in_order = l3 <= l4
+        && l4 + ICMP_HDR <= emb.l3
+        && emb.l3 <= emb.l4
+        && emb.l4 <= emb.end
+        && emb.end <= frame.len();
+    if !in_order {
+        return Err(RewriteError::Truncated);
+    }
+    let (head, quote) = frame.split_at_mut(emb.l3);
+    let (quoted_ip, quoted_l4) = quote[..emb.end - emb.l3].split_at_mut(emb.l4 - emb.l3);
+    let mut ports =
+        PortsHeader::new_checked(quoted_l4, emb.proto).map_err(|_| RewriteError::Truncated)?;
+    if !header_ok(quoted_ip, family) || !header_ok(&head[l3..], family) {
+        return Err(RewriteError::Truncated);
+    }
 
     // the quoted header: address (and its IPv4 header checksum), port, L4 checksum
-    let at = addr_at(emb.l3, family, inner);
-    let old = replace_addr(frame, at, new, v4.then_some(emb.l3 + field::IPV4_CSUM))?;
-    let port_at = emb.l4
-        + match inner {
-            End::Src => 0,
-            End::Dst => 2,
-        };
-    let oldp = frame
-        .get_mut(port_at..port_at + 2)
-        .ok_or(RewriteError::Truncated)?;
-    let oldp_b = [oldp[0], oldp[1]];
-    oldp.copy_from_slice(&port.to_be_bytes());
-    let csum_at = emb.l4
-        + match emb.proto {
-            PROTO_TCP => TCP_CSUM,
-            _ => UDP_CSUM,
-        };
-    if let Some(b) = frame.get_mut(csum_at..(csum_at + 2).min(emb.end)) {
-        if b.len() == 2 {
-            let c = u16::from_be_bytes([b[0], b[1]]);
-            let none = emb.proto == PROTO_UDP && v4 && c == 0;
-            if !none {
-                let mut c = csum_replace(c, &old[..new.len()], new);
-                c = csum_replace(c, &oldp_b, &port.to_be_bytes());
-                if emb.proto == PROTO_UDP && c == 0 {
-                    c = 0xffff;
-                }
-                b.copy_from_slice(&c.to_be_bytes());
-            }
-        }
-    }
+    let change = replace_address(quoted_ip, family, inner, ip_of(addr, family))?;
+    rewrite_ports(&mut ports, family, inner, &change, Some(port));
 
     // the outer header
     if let Some((end, a)) = outer {
-        let at = addr_at(facts.l3_offset, family, end);
-        replace_addr(
-            frame,
-            at,
-            addr_bytes(a, family),
-            v4.then_some(facts.l3_offset + field::IPV4_CSUM),
-        )?;
+        replace_address(&mut head[l3..], family, end, ip_of(a, family))?;
     }
 
     // the ICMP checksum, over the message as it is now
-    let c_at = facts.l4_offset + ICMP_CSUM;
-    frame
-        .get_mut(c_at..c_at + 2)
-        .ok_or(RewriteError::Truncated)?
-        .fill(0);
-    let sum = icmp_sum(frame, facts, emb.end).ok_or(RewriteError::Truncated)?;
-    frame[c_at..c_at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    match family {
+        Family::V4 => {
+            Icmpv4Packet::new_checked(&mut frame[l4..emb.end])
+                .map_err(|_| RewriteError::Truncated)?
+                .fill_checksum();
+        }
+        Family::V6 => {
+            let ip = Ipv6Packet::new_checked_header(&frame[l3..])
+                .map_err(|_| RewriteError::Truncated)?;
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            Icmpv6Packet::new_checked(&mut frame[l4..emb.end])
+                .map_err(|_| RewriteError::Truncated)?
+                .fill_checksum(&src, &dst);
+        }
+    }
     Ok(())
 }
 
@@ -325,8 +219,8 @@ pub fn translate(
 /// ICMP header): the headroom [`too_big`] needs.
 pub fn too_big_overhead(family: Family) -> usize {
     match family {
-        Family::V4 => field::IPV4_MIN_HDR + ICMP_HDR,
-        Family::V6 => field::IPV6_HDR + ICMP_HDR,
+        Family::V4 => ipv4::field::MIN_HEADER_LEN + ICMP_HDR,
+        Family::V6 => ipv6::field::HEADER_LEN + ICMP_HDR,
     }
 }
 
@@ -335,6 +229,8 @@ pub fn too_big_overhead(family: Family) -> usize {
 const ERROR_MAX_V4: usize = 576;
 const ERROR_MAX_V6: usize = 1280;
 const TOO_BIG_TTL: u8 = 64;
+/// The IPv4 class of service of the error: internetwork control, as Linux's ICMP errors.
+const TOO_BIG_TOS: u8 = 0xc0;
 
 /// Turn the frame lying at `buf[over..]` (`over` = [`too_big_overhead`] of its family; its IP
 /// header at `l3` from the frame's start) into the ICMP error that tells its sender it does
@@ -342,7 +238,7 @@ const TOO_BIG_TTL: u8 = 64;
 /// announcing `mtu`, from the packet's destination to its source, quoting the packet's start
 /// (as much as the error's size limit allows). The Ethernet header (VLAN tags kept) moves to
 /// the front, addressed back to the frame's sender from `mac`. Returns the error frame's
-/// length from `buf[0]`: the caller trims the rest.
+/// length from `buf[0]`: the caller trims the rest. On error `buf` is unchanged.
 pub fn too_big(
     buf: &mut [u8],
     l3: usize,
@@ -355,83 +251,82 @@ pub fn too_big(
         .len()
         .checked_sub(over)
         .ok_or(RewriteError::NoHeadroom)?;
-    if l3 < 14 || l3 + field::IPV4_MIN_HDR > frame_len {
+    if l3 < wire::ethernet::field::HEADER_LEN || l3 + ipv4::field::MIN_HEADER_LEN > frame_len {
         return Err(RewriteError::Truncated);
     }
-    // the Ethernet header to the front: the new IP header and ICMP header then sit between
-    // it and the quoted packet, which stays where it is
-    buf.copy_within(over..over + l3, 0);
-    // back to the sender (its source MAC), from `mac`
-    buf.copy_within(6..12, 0);
-    buf[6..12].copy_from_slice(&mac);
     let quoted_at = l3 + over;
-    // the quoted packet's own length (not the Ethernet padding after it)
-    let packet_len = wire::ip_len(buf, quoted_at, family).ok_or(RewriteError::Truncated)?;
-    let quoted_avail = (frame_len - l3).min(packet_len);
-    let (ip_len, max) = match family {
-        Family::V4 => (field::IPV4_MIN_HDR, ERROR_MAX_V4),
-        Family::V6 => (field::IPV6_HDR, ERROR_MAX_V6),
+    let quoted = &buf[quoted_at..];
+    // the error goes from the packet's destination back to its source; the quote stops at
+    // the packet's own length (not the Ethernet padding after it)
+    let truncated = |_| RewriteError::Truncated;
+    let (from, to, packet_len, ip_len, max) = match family {
+        Family::V4 => {
+            let p = Ipv4Packet::new_checked_header(quoted).map_err(truncated)?;
+            (
+                IpAddr::V4(p.dst_addr()),
+                IpAddr::V4(p.src_addr()),
+                usize::from(p.total_len()),
+                ipv4::field::MIN_HEADER_LEN,
+                ERROR_MAX_V4,
+            )
+        }
+        Family::V6 => {
+            let p = Ipv6Packet::new_checked_header(quoted).map_err(truncated)?;
+            (
+                IpAddr::V6(p.dst_addr()),
+                IpAddr::V6(p.src_addr()),
+                p.total_len(),
+                ipv6::field::HEADER_LEN,
+                ERROR_MAX_V6,
+            )
+        }
     };
+    let quoted_avail = (frame_len - l3).min(packet_len);
     let quote = quoted_avail.min(max - ip_len - ICMP_HDR);
     let icmp_len = ICMP_HDR + quote;
     let icmp_at = l3 + ip_len;
-    match family {
-        Family::V4 => {
-            let (mut src, mut dst) = ([0u8; 4], [0u8; 4]);
-            src.copy_from_slice(&buf[quoted_at + field::IPV4_DST..quoted_at + field::IPV4_DST + 4]);
-            dst.copy_from_slice(&buf[quoted_at + field::IPV4_SRC..quoted_at + field::IPV4_SRC + 4]);
-            let h = &mut buf[l3..l3 + ip_len];
-            h.fill(0);
-            h[0] = 0x45;
-            h[1] = 0xc0; // internetwork control, as Linux's ICMP errors
-            h[2..4].copy_from_slice(&((ip_len + icmp_len) as u16).to_be_bytes());
-            h[field::IPV4_TTL] = TOO_BIG_TTL;
-            h[field::IPV4_PROTO] = 1;
-            h[field::IPV4_SRC..field::IPV4_SRC + 4].copy_from_slice(&src);
-            h[field::IPV4_DST..field::IPV4_DST + 4].copy_from_slice(&dst);
-            let c = !(ones_sum(0, h) as u16);
-            h[field::IPV4_CSUM..field::IPV4_CSUM + 2].copy_from_slice(&c.to_be_bytes());
-            let m = &mut buf[icmp_at..icmp_at + ICMP_HDR];
-            m.fill(0);
-            m[0] = 3;
-            m[1] = 4;
-            m[6..8].copy_from_slice(&(mtu.min(0xffff) as u16).to_be_bytes());
-            let c = !(ones_sum(0, &buf[icmp_at..icmp_at + icmp_len]) as u16);
-            buf[icmp_at + ICMP_CSUM..icmp_at + ICMP_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+
+    // the Ethernet header to the front: the new IP header and ICMP header then sit between
+    // it and the quoted packet, which stays where it is; back to the sender, from `mac`
+    buf.copy_within(over..over + l3, 0);
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..l3]);
+    let sender = eth.src_addr();
+    eth.set_dst_addr(sender);
+    eth.set_src_addr(MacAddr(mac));
+    buf[l3..icmp_at].fill(0);
+    match (from, to) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let mut h = Ipv4Packet::new_unchecked(&mut buf[l3..icmp_at]);
+            h.set_version_header_len(ip_len);
+            h.set_dscp_ecn(TOO_BIG_TOS);
+            h.set_total_len((ip_len + icmp_len) as u16);
+            h.set_ttl(TOO_BIG_TTL);
+            h.set_protocol(proto::ICMP);
+            h.set_src_addr(src);
+            h.set_dst_addr(dst);
+            h.fill_checksum();
+            let mut m = Icmpv4Packet::new_unchecked(&mut buf[icmp_at..icmp_at + icmp_len]);
+            m.set_msg_type(icmpv4::msg::DST_UNREACHABLE);
+            m.set_msg_code(icmpv4::msg::CODE_FRAG_NEEDED);
+            m.clear_rest();
+            m.set_next_hop_mtu(mtu.min(0xffff) as u16);
+            m.fill_checksum();
         }
-        Family::V6 => {
-            if quoted_avail < field::IPV6_HDR {
-                return Err(RewriteError::Truncated);
-            }
-            let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
-            src.copy_from_slice(
-                &buf[quoted_at + field::IPV6_DST..quoted_at + field::IPV6_DST + 16],
-            );
-            dst.copy_from_slice(
-                &buf[quoted_at + field::IPV6_SRC..quoted_at + field::IPV6_SRC + 16],
-            );
-            let h = &mut buf[l3..l3 + ip_len];
-            h.fill(0);
-            h[0] = 0x60;
-            h[field::IPV6_PAYLOAD_LEN..field::IPV6_PAYLOAD_LEN + 2]
-                .copy_from_slice(&(icmp_len as u16).to_be_bytes());
-            h[field::IPV6_NEXT_HDR] = PROTO_ICMPV6;
-            h[field::IPV6_HOP_LIMIT] = TOO_BIG_TTL;
-            h[field::IPV6_SRC..field::IPV6_SRC + 16].copy_from_slice(&src);
-            h[field::IPV6_DST..field::IPV6_DST + 16].copy_from_slice(&dst);
-            let m = &mut buf[icmp_at..icmp_at + ICMP_HDR];
-            m.fill(0);
-            m[0] = 2;
-            m[4..8].copy_from_slice(&mtu.to_be_bytes());
-            let mut pseudo = [0u8; 40];
-            pseudo[..16].copy_from_slice(&src);
-            pseudo[16..32].copy_from_slice(&dst);
-            pseudo[32..36].copy_from_slice(&(icmp_len as u32).to_be_bytes());
-            pseudo[39] = PROTO_ICMPV6;
-            let sum = ones_sum(ones_sum(0, &pseudo), &buf[icmp_at..icmp_at + icmp_len]);
-            let c = !(sum as u16);
-            buf[icmp_at + ICMP_CSUM..icmp_at + ICMP_CSUM + 2].copy_from_slice(&c.to_be_bytes());
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let mut h = Ipv6Packet::new_unchecked(&mut buf[l3..icmp_at]);
+            h.set_version_traffic_class(0);
+            h.set_payload_len(icmp_len as u16);
+            h.set_next_header(proto::ICMPV6);
+            h.set_hop_limit(TOO_BIG_TTL);
+            h.set_src_addr(src);
+            h.set_dst_addr(dst);
+            let mut m = Icmpv6Packet::new_unchecked(&mut buf[icmp_at..icmp_at + icmp_len]);
+            m.set_msg_type(icmpv6::msg::PKT_TOO_BIG);
+            m.set_msg_code(0);
+            m.set_mtu(mtu);
+            m.fill_checksum(&src, &dst);
         }
+        _ => return Err(RewriteError::FamilyMismatch),
     }
     Ok(icmp_at + icmp_len)
 }
@@ -487,14 +382,14 @@ mod too_big_tests {
         assert_eq!(facts.l4, L4::Icmp { icmptype: 3 });
         let l3 = facts.l3_offset;
         assert_eq!(
-            crate::build::checksum(&err[l3..l3 + 20]),
+            checksum::checksum(&err[l3..l3 + 20]),
             0,
             "IPv4 header checksum"
         );
         let icmp = &err[facts.l4_offset..];
         assert_eq!((icmp[0], icmp[1]), (3, 4));
         assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1480);
-        assert_eq!(crate::build::checksum(icmp), 0, "ICMP checksum");
+        assert_eq!(checksum::checksum(icmp), 0, "ICMP checksum");
         // the error fits in 576 bytes and quotes the packet's start, byte for byte
         assert_eq!(err.len() - 14, 576);
         assert_eq!(&icmp[8..], &original[14..14 + 576 - 28]);
@@ -537,7 +432,7 @@ mod too_big_tests {
         buf.resize(too_big_overhead(Family::V4) + 60, 0);
         let len = too_big(&mut buf, 14, Family::V4, 1480, MAC).expect("too big");
         assert_eq!(len, 14 + 20 + 8 + 28);
-        assert_eq!(crate::build::checksum(&buf[14 + 20..len]), 0);
+        assert_eq!(checksum::checksum(&buf[14 + 20..len]), 0);
     }
 
     #[test]
@@ -546,5 +441,124 @@ mod too_big_tests {
         assert!(too_big(&mut tiny, 14, Family::V4, 1480, MAC).is_err());
         let mut short = vec![0u8; 28 + 14 + 10];
         assert!(too_big(&mut short, 14, Family::V4, 1480, MAC).is_err());
+    }
+}
+
+#[cfg(test)]
+mod quote_tests {
+    use super::*;
+    use crate::build::{frame, FrameSpec};
+    use crate::wire::{parse, tcp, Frame, TcpPacket};
+    use std::net::Ipv6Addr;
+
+    const CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+    const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+    const ROUTER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+    const SERVER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 7);
+
+    /// The client's TCP packet to the VIP (its IP packet, no Ethernet) with a destination
+    /// options header (8 bytes) and an AH (16 bytes) before the TCP header.
+    fn packet_with_extensions() -> Vec<u8> {
+        let mut spec = FrameSpec::new(CLIENT.into(), VIP.into(), 6, 40000, 443);
+        spec.payload = 12;
+        let mut ip = frame(&spec)[14..].to_vec();
+        let ext = [
+            proto::AH,
+            0,
+            1,
+            4,
+            0,
+            0,
+            0,
+            0, // destination options, PadN
+            proto::TCP,
+            2,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0, // AH, 16 bytes
+        ];
+        ip.splice(40..40, ext);
+        let mut p = Ipv6Packet::new_unchecked(&mut ip[..]);
+        p.set_next_header(proto::DEST_OPTS);
+        let plen = p.payload_len() + ext.len() as u16;
+        p.set_payload_len(plen);
+        ip
+    }
+
+    /// A router's ICMPv6 destination unreachable to the client, quoting `quoted`.
+    fn error_quoting(quoted: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 8];
+        wire::EthernetFrame::new_unchecked(&mut f[..]).set_ethertype(wire::ethertype::IPV6);
+        f.extend_from_slice(quoted);
+        let icmp_len = (8 + quoted.len()) as u16;
+        let mut ip = Ipv6Packet::new_unchecked(&mut f[14..]);
+        ip.set_version_traffic_class(0);
+        ip.set_payload_len(icmp_len);
+        ip.set_next_header(proto::ICMPV6);
+        ip.set_hop_limit(64);
+        ip.set_src_addr(ROUTER);
+        ip.set_dst_addr(CLIENT);
+        let mut m = Icmpv6Packet::new_unchecked(&mut f[54..]);
+        m.set_msg_type(icmpv6::msg::DST_UNREACHABLE);
+        m.fill_checksum(&ROUTER, &CLIENT);
+        f
+    }
+
+    fn facts(f: &[u8]) -> IpFacts {
+        match parse(f) {
+            Frame::Ip(x) => x,
+            other => panic!("not IP: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_quote_with_extension_headers_is_read_and_translated() {
+        let quoted = packet_with_extensions();
+        let mut f = error_quoting(&quoted);
+        let x = facts(&f);
+        let e = embedded(&f, &x).expect("the quoted TCP packet");
+        assert_eq!((e.proto, e.sport, e.dport), (proto::TCP, 40000, 443));
+        assert_eq!((e.src, e.dst), (CLIENT.octets(), VIP.octets()));
+        assert_eq!((e.l3, e.l4, e.end), (62, 62 + 40 + 24, f.len()));
+        assert!(checksum_ok(&f, &x, &e));
+
+        // as a NAT director translates a server-side error for the client... here the other
+        // way round: the quoted destination becomes the server
+        translate(&mut f, &x, &e, End::Dst, &SERVER.octets(), 8443, None).expect("translated");
+        let x = facts(&f);
+        let e = embedded(&f, &x).expect("still read");
+        assert_eq!((e.dst, e.dport), (SERVER.octets(), 8443));
+        assert!(checksum_ok(&f, &x, &e), "ICMPv6 checksum recomputed");
+        // the whole TCP segment was quoted: its checksum, updated incrementally, verifies
+        let seg = &f[e.l4..e.end];
+        let pseudo = checksum::pseudo_header_v6(&CLIENT, &SERVER, proto::TCP, seg.len() as u32);
+        let t = TcpPacket::new_checked(seg).expect("tcp");
+        assert!(t.verify_checksum(pseudo));
+        assert_eq!(t.flags(), tcp::flags::SYN);
+    }
+
+    #[test]
+    fn a_quote_cut_inside_its_extension_headers_is_not_read() {
+        let quoted = packet_with_extensions();
+        for keep in [40, 47, 50, 63, 64 + 7] {
+            let f = error_quoting(&quoted[..keep]);
+            let x = facts(&f);
+            assert_eq!(embedded(&f, &x), None, "{keep} bytes quoted");
+        }
+        // 8 bytes of TCP are enough
+        let f = error_quoting(&quoted[..64 + 8]);
+        let x = facts(&f);
+        assert_eq!(embedded(&f, &x).map(|e| e.dport), Some(443));
     }
 }

@@ -3,7 +3,10 @@
 //! (`offset = h1 % M`, `skip = h2 % (M - 1) + 1`, both hashes of the server's address and port,
 //! so a server keeps its permutation whatever else changes). Servers take turns filling, each
 //! taking `weight / gcd` slots per turn (scaled down to at most [`MAX_TURNS`]), so a server's
-//! share of the table follows its weight. Built off the hot path; lookups are one array read.
+//! share of the table follows its weight. Servers fill in the order of their identity (address,
+//! port), so the table does not depend on the order the config lists them in: appliances with
+//! the same servers and weights pick the same server for a client. Built off the hot path;
+//! lookups are one array read.
 
 use super::hash::{hash_addr, Seed};
 
@@ -62,7 +65,10 @@ impl Maglev {
     /// backends with a non-zero weight. `None` when no backend has a weight.
     pub fn build(backends: &[Backend], size: u32) -> Option<Maglev> {
         debug_assert!(is_prime(size), "Maglev table size must be prime");
-        let live: Vec<&Backend> = backends.iter().filter(|b| b.weight > 0).collect();
+        // in the order of their identity (address, port), not of the config's list: every
+        // appliance with the same servers and weights builds the same table (`docs/ha.md`)
+        let mut live: Vec<&Backend> = backends.iter().filter(|b| b.weight > 0).collect();
+        live.sort_by_key(|b| (b.addr, b.port));
         if live.is_empty() || size < 2 {
             return None;
         }
@@ -181,6 +187,32 @@ mod tests {
             x.weight = 0;
         }
         assert!(Maglev::build(&b, 251).is_none());
+    }
+
+    /// The same servers listed in any order (their ids follow the list) give a table that
+    /// sends every slot to the same server address.
+    #[test]
+    fn the_table_does_not_depend_on_the_listing_order() {
+        let mut b = backends(7);
+        b[2].weight = 3;
+        b[5].weight = 2;
+        let addr_of = |t: &Maglev, b: &[Backend]| -> Vec<[u8; 16]> {
+            t.slots()
+                .iter()
+                .map(|&id| b.iter().find(|x| x.id == id).expect("a backend").addr)
+                .collect()
+        };
+        let reference = addr_of(&Maglev::build(&b, 65_537).expect("table"), &b);
+        for rotation in 1..7 {
+            let mut other = b.clone();
+            other.rotate_left(rotation);
+            other.swap(0, 3);
+            for (i, x) in other.iter_mut().enumerate() {
+                x.id = i as u16; // the id is the index in this appliance's list
+            }
+            let t = Maglev::build(&other, 65_537).expect("table");
+            assert!(addr_of(&t, &other) == reference, "rotation {rotation}");
+        }
     }
 
     #[test]

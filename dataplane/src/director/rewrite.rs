@@ -8,18 +8,12 @@
 use std::net::IpAddr;
 use std::ops::Range;
 
+use flowgate_config::appliance::MacAddr;
 use flowgate_config::flows::Family;
 
-use crate::build::checksum;
-use crate::wire::{field, IpFacts};
+use crate::wire::{checksum, ethernet, ethertype, ipv4, ipv6, proto, udp};
+use crate::wire::{EthernetFrame, IpFacts, Ipv4Packet, Ipv6Packet, PortsHeader};
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const TCP_CSUM: usize = 16;
-const UDP_CSUM: usize = 6;
-/// IP protocol numbers of the inner packet in a tunnel: IPv4-in-IP and IPv6-in-IP.
-pub const PROTO_IPIP: u8 = 4;
-pub const PROTO_IPV6: u8 = 41;
 /// Hop limit of outer tunnel headers.
 pub const TUNNEL_TTL: u8 = 64;
 
@@ -36,32 +30,6 @@ pub enum RewriteError {
     TooBig,
 }
 
-/// RFC 1624 (eqn. 3): the checksum `hc` after the 16-bit words `old` became `new`.
-#[inline]
-pub fn csum_replace(hc: u16, old: &[u8], new: &[u8]) -> u16 {
-    let mut sum = u32::from(!hc);
-    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
-        sum += u32::from(!u16::from_be_bytes([o[0], o[1]]));
-        sum += u32::from(u16::from_be_bytes([n[0], n[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn read16(f: &[u8], at: usize) -> Result<u16, RewriteError> {
-    let b = f.get(at..at + 2).ok_or(RewriteError::Truncated)?;
-    Ok(u16::from_be_bytes([b[0], b[1]]))
-}
-
-fn write16(f: &mut [u8], at: usize, v: u16) -> Result<(), RewriteError> {
-    f.get_mut(at..at + 2)
-        .ok_or(RewriteError::Truncated)?
-        .copy_from_slice(&v.to_be_bytes());
-    Ok(())
-}
-
 /// Which end of the packet to rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -69,8 +37,106 @@ pub enum End {
     Dst,
 }
 
+/// An address as it was and as it became (4 or 16 bytes), for the checksums that cover it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AddrChange {
+    old: [u8; 16],
+    new: [u8; 16],
+    width: usize,
+}
+
+impl AddrChange {
+    pub(super) fn before(&self) -> &[u8] {
+        &self.old[..self.width]
+    }
+
+    pub(super) fn after(&self) -> &[u8] {
+        &self.new[..self.width]
+    }
+}
+
+/// Replaces the `end` address of the IP header at the start of `ip` (an IPv4 header's
+/// checksum updated incrementally) by `addr`, of the header's `family`. Checks everything
+/// before writing anything.
+pub(super) fn replace_address(
+    ip: &mut [u8],
+    family: Family,
+    end: End,
+    addr: IpAddr,
+) -> Result<AddrChange, RewriteError> {
+    let mut change = AddrChange {
+        old: [0; 16],
+        new: [0; 16],
+        width: 0,
+    };
+    match (family, addr) {
+        (Family::V4, IpAddr::V4(a)) => {
+            let mut p = Ipv4Packet::new_checked_header(ip).map_err(|_| RewriteError::Truncated)?;
+            let old = match end {
+                End::Src => p.replace_src_addr(a),
+                End::Dst => p.replace_dst_addr(a),
+            };
+            change.old[..4].copy_from_slice(&old.octets());
+            change.new[..4].copy_from_slice(&a.octets());
+            change.width = 4;
+        }
+        (Family::V6, IpAddr::V6(a)) => {
+            let mut p = Ipv6Packet::new_checked_header(ip).map_err(|_| RewriteError::Truncated)?;
+            change.old = match end {
+                End::Src => p.src_bytes(),
+                End::Dst => p.dst_bytes(),
+            };
+            match end {
+                End::Src => p.set_src_addr(a),
+                End::Dst => p.set_dst_addr(a),
+            }
+            change.new = a.octets();
+            change.width = 16;
+        }
+        _ => return Err(RewriteError::FamilyMismatch),
+    }
+    Ok(change)
+}
+
+/// The TCP/UDP side of a changed address: the checksum updated incrementally for the
+/// pseudo-header's address (and the port, when it changes; RFC 1624), then the port written.
+/// An IPv4 UDP checksum of 0 means "none" and stays 0; a UDP checksum that would become 0 is
+/// sent as 0xffff. A checksum the buffer does not hold (a short ICMP quote) is left out.
+pub(super) fn rewrite_ports(
+    l4: &mut PortsHeader<&mut [u8]>,
+    family: Family,
+    end: End,
+    addr: &AddrChange,
+    port: Option<u16>,
+) {
+    let old_port = match end {
+        End::Src => l4.src_port(),
+        End::Dst => l4.dst_port(),
+    };
+    if let Some(mut c) = l4.checksum() {
+        let udp = l4.protocol() == proto::UDP;
+        if !(udp && family == Family::V4 && c == 0) {
+            c = checksum::update(c, addr.before(), addr.after());
+            if let Some(p) = port {
+                c = checksum::update16(c, old_port, p);
+            }
+            if udp {
+                c = udp::nonzero_checksum(c);
+            }
+            l4.set_checksum(c);
+        }
+    }
+    match (end, port) {
+        (End::Src, Some(p)) => l4.set_src_port(p),
+        (End::Dst, Some(p)) => l4.set_dst_port(p),
+        (_, None) => {}
+    }
+}
+
 /// Replace the source or destination address (and port, when given) of a TCP/UDP packet,
-/// updating the IPv4 header checksum and the L4 checksum incrementally.
+/// updating the IPv4 header checksum and the L4 checksum incrementally. The address of
+/// another protocol's packet is replaced, its port (it has none) is not. On error the frame
+/// is unchanged.
 pub fn rewrite_endpoint(
     frame: &mut [u8],
     facts: &IpFacts,
@@ -78,74 +144,25 @@ pub fn rewrite_endpoint(
     addr: IpAddr,
     port: Option<u16>,
 ) -> Result<(), RewriteError> {
-    let l3 = facts.l3_offset;
-    let l4 = facts.l4_offset;
-    let new4;
-    let new16;
-    let (at, new): (usize, &[u8]) = match (facts.family, addr) {
-        (Family::V4, IpAddr::V4(a)) => {
-            new4 = a.octets();
-            let off = match end {
-                End::Src => field::IPV4_SRC,
-                End::Dst => field::IPV4_DST,
-            };
-            (l3 + off, &new4)
+    let (l3, l4) = (facts.l3_offset, facts.l4_offset);
+    if l3 > l4 || l4 > frame.len() {
+        return Err(RewriteError::Truncated);
+    }
+    let (head, rest) = frame.split_at_mut(l4);
+    let mut ports = match facts.proto {
+        proto::TCP | proto::UDP => {
+            let p =
+                PortsHeader::new_checked(rest, facts.proto).map_err(|_| RewriteError::Truncated)?;
+            // a whole packet (parsed) holds its checksum
+            p.checksum().ok_or(RewriteError::Truncated)?;
+            Some(p)
         }
-        (Family::V6, IpAddr::V6(a)) => {
-            new16 = a.octets();
-            let off = match end {
-                End::Src => field::IPV6_SRC,
-                End::Dst => field::IPV6_DST,
-            };
-            (l3 + off, &new16)
-        }
-        _ => return Err(RewriteError::FamilyMismatch),
-    };
-    let mut old = [0u8; 16];
-    let old = &mut old[..new.len()];
-    old.copy_from_slice(
-        frame
-            .get(at..at + new.len())
-            .ok_or(RewriteError::Truncated)?,
-    );
-
-    // L4 checksum: the pseudo-header's address, and the port.
-    let csum_at = match facts.proto {
-        PROTO_TCP => Some(l4 + TCP_CSUM),
-        PROTO_UDP => Some(l4 + UDP_CSUM),
         _ => None,
     };
-    let port_at = l4
-        + match end {
-            End::Src => 0,
-            End::Dst => 2,
-        };
-    if let Some(c_at) = csum_at {
-        let mut c = read16(frame, c_at)?;
-        // An IPv4 UDP checksum of 0 means "none": leave it.
-        let skip = facts.proto == PROTO_UDP && facts.family == Family::V4 && c == 0;
-        if !skip {
-            c = csum_replace(c, old, new);
-            if let Some(p) = port {
-                let oldp = read16(frame, port_at)?;
-                c = csum_replace(c, &oldp.to_be_bytes(), &p.to_be_bytes());
-            }
-            if facts.proto == PROTO_UDP && c == 0 {
-                c = 0xffff;
-            }
-            write16(frame, c_at, c)?;
-        }
+    let change = replace_address(&mut head[l3..], facts.family, end, addr)?;
+    if let Some(p) = ports.as_mut() {
+        rewrite_ports(p, facts.family, end, &change, port);
     }
-    if let Some(p) = port {
-        if csum_at.is_some() {
-            write16(frame, port_at, p)?;
-        }
-    }
-    if facts.family == Family::V4 {
-        let h = read16(frame, l3 + field::IPV4_CSUM)?;
-        write16(frame, l3 + field::IPV4_CSUM, csum_replace(h, old, new))?;
-    }
-    frame[at..at + new.len()].copy_from_slice(new);
     Ok(())
 }
 
@@ -171,18 +188,17 @@ pub fn nat_reply(
 
 /// Gateway (direct routing): the frame goes to the server's MAC, untouched otherwise.
 pub fn set_dst_mac(frame: &mut [u8], mac: [u8; 6]) -> Result<(), RewriteError> {
-    frame
-        .get_mut(0..6)
-        .ok_or(RewriteError::Truncated)?
-        .copy_from_slice(&mac);
+    EthernetFrame::new_checked(frame)
+        .map_err(|_| RewriteError::Truncated)?
+        .set_dst_addr(MacAddr(mac));
     Ok(())
 }
 
 /// The length of the outer header a tunnel to `remote` adds.
 pub fn tunnel_overhead(remote: IpAddr) -> usize {
     match remote {
-        IpAddr::V4(_) => field::IPV4_MIN_HDR,
-        IpAddr::V6(_) => field::IPV6_HDR,
+        IpAddr::V4(_) => ipv4::field::MIN_HEADER_LEN,
+        IpAddr::V6(_) => ipv6::field::HEADER_LEN,
     }
 }
 
@@ -191,7 +207,8 @@ pub fn tunnel_overhead(remote: IpAddr) -> usize {
 /// buffer the caller prepared). The Ethernet header (with its VLAN tags) moves to the front of
 /// the headroom, an outer IPv4 (protocol 4 or 41) or IPv6 (next header 4 or 41) header from
 /// `local` to `remote` follows, then the untouched inner packet. Returns where the new frame
-/// lies in `buf`. The caller still sets the MACs for the next hop.
+/// lies in `buf`. The caller still sets the MACs for the next hop. On error `buf` is
+/// unchanged.
 pub fn encapsulate(
     buf: &mut [u8],
     frame: Range<usize>,
@@ -208,60 +225,61 @@ pub fn encapsulate(
     }
     let f = buf.get(frame.clone()).ok_or(RewriteError::Truncated)?;
     let l3 = facts.l3_offset;
+    let inner = f.get(l3..).ok_or(RewriteError::Truncated)?;
+    // the inner packet's length, class of service and DF (IPv6 never fragments on the way)
     let (inner_len, tos, df, inner_proto) = match facts.family {
         Family::V4 => {
-            let total = usize::from(read16(f, l3 + field::IPV4_TOTAL_LEN)?);
-            let tos = *f.get(l3 + 1).ok_or(RewriteError::Truncated)?;
-            let df = read16(f, l3 + field::IPV4_FRAG)? & 0x4000;
-            (total, tos, df, PROTO_IPIP)
+            let p = Ipv4Packet::new_checked(inner).map_err(|_| RewriteError::Truncated)?;
+            (
+                usize::from(p.total_len()),
+                p.dscp_ecn(),
+                p.dont_frag(),
+                proto::IPIP,
+            )
         }
         Family::V6 => {
-            let payload = usize::from(read16(f, l3 + field::IPV6_PAYLOAD_LEN)?);
-            let tc = (read16(f, l3)? >> 4) as u8;
-            (field::IPV6_HDR + payload, tc, 0x4000, PROTO_IPV6)
+            let p = Ipv6Packet::new_checked(inner).map_err(|_| RewriteError::Truncated)?;
+            (p.total_len(), p.traffic_class(), true, proto::IPV6)
         }
     };
-    if l3 + inner_len > f.len() {
+    let outer_len = u16::try_from(over + inner_len).map_err(|_| RewriteError::TooBig)?;
+    if l3 < ethernet::field::HEADER_LEN {
         return Err(RewriteError::Truncated);
     }
     let start = frame.start - over;
     // Ethernet header (and tags) to the front; the outer header takes its place.
     buf.copy_within(frame.start..frame.start + l3, start);
+    let out = &mut buf[start..start + l3 + over];
     let ethertype = match remote {
-        IpAddr::V4(_) => field::ETHERTYPE_IPV4,
-        IpAddr::V6(_) => field::ETHERTYPE_IPV6,
+        IpAddr::V4(_) => ethertype::IPV4,
+        IpAddr::V6(_) => ethertype::IPV6,
     };
-    write16(buf, start + l3 - 2, ethertype)?;
-    let o = start + l3;
+    ethernet::set_network_ethertype(out, l3, ethertype).map_err(|_| RewriteError::Truncated)?;
+    let h = &mut out[l3..];
+    h.fill(0);
     match (local, remote) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total = u16::try_from(over + inner_len).map_err(|_| RewriteError::TooBig)?;
-            let h = &mut buf[o..o + field::IPV4_MIN_HDR];
-            h.fill(0);
-            h[0] = 0x45;
-            h[1] = tos;
-            h[2..4].copy_from_slice(&total.to_be_bytes());
-            h[6..8].copy_from_slice(&df.to_be_bytes());
-            h[field::IPV4_TTL] = TUNNEL_TTL;
-            h[field::IPV4_PROTO] = inner_proto;
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            let c = checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut p = Ipv4Packet::new_unchecked(h);
+            p.set_version_header_len(ipv4::field::MIN_HEADER_LEN);
+            p.set_dscp_ecn(tos);
+            p.set_total_len(outer_len);
+            p.set_dont_frag(df);
+            p.set_ttl(TUNNEL_TTL);
+            p.set_protocol(inner_proto);
+            p.set_src_addr(s);
+            p.set_dst_addr(d);
+            p.fill_checksum();
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let payload = u16::try_from(inner_len).map_err(|_| RewriteError::TooBig)?;
-            let h = &mut buf[o..o + field::IPV6_HDR];
-            h.fill(0);
-            h[0] = 0x60 | (tos >> 4);
-            h[1] = tos << 4;
-            h[4..6].copy_from_slice(&payload.to_be_bytes());
-            h[field::IPV6_NEXT_HDR] = inner_proto;
-            h[field::IPV6_HOP_LIMIT] = TUNNEL_TTL;
-            h[8..24].copy_from_slice(&s.octets());
-            h[24..40].copy_from_slice(&d.octets());
+            let mut p = Ipv6Packet::new_unchecked(h);
+            p.set_version_traffic_class(tos);
+            p.set_payload_len(outer_len - over as u16);
+            p.set_next_header(inner_proto);
+            p.set_hop_limit(TUNNEL_TTL);
+            p.set_src_addr(s);
+            p.set_dst_addr(d);
         }
         _ => return Err(RewriteError::FamilyMismatch),
     }
-    Ok(start..o + over + inner_len)
+    Ok(start..start + l3 + over + inner_len)
 }

@@ -21,12 +21,9 @@ use super::rewrite::{self, End};
 use super::schedule::{pick, Cursor, SchedKey};
 use super::state::{addr16, DirectorState};
 use crate::classify::{Key, L4Kind};
-use crate::wire::IpFacts;
+use crate::wire::proto::{TCP as PROTO_TCP, UDP as PROTO_UDP};
+use crate::wire::{IpFacts, TcpPacket};
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-/// Offset of the flags byte in the TCP header.
-const TCP_FLAGS: usize = 13;
 /// Packets [`DirectorWorker::forward_burst`] prefetches for at once (a DPDK burst).
 pub const BURST: usize = 32;
 
@@ -92,7 +89,14 @@ pub struct DirectorWorker {
     counters: DirectorCounters,
 }
 
-fn ip_of(a: &[u8; 16], family: Family) -> IpAddr {
+/// The flags of the TCP header of a parsed packet.
+#[inline]
+fn tcp_flags(frame: &[u8], facts: &IpFacts) -> Option<u8> {
+    let tcp = TcpPacket::new_checked(frame.get(facts.l4_offset..)?).ok()?;
+    Some(tcp.flags())
+}
+
+pub(super) fn ip_of(a: &[u8; 16], family: Family) -> IpAddr {
     match family {
         Family::V4 => IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15])),
         Family::V6 => IpAddr::V6(Ipv6Addr::from(*a)),
@@ -353,8 +357,8 @@ impl DirectorWorker {
         }
         let tcp = proto == PROTO_TCP;
         let flags = if tcp {
-            match frame.get(facts.l4_offset + TCP_FLAGS) {
-                Some(&f) => f,
+            match tcp_flags(frame, facts) {
+                Some(f) => f,
                 None => return self.drop(DropReason::BadPacket),
             }
         } else {
@@ -596,7 +600,7 @@ impl DirectorWorker {
         let c = *self.conns.get(id);
         let (mut state, mut fins) = (c.state, c.fins);
         if proto == PROTO_TCP {
-            let flags = *frame.get(facts.l4_offset + TCP_FLAGS)?;
+            let flags = tcp_flags(frame, facts)?;
             state = state.next_tcp(Dir::Reply, flags, &mut fins);
         }
         self.conns.touch(id, state, fins, now, &st.timeouts);

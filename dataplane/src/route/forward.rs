@@ -11,7 +11,7 @@
 use flowgate_config::appliance::MacAddr;
 use flowgate_config::flows::Family;
 
-use crate::wire::field;
+use crate::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet};
 
 /// Why a frame was not rewritten (it is left unchanged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -24,50 +24,27 @@ pub enum NotForwarded {
     Truncated,
 }
 
-/// One's-complement sum of two 16-bit values, folded.
-#[inline]
-fn add1c(a: u16, b: u16) -> u16 {
-    let s = u32::from(a) + u32::from(b);
-    ((s & 0xffff) + (s >> 16)) as u16
-}
-
-/// RFC 1624 eqn. 3: the checksum after a 16-bit word of the header changes from `old` to `new`:
-/// `HC' = ~(~HC + ~m + m')`.
-#[inline]
-pub fn checksum_update(hc: u16, old: u16, new: u16) -> u16 {
-    !add1c(add1c(!hc, !old), new)
-}
-
 /// Decrements the TTL (IPv4, with the checksum) or the hop limit (IPv6) of the IP header at
 /// `l3`. Leaves the frame unchanged when it returns an error.
 #[inline]
 pub fn decrement_ttl(frame: &mut [u8], l3: usize, family: Family) -> Result<(), NotForwarded> {
+    let ip = frame.get_mut(l3..).ok_or(NotForwarded::Truncated)?;
     match family {
         Family::V4 => {
-            let hdr = frame
-                .get_mut(l3..l3 + field::IPV4_MIN_HDR)
-                .ok_or(NotForwarded::Truncated)?;
-            let ttl = hdr[field::IPV4_TTL];
+            let mut p = Ipv4Packet::new_checked_header(ip).map_err(|_| NotForwarded::Truncated)?;
+            let ttl = p.ttl();
             if ttl <= 1 {
                 return Err(NotForwarded::Expired);
             }
-            let proto = hdr[field::IPV4_PROTO];
-            let old = u16::from_be_bytes([ttl, proto]);
-            let new = u16::from_be_bytes([ttl - 1, proto]);
-            let c = field::IPV4_CSUM;
-            let hc = u16::from_be_bytes([hdr[c], hdr[c + 1]]);
-            hdr[field::IPV4_TTL] = ttl - 1;
-            hdr[c..c + 2].copy_from_slice(&checksum_update(hc, old, new).to_be_bytes());
+            p.replace_ttl(ttl - 1);
         }
         Family::V6 => {
-            let hdr = frame
-                .get_mut(l3..l3 + field::IPV6_HDR)
-                .ok_or(NotForwarded::Truncated)?;
-            let hl = hdr[field::IPV6_HOP_LIMIT];
+            let mut p = Ipv6Packet::new_checked_header(ip).map_err(|_| NotForwarded::Truncated)?;
+            let hl = p.hop_limit();
             if hl <= 1 {
                 return Err(NotForwarded::Expired);
             }
-            hdr[field::IPV6_HOP_LIMIT] = hl - 1;
+            p.set_hop_limit(hl - 1);
         }
     }
     Ok(())
@@ -76,9 +53,9 @@ pub fn decrement_ttl(frame: &mut [u8], l3: usize, family: Family) -> Result<(), 
 /// Sets the Ethernet destination and source addresses.
 #[inline]
 pub fn rewrite_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) -> Result<(), NotForwarded> {
-    let eth = frame.get_mut(0..12).ok_or(NotForwarded::Truncated)?;
-    eth[0..6].copy_from_slice(&dst.0);
-    eth[6..12].copy_from_slice(&src.0);
+    let mut eth = EthernetFrame::new_checked(frame).map_err(|_| NotForwarded::Truncated)?;
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(src);
     Ok(())
 }
 
@@ -92,9 +69,7 @@ pub fn forward(
     src: MacAddr,
     dst: MacAddr,
 ) -> Result<(), NotForwarded> {
-    if frame.len() < 12 {
-        return Err(NotForwarded::Truncated);
-    }
+    EthernetFrame::new_checked(&*frame).map_err(|_| NotForwarded::Truncated)?;
     decrement_ttl(frame, l3, family)?;
     rewrite_macs(frame, src, dst)
 }
@@ -103,8 +78,9 @@ pub fn forward(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::build::{checksum, frame, FrameSpec};
-    use crate::wire::{parse, Frame};
+    use crate::build::{frame, FrameSpec};
+    use crate::wire::checksum::checksum;
+    use crate::wire::{ipv4, ipv6, parse, Frame};
     use proptest::prelude::*;
     use std::net::IpAddr;
 
@@ -205,9 +181,9 @@ mod tests {
                     let v4 = ip(s).is_ipv4();
                     let ttl_at = l3
                         + if v4 {
-                            field::IPV4_TTL
+                            ipv4::field::TTL
                         } else {
-                            field::IPV6_HOP_LIMIT
+                            ipv6::field::HOP_LIMIT
                         };
                     assert_eq!(after[ttl_at], out_ttl);
                     if v4 {

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use flowgate_config::appliance::MacAddr;
 
-use crate::build::ones_sum;
-use crate::wire::field;
+use crate::wire::arp::{self, ArpPacket};
+use crate::wire::ndisc::{self, NdOptions, NeighborPacket};
+use crate::wire::{ethernet, ethertype, icmpv6, ipv6, proto, EthernetFrame, Ipv6Packet};
 
 /// Timers and bounds of a [`NeighbourTable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,9 +341,16 @@ impl<T> NeighbourTable<T> {
 /// `arc_swap` load; a write (copy, insert, swap) happens only when a MAC changes, a new
 /// neighbour appears, or an entry is older than `refresh`, so ARP traffic cannot turn it into
 /// a per-packet cost. Entries older than `max_age` are not answered and are pruned on writes.
+///
+/// Static neighbours (the config's per-port `neighbours`, [`SharedNeighbours::with_static`])
+/// are answered first, whatever their age, and are never replaced by what a worker learns: a
+/// worker that learned another MAC for one takes the static MAC back on its next neighbour
+/// tick (a changed MAC in the shared table).
 #[derive(Debug)]
 pub struct SharedNeighbours {
     map: ArcSwap<HashMap<(usize, IpAddr), (MacAddr, Instant)>>,
+    /// Fixed at start, read-only afterwards.
+    statics: HashMap<(usize, IpAddr), MacAddr>,
     /// Republish an unchanged entry only when older than this.
     refresh: Duration,
     /// Entries older than this are stale for everyone (not returned, pruned).
@@ -361,14 +369,40 @@ impl SharedNeighbours {
     pub fn new(refresh: Duration, max_age: Duration, max_entries: usize) -> SharedNeighbours {
         SharedNeighbours {
             map: ArcSwap::from_pointee(HashMap::new()),
+            statics: HashMap::new(),
             refresh,
             max_age,
             max_entries,
         }
     }
 
-    /// A fresh MAC for `ip` on `port`, if some worker learned it less than `max_age` ago.
+    /// With these static neighbours `(port, address, MAC)` (a later entry for the same port
+    /// and address replaces an earlier one).
+    pub fn with_static(
+        mut self,
+        entries: impl IntoIterator<Item = (usize, IpAddr, MacAddr)>,
+    ) -> SharedNeighbours {
+        self.statics
+            .extend(entries.into_iter().map(|(p, ip, mac)| ((p, ip), mac)));
+        self
+    }
+
+    /// Whether `ip` on `port` is a static neighbour.
+    pub fn is_static(&self, port: usize, ip: IpAddr) -> bool {
+        self.statics.contains_key(&(port, ip))
+    }
+
+    /// Static neighbours.
+    pub fn static_len(&self) -> usize {
+        self.statics.len()
+    }
+
+    /// The MAC of `ip` on `port`: its static entry, else a fresh one some worker learned less
+    /// than `max_age` ago.
     pub fn get(&self, port: usize, ip: IpAddr, now: Instant) -> Option<MacAddr> {
+        if let Some(mac) = self.statics.get(&(port, ip)) {
+            return Some(*mac);
+        }
         let map = self.map.load();
         let (mac, at) = map.get(&(port, ip))?;
         (now.saturating_duration_since(*at) < self.max_age).then_some(*mac)
@@ -376,6 +410,9 @@ impl SharedNeighbours {
 
     /// Publishes what a worker learned. Returns whether the shared table was written.
     pub fn publish(&self, port: usize, ip: IpAddr, mac: MacAddr, now: Instant) -> bool {
+        if self.is_static(port, ip) {
+            return false; // the config's word stands
+        }
         {
             let map = self.map.load();
             if let Some((m, at)) = map.get(&(port, ip)) {
@@ -418,17 +455,15 @@ impl SharedNeighbours {
 // Frames
 
 /// The broadcast MAC.
-pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+pub const BROADCAST: MacAddr = ethernet::BROADCAST;
 /// An Ethernet + ARP frame for IPv4 over Ethernet.
-pub const ARP_FRAME_LEN: usize = 42;
+pub const ARP_FRAME_LEN: usize = ethernet::field::HEADER_LEN + arp::field::PACKET_LEN;
 /// An Ethernet + IPv6 + NS/NA with one link-layer option.
-pub const ND_FRAME_LEN: usize = field::ETH_HDR + field::IPV6_HDR + ND_LEN;
-const ND_LEN: usize = 32;
-const ICMPV6: u8 = 58;
-const ND_SOLICIT: u8 = 135;
-const ND_ADVERT: u8 = 136;
-const OPT_SOURCE_LL: u8 = 1;
-const OPT_TARGET_LL: u8 = 2;
+pub const ND_FRAME_LEN: usize = ethernet::field::HEADER_LEN + ipv6::field::HEADER_LEN + ND_LEN;
+/// An NS/NA with one link-layer address option.
+const ND_LEN: usize = ndisc::field::MIN_LEN + ndisc::option::LL_ADDR_LEN;
+/// The hop limit of every ND message (RFC 4861: a receiver checks it is 255).
+const ND_HOP_LIMIT: u8 = 255;
 
 /// An ARP operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -477,87 +512,55 @@ impl Arp {
             ArpOp::Request => BROADCAST,
             ArpOp::Reply => self.target_mac,
         };
-        f[0..6].copy_from_slice(&dst.0);
-        f[6..12].copy_from_slice(&self.sender_mac.0);
-        f[12..14].copy_from_slice(&field::ETHERTYPE_ARP.to_be_bytes());
-        let a = &mut f[14..];
-        a[0..2].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-        a[2..4].copy_from_slice(&field::ETHERTYPE_IPV4.to_be_bytes());
-        a[4] = 6;
-        a[5] = 4;
-        let op: u16 = match self.op {
-            ArpOp::Request => 1,
-            ArpOp::Reply => 2,
-        };
-        a[6..8].copy_from_slice(&op.to_be_bytes());
-        a[8..14].copy_from_slice(&self.sender_mac.0);
-        a[14..18].copy_from_slice(&self.sender_ip.octets());
-        a[18..24].copy_from_slice(&self.target_mac.0);
-        a[24..28].copy_from_slice(&self.target_ip.octets());
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(dst);
+        eth.set_src_addr(self.sender_mac);
+        eth.set_ethertype(ethertype::ARP);
+        let mut a = ArpPacket::new_unchecked(eth.payload_mut());
+        a.set_ethernet_ipv4();
+        a.set_operation(match self.op {
+            ArpOp::Request => arp::OP_REQUEST,
+            ArpOp::Reply => arp::OP_REPLY,
+        });
+        a.set_sender_hardware_addr(self.sender_mac);
+        a.set_sender_protocol_addr(self.sender_ip);
+        a.set_target_hardware_addr(self.target_mac);
+        a.set_target_protocol_addr(self.target_ip);
         f
     }
 
     /// Reads the ARP payload (the bytes after the Ethernet header and any VLAN tags). `None`
     /// for anything but a 28-byte-or-longer IPv4-over-Ethernet request or reply.
     pub fn parse(payload: &[u8]) -> Option<Arp> {
-        let a = payload.get(0..28)?;
-        if a[0..2] != [0, 1]
-            || a[2..4] != field::ETHERTYPE_IPV4.to_be_bytes()
-            || a[4] != 6
-            || a[5] != 4
-        {
+        let a = ArpPacket::new_checked(payload).ok()?;
+        if !a.is_ethernet_ipv4() {
             return None;
         }
-        let op = match u16::from_be_bytes([a[6], a[7]]) {
-            1 => ArpOp::Request,
-            2 => ArpOp::Reply,
+        let op = match a.operation() {
+            arp::OP_REQUEST => ArpOp::Request,
+            arp::OP_REPLY => ArpOp::Reply,
             _ => return None,
-        };
-        let mac =
-            |at: usize| -> Option<MacAddr> { Some(MacAddr(a.get(at..at + 6)?.try_into().ok()?)) };
-        let ip = |at: usize| -> Option<Ipv4Addr> {
-            Some(Ipv4Addr::from(
-                <[u8; 4]>::try_from(a.get(at..at + 4)?).ok()?,
-            ))
         };
         Some(Arp {
             op,
-            sender_mac: mac(8)?,
-            sender_ip: ip(14)?,
-            target_mac: mac(18)?,
-            target_ip: ip(24)?,
+            sender_mac: a.sender_hardware_addr(),
+            sender_ip: a.sender_protocol_addr(),
+            target_mac: a.target_hardware_addr(),
+            target_ip: a.target_protocol_addr(),
         })
     }
 
     /// Reads an untagged Ethernet frame carrying ARP.
     pub fn parse_frame(frame: &[u8]) -> Option<Arp> {
-        if frame.get(12..14)? != field::ETHERTYPE_ARP.to_be_bytes() {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.ethertype() != ethertype::ARP {
             return None;
         }
-        Arp::parse(frame.get(field::ETH_HDR..)?)
+        Arp::parse(eth.payload())
     }
 }
 
-/// The solicited-node multicast address of `ip` (`ff02::1:ffXX:XXXX`, RFC 4291 2.7.1).
-pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
-    let o = ip.octets();
-    Ipv6Addr::new(
-        0xff02,
-        0,
-        0,
-        0,
-        0,
-        1,
-        0xff00 | u16::from(o[13]),
-        u16::from_be_bytes([o[14], o[15]]),
-    )
-}
-
-/// The Ethernet MAC of an IPv6 multicast group: `33:33` and its last 32 bits (RFC 2464 7).
-pub fn multicast_mac(group: Ipv6Addr) -> MacAddr {
-    let o = group.octets();
-    MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
-}
+pub use crate::wire::ndisc::{multicast_mac, solicited_node};
 
 /// A Neighbour Solicitation or Advertisement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -613,39 +616,54 @@ impl Nd {
     /// solicited-node group; for an NA, the soliciting node's MAC). Hop limit 255, correct
     /// ICMPv6 checksum. Without `lladdr`, the option is left out (78 bytes).
     pub fn frame(&self, src_mac: MacAddr, dst_mac: MacAddr) -> Vec<u8> {
-        let icmp_len = if self.lladdr.is_some() { ND_LEN } else { 24 };
-        let mut f = Vec::with_capacity(ND_FRAME_LEN);
-        f.extend_from_slice(&dst_mac.0);
-        f.extend_from_slice(&src_mac.0);
-        f.extend_from_slice(&field::ETHERTYPE_IPV6.to_be_bytes());
-        f.extend_from_slice(&[0x60, 0, 0, 0]);
-        f.extend_from_slice(&(icmp_len as u16).to_be_bytes());
-        f.extend_from_slice(&[ICMPV6, 255]);
-        f.extend_from_slice(&self.src.octets());
-        f.extend_from_slice(&self.dst.octets());
+        let icmp_len = if self.lladdr.is_some() {
+            ND_LEN
+        } else {
+            ndisc::field::MIN_LEN
+        };
+        let mut f = vec![0u8; ND_FRAME_LEN - ND_LEN + icmp_len];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(dst_mac);
+        eth.set_src_addr(src_mac);
+        eth.set_ethertype(ethertype::IPV6);
+        let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
+        ip.set_version_traffic_class(0);
+        ip.set_payload_len(icmp_len as u16);
+        ip.set_next_header(proto::ICMPV6);
+        ip.set_hop_limit(ND_HOP_LIMIT);
+        ip.set_src_addr(self.src);
+        ip.set_dst_addr(self.dst);
         let (ty, flags, opt) = match self.kind {
-            NdKind::Solicit => (ND_SOLICIT, 0u32, OPT_SOURCE_LL),
+            NdKind::Solicit => (
+                icmpv6::msg::NEIGHBOR_SOLICIT,
+                0,
+                ndisc::option::SOURCE_LL_ADDR,
+            ),
             NdKind::Advert {
                 router,
                 solicited,
                 override_,
             } => (
-                ND_ADVERT,
-                u32::from(router) << 31 | u32::from(solicited) << 30 | u32::from(override_) << 29,
-                OPT_TARGET_LL,
+                icmpv6::msg::NEIGHBOR_ADVERT,
+                if router { ndisc::flags::ROUTER } else { 0 }
+                    | if solicited {
+                        ndisc::flags::SOLICITED
+                    } else {
+                        0
+                    }
+                    | if override_ { ndisc::flags::OVERRIDE } else { 0 },
+                ndisc::option::TARGET_LL_ADDR,
             ),
         };
-        let mut icmp = Vec::with_capacity(icmp_len);
-        icmp.extend_from_slice(&[ty, 0, 0, 0]);
-        icmp.extend_from_slice(&flags.to_be_bytes());
-        icmp.extend_from_slice(&self.target.octets());
+        let mut nd = NeighborPacket::new_unchecked(ip.payload_mut());
+        nd.set_msg_type(ty);
+        nd.set_msg_code(0);
+        nd.set_flags(flags);
+        nd.set_target_addr(self.target);
         if let Some(mac) = self.lladdr {
-            icmp.extend_from_slice(&[opt, 1]);
-            icmp.extend_from_slice(&mac.0);
+            ndisc::emit_link_layer_option(nd.options_mut(), opt, mac);
         }
-        let c = !(icmpv6_sum(self.src, self.dst, &icmp) as u16);
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&icmp);
+        nd.fill_checksum(&self.src, &self.dst);
         f
     }
 
@@ -653,53 +671,38 @@ impl Nd {
     /// `None` unless: next header ICMPv6, hop limit 255, code 0, valid checksum, type 135/136,
     /// a non-multicast target, and well-formed options (RFC 4861 7.1.1/7.1.2).
     pub fn parse(ip: &[u8]) -> Option<Nd> {
-        let hdr = ip.get(0..field::IPV6_HDR)?;
-        if hdr[0] >> 4 != 6
-            || hdr[field::IPV6_NEXT_HDR] != ICMPV6
-            || hdr[field::IPV6_HOP_LIMIT] != 255
-        {
+        let p = Ipv6Packet::new_checked(ip).ok()?;
+        if p.version() != 6 || p.next_header() != proto::ICMPV6 || p.hop_limit() != ND_HOP_LIMIT {
             return None;
         }
-        let plen = usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
-        let icmp = ip.get(field::IPV6_HDR..field::IPV6_HDR + plen)?;
-        let addr = |b: &[u8], at: usize| -> Option<Ipv6Addr> {
-            Some(Ipv6Addr::from(
-                <[u8; 16]>::try_from(b.get(at..at + 16)?).ok()?,
-            ))
-        };
-        let src = addr(hdr, field::IPV6_SRC)?;
-        let dst = addr(hdr, field::IPV6_DST)?;
-        if icmp.len() < 24 || icmp[1] != 0 || icmpv6_sum(src, dst, icmp) != 0xffff {
+        let (src, dst) = (p.src_addr(), p.dst_addr());
+        let nd = NeighborPacket::new_checked(p.payload()).ok()?;
+        if nd.msg_code() != 0 || !nd.verify_checksum(&src, &dst) {
             return None;
         }
-        let flags = u32::from_be_bytes(icmp.get(4..8)?.try_into().ok()?);
-        let (kind, want_opt) = match icmp[0] {
-            ND_SOLICIT => (NdKind::Solicit, OPT_SOURCE_LL),
-            ND_ADVERT => (
+        let flags = nd.flags();
+        let (kind, want_opt) = match nd.msg_type() {
+            icmpv6::msg::NEIGHBOR_SOLICIT => (NdKind::Solicit, ndisc::option::SOURCE_LL_ADDR),
+            icmpv6::msg::NEIGHBOR_ADVERT => (
                 NdKind::Advert {
-                    router: flags & 1 << 31 != 0,
-                    solicited: flags & 1 << 30 != 0,
-                    override_: flags & 1 << 29 != 0,
+                    router: flags & ndisc::flags::ROUTER != 0,
+                    solicited: flags & ndisc::flags::SOLICITED != 0,
+                    override_: flags & ndisc::flags::OVERRIDE != 0,
                 },
-                OPT_TARGET_LL,
+                ndisc::option::TARGET_LL_ADDR,
             ),
             _ => return None,
         };
-        let target = addr(icmp, 8)?;
+        let target = nd.target_addr();
         if target.is_multicast() {
             return None;
         }
         let mut lladdr = None;
-        let mut opts = icmp.get(24..)?;
-        while !opts.is_empty() {
-            let len = usize::from(*opts.get(1)?) * 8;
-            if len == 0 || len > opts.len() {
-                return None;
+        for opt in NdOptions::new(nd.options()) {
+            let opt = opt.ok()?;
+            if opt.option_type() == want_opt {
+                lladdr = opt.link_layer_addr().or(lladdr);
             }
-            if opts[0] == want_opt && len == 8 {
-                lladdr = Some(MacAddr(opts.get(2..8)?.try_into().ok()?));
-            }
-            opts = &opts[len..];
         }
         Some(Nd {
             kind,
@@ -709,15 +712,6 @@ impl Nd {
             lladdr,
         })
     }
-}
-
-/// The folded (not complemented) one's-complement sum of the ICMPv6 pseudo-header and `icmp`.
-fn icmpv6_sum(src: Ipv6Addr, dst: Ipv6Addr, icmp: &[u8]) -> u32 {
-    let mut s = ones_sum(0, &src.octets());
-    s = ones_sum(s, &dst.octets());
-    s = ones_sum(s, &(icmp.len() as u32).to_be_bytes());
-    s = ones_sum(s, &[0, 0, 0, ICMPV6]);
-    ones_sum(s, icmp)
 }
 
 #[cfg(test)]
@@ -892,6 +886,28 @@ mod tests {
     }
 
     #[test]
+    fn static_neighbours_are_answered_forever_and_never_replaced() {
+        let s = SharedNeighbours::new(Duration::from_secs(15), Duration::from_secs(30), 2)
+            .with_static([(1, ip("10.0.0.2"), MAC_A)]);
+        let t0 = Instant::now();
+        assert!(s.is_static(1, ip("10.0.0.2")));
+        assert!(!s.is_static(0, ip("10.0.0.2")), "per port");
+        assert_eq!(s.static_len(), 1);
+        assert_eq!(s.get(1, ip("10.0.0.2"), t0), Some(MAC_A));
+        // a day later: still there
+        let later = t0 + Duration::from_secs(86_400);
+        assert_eq!(s.get(1, ip("10.0.0.2"), later), Some(MAC_A));
+        // what a worker learns does not replace it, nor take room in the learned table
+        assert!(!s.publish(1, ip("10.0.0.2"), MAC_B, t0));
+        assert_eq!(s.get(1, ip("10.0.0.2"), t0), Some(MAC_A));
+        assert!(s.is_empty());
+        // other neighbours are learned as before
+        assert!(s.publish(1, ip("10.0.0.3"), MAC_B, t0));
+        assert_eq!(s.get(1, ip("10.0.0.3"), t0), Some(MAC_B));
+        assert_eq!(s.get(1, ip("10.0.0.3"), later), None);
+    }
+
+    #[test]
     fn table_full_refuses() {
         let mut t = NeighbourTable::new(NeighbourConfig {
             max_entries: 1,
@@ -984,7 +1000,7 @@ mod tests {
         pseudo.extend_from_slice(&solicited_node(target).octets());
         pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, 58]);
         pseudo.extend_from_slice(icmp);
-        assert_eq!(crate::build::checksum(&pseudo), 0);
+        assert_eq!(crate::wire::checksum::checksum(&pseudo), 0);
         let parsed = Nd::parse(&f[14..]).unwrap();
         assert_eq!(parsed, ns);
 
@@ -1021,5 +1037,43 @@ mod tests {
         let f = ns.frame(MAC_A, multicast_mac(ns.dst));
         assert_eq!(f.len(), ND_FRAME_LEN - 8);
         assert_eq!(Nd::parse(&f[14..]), Some(ns));
+    }
+
+    proptest::proptest! {
+        /// Whatever the addresses and operation, an ARP packet built then read is itself.
+        #[test]
+        fn arp_round_trip(op in proptest::bool::ANY, sm in proptest::array::uniform6(0u8..), si in proptest::prelude::any::<u32>(),
+                          tm in proptest::array::uniform6(0u8..), ti in proptest::prelude::any::<u32>()) {
+            let a = Arp {
+                op: if op { ArpOp::Request } else { ArpOp::Reply },
+                sender_mac: MacAddr(sm),
+                sender_ip: si.into(),
+                target_mac: MacAddr(tm),
+                target_ip: ti.into(),
+            };
+            proptest::prop_assert_eq!(Arp::parse_frame(&a.frame()), Some(a));
+        }
+
+        /// Whatever the addresses and flags, an NS or NA built then read is itself (a
+        /// multicast target is refused, as RFC 4861 says).
+        #[test]
+        fn nd_round_trip(src in proptest::prelude::any::<u128>(), dst in proptest::prelude::any::<u128>(),
+                         target in proptest::prelude::any::<u128>(), kind in 0u8..9,
+                         mac in proptest::option::of(proptest::array::uniform6(0u8..))) {
+            let nd = Nd {
+                kind: if kind == 8 {
+                    NdKind::Solicit
+                } else {
+                    NdKind::Advert { router: kind & 1 != 0, solicited: kind & 2 != 0, override_: kind & 4 != 0 }
+                },
+                src: src.into(),
+                dst: dst.into(),
+                target: target.into(),
+                lladdr: mac.map(MacAddr),
+            };
+            let f = nd.frame(MAC_A, MAC_B);
+            let want = (!nd.target.is_multicast()).then_some(nd);
+            proptest::prop_assert_eq!(Nd::parse(&f[14..]), want);
+        }
     }
 }

@@ -1,0 +1,103 @@
+//! The decide stage: the flows classify the burst's undecided packets with one rule set, and
+//! each verdict says where the packet goes next: `permit` to the input port's kernel (or out
+//! its inline peer, through the outflows), `deny` dropped, `table T` routed, `director D` to
+//! the director stage. Every verdict is counted for its rule.
+
+use flowgate_config::flows::Action;
+
+use crate::classify::Verdict;
+use crate::counters::{Counter, DropReason, VerdictKind};
+use crate::ruleset::CompiledList;
+
+use super::batch::{Batch, To};
+use super::forward::{self, dst_of};
+use super::frames::Frames;
+use super::{Env, PortRole};
+
+/// Classify with the flows every packet still `To::Flows` (from a port whose role is `role`)
+/// and decide where each goes. Returns whether some packet goes to a director.
+// a stage per function in profiles (one call per burst)
+#[inline(never)]
+pub fn decide<F: Frames>(b: &mut Batch, frames: &mut F, env: &Env<'_>, role: PortRole) -> bool {
+    let list = &env.rules.flows;
+    let n = b.classify(&list.classifier, |m| m.to == To::Flows);
+    for j in 0..n {
+        let (i, v) = b.verdict(j);
+        let kind = count(list, v, &env.rc.flow_rules, &env.rc.flow_verdicts);
+        let meta = &mut b.meta[i];
+        let input = meta.input;
+        let kernel = if role.kernel {
+            To::Kernel(input)
+        } else {
+            To::Drop(DropReason::NoKernel)
+        };
+        meta.to = match kind {
+            Some(VerdictKind::Permit) => match role.peer {
+                Some(peer) => {
+                    // leaves through the peer: the outflows decide, with its iface
+                    b.keys[i].iface = env.rules.outflows.port_iface[usize::from(peer)];
+                    meta.egress = true;
+                    To::Port(peer)
+                }
+                None => kernel,
+            },
+            Some(VerdictKind::Deny) | None => To::Drop(DropReason::FlowDeny),
+            Some(VerdictKind::Director) => To::Director(env.rules.director_of(v)),
+            Some(VerdictKind::Table) => {
+                let dst = dst_of(&b.keys[i]);
+                // for the appliance itself: delivered, as Linux's rule 0 (`lookup local`)
+                // would before any policy table
+                if env.rules.routes.is_local(dst) {
+                    kernel
+                } else {
+                    let table = table_of(list, v);
+                    forward::forward(
+                        frames,
+                        i,
+                        meta,
+                        &mut b.keys[i],
+                        env.rules,
+                        env.rc,
+                        env.roles,
+                        table,
+                        dst,
+                    );
+                    meta.to
+                }
+            }
+        };
+    }
+    b.meta[..b.len()]
+        .iter()
+        .any(|m| matches!(m.to, To::Director(_)))
+}
+
+/// Count a verdict of `list` into a generation's counters; its verdict kind.
+#[inline]
+pub fn count(
+    list: &CompiledList,
+    v: Verdict,
+    rules: &[Counter],
+    verdicts: &[Counter; 4],
+) -> Option<VerdictKind> {
+    if let Some(c) = rules.get(list.slot(v)) {
+        c.add(1);
+    }
+    let kind = match list.classifier.action(v)? {
+        Action::Permit => VerdictKind::Permit,
+        Action::Deny => VerdictKind::Deny,
+        Action::Director(_) => VerdictKind::Director,
+        Action::Table(_) => VerdictKind::Table,
+    };
+    verdicts[kind as usize].add(1);
+    Some(kind)
+}
+
+/// The table of a `table` verdict.
+#[inline]
+pub fn table_of(list: &CompiledList, v: Verdict) -> u32 {
+    match list.classifier.action(v) {
+        Some(Action::Table(t)) => *t,
+        _ => 0,
+    }
+}

@@ -1,0 +1,157 @@
+//! The parse stage: every frame of a burst is read once, into its [`PacketMeta`] and key.
+//! IP frames go to the flows (port input) or towards the port through the outflows (the
+//! kernel's output); other frames go to the port's kernel / out the port, or are dropped; a
+//! malformed frame is dropped with its reason. Frames that may teach a neighbour (ARP, NS,
+//! NA from a port) are noted for the neighbour stage.
+
+use crate::classify::{Key, BATCH};
+use crate::counters::{DropReason, WorkerCounters};
+use crate::wire::{self, Frame};
+
+use super::batch::{Batch, PacketMeta, To};
+use super::frames::Frames;
+use super::neighbour::{is_arp, is_nd};
+
+/// Where a burst from a port comes from, and what becomes of its frames that are no IP.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// The port.
+    pub input: u16,
+    /// The port's iface id in the flows.
+    pub iface: u16,
+    /// Where non-IP frames go (`None`: dropped).
+    pub non_ip: Option<To>,
+    /// Note the frames that may teach a neighbour.
+    pub learn: bool,
+}
+
+/// The parse stage's notes on the last burst.
+#[derive(Debug)]
+pub struct Parse {
+    /// (frame index, IP header offset) of the frames that may teach a neighbour.
+    learn: [(u8, u16); BATCH],
+    n_learn: usize,
+    /// Bytes of the frames read.
+    pub bytes: u64,
+}
+
+impl Default for Parse {
+    fn default() -> Self {
+        Parse {
+            learn: [(0, 0); BATCH],
+            n_learn: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl Parse {
+    /// Frames from a physical port (`from`): IP packets (key with the flows' iface) wait for
+    /// the flows; non-IP frames go to `from.non_ip` (`None`: dropped, the port has no
+    /// kernel); with `from.learn`, ARP / NS / NA frames are noted.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
+    pub fn ports<F: Frames>(
+        &mut self,
+        b: &mut Batch,
+        frames: &F,
+        from: Source,
+        counters: &WorkerCounters,
+    ) {
+        let Source {
+            input,
+            iface,
+            non_ip,
+            learn,
+        } = from;
+        self.n_learn = 0;
+        self.bytes = 0;
+        b.start(frames.len());
+        for i in 0..b.len() {
+            let Some(frame) = frames.packet(i) else {
+                b.meta[i] = PacketMeta::other(input, To::Drop(DropReason::RouteTruncated));
+                continue;
+            };
+            self.bytes += frame.len() as u64;
+            b.meta[i] = match wire::parse(frame) {
+                Frame::Ip(facts) => {
+                    b.keys[i] = Key::from_facts(&facts, iface);
+                    if learn && is_nd(&facts) {
+                        self.note(i, facts.l3_offset);
+                    }
+                    PacketMeta::ip(&facts, input)
+                }
+                Frame::NonIp { ethertype } => match non_ip {
+                    Some(to) => {
+                        if let Some(c) = counters.ports.get(usize::from(input)) {
+                            c.non_ip.add(1);
+                        }
+                        if learn && is_arp(ethertype) {
+                            self.note(i, 0);
+                        }
+                        PacketMeta::other(input, to)
+                    }
+                    None => PacketMeta::other(input, To::Drop(DropReason::NoKernel)),
+                },
+                Frame::Malformed(why) => {
+                    PacketMeta::other(input, To::Drop(DropReason::Malformed(why)))
+                }
+            };
+        }
+    }
+
+    /// Frames the kernel sent out of port `port`'s TAP: IP packets head for the port
+    /// through the outflows (key with the outflows' `iface`; their TTL is the kernel's
+    /// business); other frames go out the port as they are; what the parser cannot read is
+    /// dropped, not sent blindly.
+    // a stage per function in profiles (one call per burst)
+    #[inline(never)]
+    pub fn kernel<F: Frames>(
+        &mut self,
+        b: &mut Batch,
+        frames: &F,
+        port: u16,
+        iface: u16,
+        counters: &WorkerCounters,
+    ) {
+        self.n_learn = 0;
+        self.bytes = 0;
+        b.start(frames.len());
+        for i in 0..b.len() {
+            let Some(frame) = frames.packet(i) else {
+                b.meta[i] = PacketMeta::other(port, To::Drop(DropReason::KernelMalformed));
+                continue;
+            };
+            self.bytes += frame.len() as u64;
+            b.meta[i] = match wire::parse(frame) {
+                Frame::Ip(facts) => {
+                    b.keys[i] = Key::from_facts(&facts, iface);
+                    let mut m = PacketMeta::ip(&facts, port);
+                    (m.to, m.egress, m.routed) = (To::Port(port), true, true);
+                    m
+                }
+                Frame::NonIp { .. } => {
+                    if let Some(c) = counters.ports.get(usize::from(port)) {
+                        c.non_ip.add(1);
+                    }
+                    PacketMeta::other(port, To::Port(port))
+                }
+                Frame::Malformed(_) => {
+                    PacketMeta::other(port, To::Drop(DropReason::KernelMalformed))
+                }
+            };
+        }
+    }
+
+    #[inline]
+    fn note(&mut self, i: usize, l3: usize) {
+        self.learn[self.n_learn] = (i as u8, l3 as u16);
+        self.n_learn += 1;
+    }
+
+    /// The frames of the last burst that may teach a neighbour: (index, IP header offset).
+    #[inline]
+    pub fn learners(&self) -> &[(u8, u16)] {
+        &self.learn[..self.n_learn]
+    }
+}
