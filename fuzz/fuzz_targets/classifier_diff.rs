@@ -57,15 +57,9 @@ impl Bytes<'_> {
 
 fn prefix(b: &mut Bytes) -> Prefix {
     if b.below(5) < 3 {
-        Prefix::new(
-            IpAddr::V4(Ipv4Addr::from(b.pick(&V4))),
-            b.pick(&V4_LENS),
-        )
+        Prefix::new(IpAddr::V4(Ipv4Addr::from(b.pick(&V4))), b.pick(&V4_LENS))
     } else {
-        Prefix::new(
-            IpAddr::V6(Ipv6Addr::from(b.pick(&V6))),
-            b.pick(&V6_LENS),
-        )
+        Prefix::new(IpAddr::V6(Ipv6Addr::from(b.pick(&V6))), b.pick(&V6_LENS))
     }
 }
 
@@ -183,7 +177,10 @@ fn packet(b: &mut Bytes, a4: &[u32], a6: &[u128], ps: &[u16]) -> Packet {
                 b.pick(a6)
             }
         };
-        (IpAddr::V6(Ipv6Addr::from(a())), IpAddr::V6(Ipv6Addr::from(a())))
+        (
+            IpAddr::V6(Ipv6Addr::from(a())),
+            IpAddr::V6(Ipv6Addr::from(a())),
+        )
     } else {
         let mut a = || {
             if b.below(5) == 0 {
@@ -192,7 +189,10 @@ fn packet(b: &mut Bytes, a4: &[u32], a6: &[u128], ps: &[u16]) -> Packet {
                 b.pick(a4)
             }
         };
-        (IpAddr::V4(Ipv4Addr::from(a())), IpAddr::V4(Ipv4Addr::from(a())))
+        (
+            IpAddr::V4(Ipv4Addr::from(a())),
+            IpAddr::V4(Ipv4Addr::from(a())),
+        )
     };
     let proto = b.pick(&[6u8, 17, 1, 58, 47, 0, 255, 6, 17, 1, 58]);
     let icmp = if v6 { 58 } else { 1 };
