@@ -11,11 +11,17 @@ packages=(
   build-essential pkg-config git curl ca-certificates
   # DPDK 22.11: headers + pkg-config (build), PMDs and dpdk-testpmd / dpdk-test-acl (run, bench)
   libdpdk-dev dpdk dpdk-dev librte-net-af-packet23 librte-net-pcap23 librte-net-tap23 librte-net-ring23 librte-net-null23 librte-net-af-xdp23 librte-mempool-ring23
+  # the throughput lab (scripts/pktgen.sh): memif between generator and DUT, gnuplot for the plots
+  librte-net-memif23 gnuplot-nox
   # bindgen needs libclang
   libclang-dev clang
   # the demo lab and integration tests: namespaces, veth, captures, nftables reference
   iproute2 iputils-ping netcat-openbsd tcpdump nftables ethtool procps psmisc
   libpcap-dev python3
+  # the Debian package (scripts/package.sh) and its test: dpkg-buildpackage + debhelper, man
+  debhelper dpkg-dev man-db
+  # the monitoring lab test runs Debian's Prometheus (and promtool) itself
+  prometheus
 )
 
 missing=()
@@ -27,7 +33,16 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
+  # tools only: no package's service (prometheus) is started on install (policy-rc.d 101)
+  policy=/usr/sbin/policy-rc.d
+  made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    made_policy=1
+  fi
   $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ -n "$made_policy" ]; then $SUDO rm -f "$policy"; fi
 else
   echo "setup: system packages present"
 fi

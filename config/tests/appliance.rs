@@ -671,6 +671,104 @@ fn port_peer_names_another_port() {
     one(&text, "port[0].peer", 10);
 }
 
+/// `flowgate run` refuses a director of 65,535 servers or more (issue 17): the config check
+/// refuses it first, so `flowgate check --config` and `run` agree.
+#[test]
+fn more_servers_than_the_dataplane_numbers_are_refused() {
+    let servers = |n: usize| {
+        let mut s = String::from(
+            "\n[[director]]\nname = \"big\"\nscheduler = \"wrr\"\nmode = \"nat\"\nservers = [\n",
+        );
+        for i in 0..n {
+            s.push_str(&format!(
+                "  {{ name = \"s{i}\", address = \"10.{}.{}.{}\" }},\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ));
+        }
+        s.push_str("]\n");
+        s
+    };
+    let t = std::time::Instant::now();
+    let d = one(
+        &format!("{BASE}{}", servers(usize::from(u16::MAX))),
+        "director.big.servers",
+        33,
+    );
+    assert!(
+        d.message
+            .contains("65535 servers: a director has at most 65534"),
+        "{d}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+}
+
+/// Many routes are checked in linear time; many duplicates give a bounded report.
+#[test]
+fn a_hundred_thousand_routes_load_fast_and_duplicates_are_bounded() {
+    let mut routes = String::new();
+    for i in 0..30_000u32 {
+        routes.push_str(&format!(
+            "\"10.{}.{}.0/24\" = \"192.168.0.254\"\n",
+            i >> 8 & 255,
+            i & 255
+        ));
+    }
+    let text = BASE.replace("default = \"192.168.0.254\"\n", &routes);
+    let t = std::time::Instant::now();
+    let app = parse_with_cpus(FILE, &text, 4).expect("valid");
+    assert_eq!(app.main.routes.len(), 30_000);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+
+    // the same destinations twice, spelled differently: every second one a duplicate
+    let mut dups = String::new();
+    for i in 0..5_000u32 {
+        dups.push_str(&format!("\"2001:db8:{i:x}::/48\" = \"2001:db8::1\"\n"));
+        dups.push_str(&format!("\"2001:0db8:{i:x}::/48\" = \"2001:db8::1\"\n"));
+    }
+    let text = BASE.replace("default = \"192.168.0.254\"\n", &dups);
+    let t = std::time::Instant::now();
+    let diags = errors(&text);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(diags.len(), appliance::MAX_ERRORS + 1);
+    assert!(
+        diags[0].message.contains("is already routed at line"),
+        "{}",
+        diags[0]
+    );
+    let last = diags.last().expect("last");
+    assert_eq!(
+        last.message,
+        format!("{} more errors not shown", 5_000 - appliance::MAX_ERRORS)
+    );
+}
+
+#[test]
+fn log_levels_default_parse_and_refuse() {
+    use flowgate_config::appliance::{Log, LogLevel};
+    let app = parse_with_cpus(FILE, BASE, 4).expect("base");
+    assert_eq!(app.log, Log::default());
+    assert_eq!(
+        (app.log.level, app.log.dpdk),
+        (LogLevel::Info, LogLevel::Warn)
+    );
+    let text = format!("{BASE}\n[log]\nlevel = \"debug\"\ndpdk = \"error\"\n");
+    let app = parse_with_cpus(FILE, &text, 4).expect("log levels");
+    assert_eq!(
+        (app.log.level, app.log.dpdk),
+        (LogLevel::Debug, LogLevel::Error)
+    );
+    let text = format!("{BASE}\n[log]\nlevel = \"loud\"\n");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let line = BASE.lines().count() + 3;
+    assert_eq!(errs[0].line, line, "{errs:#?}");
+    assert!(errs[0].message.contains("loud"), "{errs:#?}");
+    assert_eq!("trace".parse::<LogLevel>(), Ok(LogLevel::Trace));
+    assert!("verbose".parse::<LogLevel>().is_err());
+}
+
 #[test]
 fn static_neighbours_are_checked_per_port() {
     let with = |n: &str| {

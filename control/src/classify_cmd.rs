@@ -7,7 +7,7 @@ use std::path::Path;
 use flowgate_config::appliance::{self, Appliance};
 use flowgate_config::flows::{self, Action, ListKind, Loaded, Names};
 use flowgate_dataplane::classify::Classifier;
-use flowgate_dataplane::ruleset::default_action;
+use flowgate_dataplane::ruleset::{default_action, RuleSet};
 
 /// What went wrong, already rendered for a person; the process exits 1.
 #[derive(Debug)]
@@ -36,10 +36,29 @@ pub fn load_flows(path: &Path, config: Option<&Appliance>) -> Result<Loaded, Ref
     })
 }
 
+/// `flowgate check --config FILE`: the config, and the flows file it names, as `flowgate run`
+/// would load them.
+pub fn check_config(config: Option<&Path>) -> Result<(), Refused> {
+    let app = load_config(config)?.ok_or_else(|| Refused("no config given".into()))?;
+    let flows = app.flows.clone();
+    check(&flows, config)
+}
+
 /// `flowgate check FILE [--config FILE]`: warnings and exit 0, or every error and exit 1.
+/// The file is also compiled as `flowgate run` compiles it (with the config: the whole rule
+/// set; without: each list), so what `run` refuses, `check` refuses.
 pub fn check(path: &Path, config: Option<&Path>) -> Result<(), Refused> {
     let config = load_config(config)?;
     let loaded = load_flows(path, config.as_ref())?;
+    let compiled = match &config {
+        Some(app) => RuleSet::compile(loaded.file.clone(), app, 1).map(drop),
+        None => [ListKind::Flow, ListKind::Outflow]
+            .into_iter()
+            .try_for_each(|kind| {
+                Classifier::new(loaded.file.list(kind), &Action::Permit).map(drop)
+            }),
+    };
+    compiled.map_err(|e| Refused(format!("{}: error: {e}", path.display())))?;
     eprint!("{}", loaded.render_warnings(color()));
     let n_flows = loaded.file.flows().count();
     let n_out = loaded.file.outflows().count();
@@ -52,14 +71,7 @@ pub fn check(path: &Path, config: Option<&Path>) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Output form of `classify`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// `<verdict> <flow> <rule>` (the stable contract of flows.md).
-    Text,
-    /// One JSON object per packet line.
-    Json,
-}
+pub use flowgate_control::cli::flowgate::Format;
 
 /// `flowgate classify`: one verdict line per packet line, in order.
 pub fn classify(

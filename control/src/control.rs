@@ -1,15 +1,20 @@
-//! The control thread: the owner of the published state. Requests arrive over a channel as
-//! [`Request`] actions (from the socket server or in-process) and are executed one at a time,
-//! so publication has a single writer.
+//! The control thread, the push thread and the report thread. Requests arrive over a channel
+//! as [`Request`] actions (from the socket server or in-process). The control thread answers
+//! `status` itself; the pushes (check, diff, apply, apply_path, rollback: parse, lint,
+//! compile, persist) go to the push thread, which executes them one at a time
+//! ([`Pusher::handle`]), so publication has a single writer; the rest (stats, show, trace,
+//! directors, and the periodic fold and metrics) go to the report thread
+//! ([`Reports::handle`]). So `status` is answered while a push or a large `stats` is worked on.
 //!
 //! `apply`: load (parse, check references against the appliance, lint) -> compile the next
-//! generation -> publish (`ArcSwap::store`) -> persist the text atomically. A file that does
-//! not load or compile changes nothing: neither the dataplane nor the file on disk.
+//! generation -> persist the text atomically -> publish (`ArcSwap::store`). A file that does
+//! not load, compile or persist changes nothing: neither the dataplane nor the file on disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,11 +39,15 @@ use crate::trace::{list_default, trace};
 /// number of rules); `flowgate check` still lints them. Errors are always checked.
 pub const LINT_MAX_RULES: usize = 2_000;
 
-/// The largest flows file `apply_path` reads.
-pub const MAX_FLOWS_FILE: u64 = 256 << 20;
+/// The largest flows file `apply_path` (and the daemon at start) reads.
+pub const MAX_FLOWS_FILE: u64 = flowgate_config::source::MAX_FLOWS_FILE;
 
 /// How many earlier applied sets `rollback` can go back through.
 pub const ROLLBACK_DEPTH: usize = 32;
+
+/// The bytes of flows text the rollback history keeps at most (the oldest texts are dropped
+/// first; the newest is kept whatever its size).
+pub const ROLLBACK_BYTES: usize = 64 << 20;
 
 /// Why the control side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,11 +78,12 @@ pub enum StartError {
 /// generation 1. Returns the rule set and the file's text.
 pub fn initial_rules(appliance: &Appliance) -> Result<(RuleSet, String), StartError> {
     let path = appliance.flows.display().to_string();
-    let text =
-        std::fs::read_to_string(&appliance.flows).map_err(|source| StartError::ReadFlows {
+    let text = flowgate_config::source::read_regular(&appliance.flows, MAX_FLOWS_FILE).map_err(
+        |source| StartError::ReadFlows {
             path: path.clone(),
             source,
-        })?;
+        },
+    )?;
     let loaded = flows::load(&path, &text, Some(appliance)).map_err(StartError::Flows)?;
     let set = RuleSet::compile(loaded.file, appliance, 1)?;
     Ok((set, text))
@@ -128,26 +138,143 @@ pub enum Command {
     Shutdown,
 }
 
-/// The owner of the published state (runs on the control thread).
-pub struct Controller {
+/// What the push thread publishes for the control thread to read (without waiting for it).
+#[derive(Debug, Default)]
+struct PushProgress {
+    swaps: AtomicU64,
+    rollback_depth: AtomicUsize,
+    /// Pushes (`apply`, `apply_path`, `rollback`, SIGHUP) refused since start.
+    refused: AtomicU64,
+}
+
+/// The texts `rollback` can go back to (most recent last), at most [`ROLLBACK_DEPTH`] of them
+/// and [`ROLLBACK_BYTES`] together.
+#[derive(Debug, Default)]
+struct History {
+    texts: VecDeque<String>,
+    bytes: usize,
+}
+
+impl History {
+    fn push(&mut self, text: String) {
+        self.bytes += text.len();
+        self.texts.push_back(text);
+        while self.texts.len() > ROLLBACK_DEPTH
+            || (self.bytes > ROLLBACK_BYTES && self.texts.len() > 1)
+        {
+            if let Some(old) = self.texts.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn last(&self) -> Option<&String> {
+        self.texts.back()
+    }
+
+    fn pop(&mut self) {
+        if let Some(t) = self.texts.pop_back() {
+            self.bytes -= t.len();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.texts.len()
+    }
+}
+
+/// Locks a mutex whose holder may have panicked (the state it guards stays consistent: every
+/// change to it is a single store at the end of a push).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether a request is a push: worked on by the push thread, not the control thread.
+fn is_push(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Check { .. }
+            | Request::Diff { .. }
+            | Request::Apply { .. }
+            | Request::ApplyPath { .. }
+            | Request::Rollback {}
+    )
+}
+
+/// The expensive side of the control side: loads, compiles, persists and publishes flows
+/// texts, one request at a time (on the push thread when the controller runs).
+pub struct Pusher {
     shared: Arc<Shared>,
-    gens: Generations,
-    /// The text of the applied set, and of the sets before it (most recent last).
+    gens: Arc<Mutex<Generations>>,
+    progress: Arc<PushProgress>,
+    /// The text of the applied set, and of the sets before it.
     current_text: String,
-    undo: Vec<String>,
+    undo: History,
     flows_path: PathBuf,
-    director: Option<Box<dyn DirectorControl>>,
-    swaps: u64,
+}
+
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher")
+            .field("undo", &self.undo.len())
+            .field("undo_bytes", &self.undo.bytes)
+            .field("flows_path", &self.flows_path)
+            .finish()
+    }
+}
+
+/// The cheap side of the control side: status, stats, show, trace, directors, and the
+/// periodic fold and metrics (on the report thread when the controller runs, so a `stats` of
+/// a large set does not hold `status` up either).
+pub struct Reports {
+    shared: Arc<Shared>,
+    gens: Arc<Mutex<Generations>>,
+    progress: Arc<PushProgress>,
+    flows_path: PathBuf,
+    director: Mutex<Option<Box<dyn DirectorControl>>>,
     export_metrics: bool,
+}
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reports")
+            .field("shared", &self.shared)
+            .field("progress", &self.progress)
+            .finish()
+    }
+}
+
+/// The owner of the published state. Its loop (on the control thread) answers `status` and
+/// hands pushes to the push thread and the other requests to the report thread.
+pub struct Controller {
+    reports: Arc<Reports>,
+    pusher: Arc<Mutex<Pusher>>,
 }
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
-            .field("shared", &self.shared)
-            .field("swaps", &self.swaps)
-            .field("undo", &self.undo.len())
+            .field("reports", &self.reports)
             .finish()
+    }
+}
+
+/// Which thread works on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Worker {
+    /// `status`: the control thread itself.
+    Control,
+    /// Loads, compiles, persists: the push thread.
+    Push,
+    /// Everything else: the report thread.
+    Report,
+}
+
+fn worker_for(req: &Request) -> Worker {
+    match req {
+        Request::Status {} => Worker::Control,
+        r if is_push(r) => Worker::Push,
+        _ => Worker::Report,
     }
 }
 
@@ -156,26 +283,256 @@ impl Controller {
     pub fn new(shared: Arc<Shared>, current_text: String, opts: &mut ControlOptions) -> Self {
         let mut gens = Generations::default();
         gens.push(shared.rules.load_full());
-        Controller {
+        let gens = Arc::new(Mutex::new(gens));
+        let progress = Arc::new(PushProgress::default());
+        let pusher = Pusher {
+            shared: Arc::clone(&shared),
+            gens: Arc::clone(&gens),
+            progress: Arc::clone(&progress),
+            current_text,
+            undo: History::default(),
+            flows_path: opts.flows_path.clone(),
+        };
+        let reports = Reports {
             shared,
             gens,
-            current_text,
-            undo: Vec::new(),
+            progress,
             flows_path: opts.flows_path.clone(),
-            director: opts.director.take(),
-            swaps: 0,
+            director: Mutex::new(opts.director.take()),
             export_metrics: opts.metrics.is_some(),
+        };
+        Controller {
+            reports: Arc::new(reports),
+            pusher: Arc::new(Mutex::new(pusher)),
         }
     }
 
+    /// Execute one action on this thread (a push too: this thread then waits for it).
+    pub fn handle(&mut self, req: Request, arrived: Instant) -> Reply {
+        match worker_for(&req) {
+            Worker::Push => lock(&self.pusher).handle(req, arrived),
+            Worker::Control | Worker::Report => self.reports.handle(req),
+        }
+    }
+
+    /// Generation, uptime and sizes.
+    pub fn status(&self) -> StatusReply {
+        self.reports.status()
+    }
+
+    /// Every counter, summed over workers (and over generations for rules and verdicts).
+    pub fn stats(&self) -> StatsReply {
+        self.reports.stats()
+    }
+
+    /// Periodic work: fold old generations' counters, publish metrics.
+    pub fn tick(&mut self) {
+        self.reports.tick();
+    }
+
+    /// The control thread's loop: serve commands until `Shutdown` or every sender is gone.
+    /// `status` is answered here; pushes go to the push thread (one at a time, in arrival
+    /// order), every other request to the report thread, which also does the periodic
+    /// [`Reports::tick`]. So `status` never waits for a push or a large `stats`.
+    pub fn run(self, rx: Receiver<Command>, tick: Duration) {
+        type Job = (Request, Instant, Sender<Reply>);
+        let (push_tx, push_rx) = mpsc::channel::<Job>();
+        let pusher = Arc::clone(&self.pusher);
+        let push_thread = std::thread::Builder::new()
+            .name("flowgate-push".into())
+            .spawn(move || {
+                for (req, arrived, reply) in push_rx {
+                    let r = lock(&pusher).handle(req, arrived);
+                    let _ = reply.send(r);
+                }
+            });
+        let (report_tx, report_rx) = mpsc::channel::<Job>();
+        let reports = Arc::clone(&self.reports);
+        let report_thread = std::thread::Builder::new()
+            .name("flowgate-report".into())
+            .spawn(move || reports.run(report_rx, tick));
+        // a thread that could not be made: its requests are worked on here
+        let push_tx = push_thread.as_ref().ok().map(|_| push_tx);
+        let report_tx = report_thread.as_ref().ok().map(|_| report_tx);
+        let mut last = Instant::now();
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok(Command::Request(req, arrived, reply)) => {
+                    let to = match worker_for(&req) {
+                        Worker::Push => push_tx.as_ref(),
+                        Worker::Report => report_tx.as_ref(),
+                        Worker::Control => None,
+                    };
+                    let job = match to {
+                        Some(tx) => match tx.send((req, arrived, reply)) {
+                            Ok(()) => None,
+                            Err(mpsc::SendError(job)) => Some(job),
+                        },
+                        None => Some((req, arrived, reply)),
+                    };
+                    if let Some((req, arrived, reply)) = job {
+                        let r = match worker_for(&req) {
+                            Worker::Push => lock(&self.pusher).handle(req, arrived),
+                            _ => self.reports.handle(req),
+                        };
+                        let _ = reply.send(r);
+                    }
+                }
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if report_tx.is_none() && last.elapsed() >= tick {
+                last = Instant::now();
+                self.reports.tick();
+            }
+        }
+        drop(push_tx);
+        drop(report_tx);
+        if let Ok(t) = push_thread {
+            let _ = t.join();
+        }
+        if let Ok(t) = report_thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Reports {
     fn appliance(&self) -> &Appliance {
         &self.shared.appliance
     }
 
-    /// Execute one action.
-    pub fn handle(&mut self, req: Request, arrived: Instant) -> Reply {
+    /// Answer one request that is not a push.
+    pub fn handle(&self, req: Request) -> Reply {
         match req {
             Request::Status {} => Ok(Body::Status(self.status())),
+            Request::ShowFlows {} => {
+                let set = self.shared.rules.load();
+                Ok(Body::Flows(FlowsReply {
+                    generation: set.generation,
+                    text: flows::print(&set.source),
+                }))
+            }
+            Request::Stats {} => Ok(Body::Stats(Box::new(self.stats()))),
+            Request::Trace { packet, outflows } => {
+                let pkt = flows::parse_packet_line(&packet)
+                    .map_err(|e| ErrorReply::new(format!("bad packet line: {e}")))?;
+                let kind = if outflows {
+                    ListKind::Outflow
+                } else {
+                    ListKind::Flow
+                };
+                let set = self.shared.rules.load();
+                let default = list_default(self.appliance(), kind);
+                Ok(Body::Trace(trace(&set, kind, &pkt, &default)))
+            }
+            Request::DirectorList {} => Ok(Body::Directors(DirectorsReply {
+                directors: self.with_director(|d| Ok(d.list()))?,
+            })),
+            Request::DirectorEnable { director, server } => {
+                self.with_director(|d| d.set_enabled(&director, &server, true))?;
+                done(format!("{director}/{server} enabled"))
+            }
+            Request::DirectorDisable { director, server } => {
+                self.with_director(|d| d.set_enabled(&director, &server, false))?;
+                done(format!("{director}/{server} disabled"))
+            }
+            Request::DirectorWeight {
+                director,
+                server,
+                weight,
+            } => {
+                self.with_director(|d| d.set_weight(&director, &server, weight))?;
+                done(format!("{director}/{server} weight {weight}"))
+            }
+            other => Err(ErrorReply::new(format!(
+                "`{}` is a push: the push thread answers it",
+                other.op()
+            ))),
+        }
+    }
+
+    fn with_director<T>(
+        &self,
+        f: impl FnOnce(&mut Box<dyn DirectorControl>) -> Result<T, String>,
+    ) -> Result<T, ErrorReply> {
+        let mut d = lock(&self.director);
+        let d = d
+            .as_mut()
+            .ok_or_else(|| ErrorReply::new("no director state in this build"))?;
+        f(d).map_err(ErrorReply::new)
+    }
+
+    /// The report thread's loop: answer requests, and tick every `tick`.
+    fn run(&self, rx: Receiver<(Request, Instant, Sender<Reply>)>, tick: Duration) {
+        let mut last = Instant::now();
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok((req, _, reply)) => {
+                    let _ = reply.send(self.handle(req));
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if last.elapsed() >= tick {
+                last = Instant::now();
+                self.tick();
+            }
+        }
+    }
+}
+
+impl Pusher {
+    fn appliance(&self) -> &Appliance {
+        &self.shared.appliance
+    }
+
+    /// Execute one push: `check`, `diff`, `apply`, `apply_path` or `rollback` (the seam: a
+    /// request in, the reply out, the published state and the flows file changed or not).
+    /// A publishing push's outcome is logged (and a refusal counted).
+    pub fn handle(&mut self, req: Request, arrived: Instant) -> Reply {
+        let source = push_source(&req);
+        let reply = self.work(req, arrived);
+        if let Some(source) = source {
+            self.log_push(&source, &reply);
+        }
+        reply
+    }
+
+    /// Logs a push's outcome once: the swap it published, or why it was refused.
+    fn log_push(&self, source: &str, reply: &Reply) {
+        match reply {
+            Ok(Body::Applied(a)) => {
+                log::info!(
+                    target: "control",
+                    "{source}: generation {} published in {} us (compile {} us){}",
+                    a.generation,
+                    a.publish_us,
+                    a.compile_us,
+                    match &a.persist_error {
+                        Some(e) => format!("; NOT persisted: {e}"),
+                        None => String::new(),
+                    }
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let refused = self.progress.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::publish_refused(refused);
+                // the first diagnostic says where; the reply carries them all
+                let first = e
+                    .diagnostics
+                    .as_deref()
+                    .and_then(|d| d.lines().find(|l| !l.trim().is_empty()))
+                    .map(|l| format!(" ({})", l.trim()))
+                    .unwrap_or_default();
+                log::warn!(target: "control", "{source} refused: {}{first}", e.error);
+            }
+        }
+    }
+
+    fn work(&mut self, req: Request, arrived: Instant) -> Reply {
+        match req {
             Request::Check { flows, name } => {
                 let loaded = self.load(&flows, name.as_deref())?;
                 let (f, o, r) = sizes(&loaded.file);
@@ -200,58 +557,11 @@ impl Controller {
                 self.apply(text, Some(&path), arrived)
             }
             Request::Rollback {} => self.rollback(arrived),
-            Request::ShowFlows {} => {
-                let set = self.shared.rules.load();
-                Ok(Body::Flows(FlowsReply {
-                    generation: set.generation,
-                    text: flows::print(&set.source),
-                }))
-            }
-            Request::Stats {} => Ok(Body::Stats(Box::new(self.stats()))),
-            Request::Trace { packet, outflows } => {
-                let pkt = flows::parse_packet_line(&packet)
-                    .map_err(|e| ErrorReply::new(format!("bad packet line: {e}")))?;
-                let kind = if outflows {
-                    ListKind::Outflow
-                } else {
-                    ListKind::Flow
-                };
-                let set = self.shared.rules.load();
-                let default = list_default(self.appliance(), kind);
-                Ok(Body::Trace(trace(&set, kind, &pkt, &default)))
-            }
-            Request::DirectorList {} => Ok(Body::Directors(DirectorsReply {
-                directors: self.director()?.list(),
-            })),
-            Request::DirectorEnable { director, server } => {
-                self.director()?
-                    .set_enabled(&director, &server, true)
-                    .map_err(ErrorReply::new)?;
-                done(format!("{director}/{server} enabled"))
-            }
-            Request::DirectorDisable { director, server } => {
-                self.director()?
-                    .set_enabled(&director, &server, false)
-                    .map_err(ErrorReply::new)?;
-                done(format!("{director}/{server} disabled"))
-            }
-            Request::DirectorWeight {
-                director,
-                server,
-                weight,
-            } => {
-                self.director()?
-                    .set_weight(&director, &server, weight)
-                    .map_err(ErrorReply::new)?;
-                done(format!("{director}/{server} weight {weight}"))
-            }
+            other => Err(ErrorReply::new(format!(
+                "`{}` is not a push request",
+                other.op()
+            ))),
         }
-    }
-
-    fn director(&mut self) -> Result<&mut Box<dyn DirectorControl>, ErrorReply> {
-        self.director
-            .as_mut()
-            .ok_or_else(|| ErrorReply::new("no director state in this build"))
     }
 
     fn load(&self, text: &str, name: Option<&str>) -> Result<Loaded, ErrorReply> {
@@ -302,10 +612,14 @@ impl Controller {
         let loaded = self.load(&text, Some("<rollback>"))?;
         let reply = self.compile_and_publish(loaded.file, text, arrived, false)?;
         self.undo.pop();
+        self.progress
+            .rollback_depth
+            .store(self.undo.len(), Ordering::Relaxed);
         Ok(Body::Applied(reply))
     }
 
-    /// Compile the next generation, publish it, then persist its text.
+    /// Compile the next generation, persist its text, then publish it: a text that cannot be
+    /// saved is not published (a restart would silently go back to the saved one).
     fn compile_and_publish(
         &mut self,
         file: FlowsFile,
@@ -318,31 +632,36 @@ impl Controller {
         let set =
             Arc::new(RuleSet::compile(file, self.appliance(), generation).map_err(compile_err)?);
         let compile = t0.elapsed();
+        write_atomic(&self.flows_path, text.as_bytes()).map_err(|e| {
+            ErrorReply::new(format!(
+                "cannot persist to {}: {e}; nothing changed",
+                self.flows_path.display()
+            ))
+        })?;
         self.shared.rules.store(Arc::clone(&set));
         let publish = arrived.elapsed();
-        self.gens.push(set);
-        self.swaps += 1;
+        lock(&self.gens).push(set);
+        self.progress.swaps.fetch_add(1, Ordering::Relaxed);
         metrics::record_swap(publish);
         let previous = std::mem::replace(&mut self.current_text, text);
         if remember {
             self.undo.push(previous);
-            if self.undo.len() > ROLLBACK_DEPTH {
-                self.undo.remove(0);
-            }
         }
-        let persist_error = write_atomic(&self.flows_path, self.current_text.as_bytes())
-            .err()
-            .map(|e| format!("cannot persist to {}: {e}", self.flows_path.display()));
+        self.progress
+            .rollback_depth
+            .store(self.undo.len(), Ordering::Relaxed);
         Ok(AppliedReply {
             generation,
             publish_us: micros(publish),
             compile_us: micros(compile),
-            persisted: persist_error.is_none(),
-            persist_error,
+            persisted: true,
+            persist_error: None,
             warnings: String::new(),
         })
     }
+}
 
+impl Reports {
     /// Generation, uptime and sizes.
     pub fn status(&self) -> StatusReply {
         let set = self.shared.rules.load();
@@ -360,8 +679,8 @@ impl Controller {
             flows: f,
             outflows: o,
             rules: r,
-            rollback_depth: self.undo.len(),
-            swaps: self.swaps,
+            rollback_depth: self.progress.rollback_depth.load(Ordering::Relaxed),
+            swaps: self.progress.swaps.load(Ordering::Relaxed),
             flows_path: self.flows_path.display().to_string(),
         }
     }
@@ -369,7 +688,7 @@ impl Controller {
     /// Every counter, summed over workers (and over generations for rules and verdicts).
     pub fn stats(&self) -> StatsReply {
         let set = self.shared.rules.load();
-        let (all_rules, verdicts) = self.gens.totals();
+        let (all_rules, verdicts) = lock(&self.gens).totals();
         let mut rules = Vec::new();
         for (key, hits) in per_rule(&set).0 {
             let total = all_rules.get(&key).copied().unwrap_or(hits);
@@ -424,7 +743,10 @@ impl Controller {
             verdicts: vs,
             ports,
             drops,
-            directors: self.director.as_ref().map(|d| d.list()).unwrap_or_default(),
+            directors: lock(&self.director)
+                .as_ref()
+                .map(|d| d.list())
+                .unwrap_or_default(),
             workers: NEIGHBOUR_COLUMNS
                 .iter()
                 .map(|c| format!("neighbour_{c}"))
@@ -440,30 +762,23 @@ impl Controller {
     }
 
     /// Periodic work: fold old generations' counters, publish metrics.
-    pub fn tick(&mut self) {
-        self.gens.fold();
+    pub fn tick(&self) {
+        lock(&self.gens).fold();
         if self.export_metrics {
-            metrics::publish(&self.stats(), self.swaps);
+            metrics::publish(&self.stats(), self.progress.swaps.load(Ordering::Relaxed));
+            metrics::publish_refused(self.progress.refused.load(Ordering::Relaxed));
         }
     }
-
-    /// The control thread's loop: serve commands until `Shutdown` or every sender is gone.
-    pub fn run(mut self, rx: Receiver<Command>, tick: Duration) {
-        let mut last = Instant::now();
-        loop {
-            match rx.recv_timeout(tick) {
-                Ok(Command::Request(req, arrived, reply)) => {
-                    let r = self.handle(req, arrived);
-                    let _ = reply.send(r);
-                }
-                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            if last.elapsed() >= tick {
-                last = Instant::now();
-                self.tick();
-            }
+}
+/// What a request that publishes a rule set is called in the log; `None` for the others.
+fn push_source(req: &Request) -> Option<String> {
+    match req {
+        Request::Apply { name, .. } => {
+            Some(format!("apply {}", name.as_deref().unwrap_or("<pushed>")))
         }
+        Request::ApplyPath { path } => Some(format!("apply_path {path}")),
+        Request::Rollback {} => Some("rollback".into()),
+        _ => None,
     }
 }
 
@@ -479,16 +794,10 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// The flows file `apply_path` names: a regular file of at most [`MAX_FLOWS_FILE`] bytes
+/// (a device, FIFO or socket is refused without reading from or waiting on it).
 fn read_bounded(path: &Path) -> Result<String, ErrorReply> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ErrorReply::new(format!("cannot read {}: {e}", path.display())))?;
-    if meta.len() > MAX_FLOWS_FILE {
-        return Err(ErrorReply::new(format!(
-            "{} is larger than {MAX_FLOWS_FILE} bytes",
-            path.display()
-        )));
-    }
-    std::fs::read_to_string(path)
+    flowgate_config::source::read_regular(path, MAX_FLOWS_FILE)
         .map_err(|e| ErrorReply::new(format!("cannot read {}: {e}", path.display())))
 }
 
@@ -614,6 +923,12 @@ pub fn start(
     if let Some(addr) = opts.metrics {
         metrics::install(addr).map_err(StartError::Metrics)?;
     }
+    for stale in crate::persist::remove_stale_temps(&opts.flows_path) {
+        eprintln!(
+            "flowgate: removed {}, left by an interrupted push",
+            stale.display()
+        );
+    }
     let listener = server::bind(&opts.socket).map_err(|source| StartError::Socket {
         path: opts.socket.display().to_string(),
         source,
@@ -632,4 +947,33 @@ pub fn start(
         thread: Some(thread),
         server: Some(server),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_is_bounded_by_count_and_by_bytes() {
+        let mut h = History::default();
+        for i in 0..100 {
+            h.push(format!("flow f{i} permit\n"));
+        }
+        assert_eq!(h.len(), ROLLBACK_DEPTH);
+        assert_eq!(h.last().map(String::as_str), Some("flow f99 permit\n"));
+        // texts of a quarter of the byte bound: four fit, the fifth drops the oldest
+        let big = |c: char| c.to_string().repeat(ROLLBACK_BYTES / 4);
+        let mut h = History::default();
+        for c in ['a', 'b', 'c', 'd', 'e'] {
+            h.push(big(c));
+        }
+        assert!(h.bytes <= ROLLBACK_BYTES, "{}", h.bytes);
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.texts.front().map(|t| t.starts_with('b')), Some(true));
+        // one text over the bound alone is still kept (the newest always is)
+        h.push("x".repeat(ROLLBACK_BYTES + 1));
+        assert_eq!(h.len(), 1);
+        h.pop();
+        assert_eq!((h.len(), h.bytes), (0, 0));
+    }
 }

@@ -2,16 +2,23 @@
 //!
 //! - [`state`]: what the workers read ([`Shared::rules`], an `ArcSwap<RuleSet>`, one load per
 //!   burst) and the generations the control thread remembers.
-//! - [`control`]: the control thread, owner of the publication: apply, rollback, stats, trace.
+//! - [`control`]: the control, push and report threads, owners of the publication: apply,
+//!   rollback, stats, trace.
 //! - [`server`]: the Unix control socket (newline-delimited JSON), one thread per client.
 //! - [`protocol`]: the request action enum and reply types.
 //! - [`persist`]: atomic, durable writes of the applied flows file.
 //! - [`metrics`]: the Prometheus exporter and what is published through it.
 //! - [`trace`]: why a packet gets its verdict.
+//! - [`cli`]: the command lines of `flowgate` and `flowctl`, their man pages and completions.
+//! - [`logging`]: the one-line log format, DPDK's log routed through it.
+//! - [`notify`]: systemd readiness notification (`sd_notify` protocol).
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod control;
+pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod persist;
 pub mod protocol;
 pub mod server;

@@ -39,6 +39,15 @@ pub fn record_swap(latency: Duration) {
     histogram!(SWAP_SECONDS).record(latency.as_secs_f64());
 }
 
+/// Pushes refused since start (`apply`, `apply_path`, `rollback`, SIGHUP reloads).
+pub const PUSHES_REFUSED: &str = "flowgate_pushes_refused_total";
+
+/// The count of refused pushes (published from the start, 0 included, so that alert rules
+/// on `increase()` see the first refusal).
+pub fn publish_refused(total: u64) {
+    counter!(PUSHES_REFUSED).absolute(total);
+}
+
 /// Publishes the summed counters.
 pub fn publish(s: &StatsReply, swaps: u64) {
     gauge!("flowgate_generation").set(s.generation as f64);
@@ -92,7 +101,20 @@ pub fn publish(s: &StatsReply, swaps: u64) {
         counter!(format!("flowgate_{what}_total")).absolute(*n);
     }
     for d in &s.directors {
-        for (what, n) in &d.counters {
+        let servers_up = d.servers.iter().filter(|s| s.up && s.enabled).count();
+        let label = [("director", d.name.clone())];
+        gauge!("flowgate_director_servers", &label).set(d.servers.len() as f64);
+        gauge!("flowgate_director_servers_up", &label).set(servers_up as f64);
+        counter!("flowgate_director_packets_total", &label)
+            .absolute(d.servers.iter().map(|s| s.packets).sum());
+        counter!("flowgate_director_bytes_total", &label)
+            .absolute(d.servers.iter().map(|s| s.bytes).sum());
+        counter!("flowgate_director_connections_total", &label)
+            .absolute(d.servers.iter().map(|s| s.connections).sum());
+        gauge!("flowgate_director_active_connections", &label)
+            .set(d.servers.iter().map(|s| s.active).sum::<u64>() as f64);
+        // the director's own counters (`connections` is exported above, from the servers' sum)
+        for (what, n) in d.counters.iter().filter(|(w, _)| w != "connections") {
             let director = [("director", d.name.clone())];
             if let Some(reason) = what.strip_prefix("drop_") {
                 let labels = [("director", d.name.clone()), ("reason", reason.to_string())];

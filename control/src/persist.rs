@@ -2,7 +2,9 @@
 //! the new one, whole, never a mix or a truncated file, even across a power cut.
 //!
 //! The steps: write a temp file in the same directory, fsync it, rename it over the target,
-//! fsync the directory (so the rename itself is durable).
+//! fsync the directory (so the rename itself is durable). The temp file is `.NAME.tmp.PID`;
+//! one left by a process killed in the middle is removed at the next start
+//! ([`remove_stale_temps`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -39,6 +41,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Removes the temp files of `path` (`.NAME.tmp.PID`) that no live process is writing: left
+/// by a daemon killed while it persisted. Returns the files removed.
+pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{name}.tmp.");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let writer_alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if !writer_alive && is_file && fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +99,29 @@ mod tests {
         let p = dir.path().join("missing-dir").join("flows.conf");
         assert!(write_atomic(&p, b"x").is_err());
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("flows.conf");
+        fs::write(&p, "flow a permit\n").expect("write");
+        // a pid that cannot be alive (above the kernel's pid_max of 2^22)
+        let stale = dir.path().join(".flows.conf.tmp.4194305");
+        let ours = dir
+            .path()
+            .join(format!(".flows.conf.tmp.{}", std::process::id()));
+        let other = dir.path().join(".other.conf.tmp.4194305");
+        let not_a_pid = dir.path().join(".flows.conf.tmp.x");
+        for f in [&stale, &ours, &other, &not_a_pid] {
+            fs::write(f, "partial").expect("write");
+        }
+        let mut removed = remove_stale_temps(&p);
+        removed.sort();
+        let mut expected = vec![stale.clone(), ours.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(!stale.exists() && !ours.exists());
+        assert!(p.exists() && other.exists() && not_a_pid.exists());
     }
 }

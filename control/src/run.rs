@@ -1,19 +1,24 @@
 //! `flowgate run --config FILE`: the daemon. Loads the config and flows (refusing either
 //! whole on any error), compiles the rule set, brings the ports and TAPs up, starts one pinned
-//! poll-mode worker per configured lcore, and serves signals: SIGUSR1 prints the counters,
-//! SIGINT/SIGTERM stop cleanly (workers joined, ports stopped, TAPs gone, counters printed).
+//! poll-mode worker per configured lcore, and serves signals: SIGHUP re-reads the flows file
+//! through the control thread (as `flowctl apply`: refused whole if wrong), SIGUSR1 logs the
+//! counters, SIGINT/SIGTERM stop cleanly (workers joined, ports stopped, TAPs gone, counters
+//! logged). Under systemd it notifies readiness once ports, TAPs and every worker are up
+//! ([`flowgate_control::notify`]). Everything it says goes through the one-line log
+//! ([`flowgate_control::logging`]), DPDK's own messages included.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use flowgate_config::appliance::Appliance;
+use flowgate_config::appliance::{Appliance, LogLevel};
 use flowgate_config::flows::ListKind;
+use flowgate_control::notify::Notifier;
 use flowgate_control::protocol::{NicStats, Request};
-use flowgate_control::{ControlOptions, NicStatsFn, Shared};
+use flowgate_control::{logging, ControlOptions, NicStatsFn, Shared};
 use flowgate_dataplane::counters::{
     DropReason, Totals, VerdictKind, WorkerCounters, HANDOFF_COLUMNS, NEIGHBOUR_COLUMNS,
     PORT_COLUMNS,
@@ -24,6 +29,7 @@ use flowgate_dataplane::dpdk::PortStats;
 use flowgate_dataplane::handoff::Handoff;
 use flowgate_dataplane::plant::Plant;
 use flowgate_dataplane::ruleset::RuleSet;
+use flowgate_dataplane::runtime_files;
 use flowgate_dataplane::worker::Worker;
 
 use crate::classify_cmd::{self, Refused};
@@ -37,6 +43,8 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Write the final counters here as JSON.
     pub stats_json: Option<PathBuf>,
+    /// `--log-level`: overrides the config's `[log] level`.
+    pub log_level: Option<LogLevel>,
 }
 
 /// Load config + flows and compile; every refusal is rendered for a person.
@@ -45,33 +53,71 @@ pub fn prepare(config: &Path) -> Result<(Appliance, RuleSet, String), Refused> {
     let app =
         classify_cmd::load_config(Some(config))?.ok_or_else(|| Refused("no config".into()))?;
     let loaded = classify_cmd::load_flows(&app.flows, Some(&app))?;
-    eprint!("{}", loaded.render_warnings(false));
+    let warnings = loaded.render_warnings(false);
+    if !warnings.trim().is_empty() {
+        log::warn!(target: "flows", "{warnings}");
+    }
     let text = loaded.source.clone();
     let rules = RuleSet::compile(loaded.file, &app, 1)
         .map_err(|e| Refused(format!("{}: {e}", app.flows.display())))?;
     Ok((app, rules, text))
 }
 
+/// DPDK's log level: the config's `[log] dpdk`, raised to `info` when flowgate's own level
+/// is `debug` or finer (`--log-level debug` shows the EAL's start-up lines).
+pub fn dpdk_level(app: &Appliance, ours: LogLevel) -> LogLevel {
+    if ours >= LogLevel::Debug {
+        app.log.dpdk.max(LogLevel::Info)
+    } else {
+        app.log.dpdk
+    }
+}
+
 pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
-    let (app, rules, text) = match prepare(&opts.config) {
-        Ok(x) => x,
-        Err(Refused(msg)) => {
-            eprint!("{msg}");
-            if !msg.ends_with('\n') {
-                eprintln!();
-            }
-            std::process::exit(1);
-        }
-    };
+    logging::init(opts.log_level.unwrap_or(LogLevel::Info));
+    // signals first: a SIGHUP or SIGTERM during start-up must not kill the process
     let term = Arc::new(AtomicBool::new(false));
     let usr1 = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&term)).context("signal handler")?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&usr1))
         .context("signal handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .context("signal handler")?;
+    let (mut app, rules, text) = match prepare(&opts.config) {
+        Ok(x) => x,
+        Err(Refused(msg)) => {
+            log::error!(target: "flowgate", "{}: refused:\n{msg}", opts.config.display());
+            std::process::exit(1);
+        }
+    };
+    // a file prefix of this daemon's own (also with --no-shconf or --in-memory, with which
+    // DPDK still makes a runtime directory), so that the directory removed at exit is ours
+    // and never the default `rte` of another DPDK program
+    if runtime_files::given_prefix(&app.dataplane.eal).is_none() {
+        app.dataplane
+            .eal
+            .push(format!("--file-prefix=flowgate-{}", std::process::id()));
+    }
+    let level = opts.log_level.unwrap_or(app.log.level);
+    logging::set_level(level);
+    let notifier = Notifier::from_env().context("$NOTIFY_SOCKET")?;
 
-    let plant = Plant::bring_up(&app).map_err(|e| anyhow!("bringing ports up: {e}"))?;
+    // DPDK's log goes through ours, at the config's level (unless its EAL arguments say)
+    logging::route_dpdk().map_err(|e| anyhow!("routing DPDK's log: {e}"))?;
+    let mut plant_app = app.clone();
+    let log_args = logging::eal_log_args(dpdk_level(&app, level), &app.dataplane.eal);
+    plant_app.dataplane.eal.splice(0..0, log_args);
+    // runtime files: those of daemons killed before they could remove theirs, then ours at exit
+    for stale in runtime_files::remove_stale("flowgate-") {
+        log::info!(target: "flowgate", "removed {}, left by a stopped daemon", stale.display());
+    }
+    let _runtime_dir = RuntimeDir(runtime_files::file_prefix(
+        &flowgate_dataplane::plant::eal_args(&plant_app),
+    ));
+    let plant = Plant::bring_up(&plant_app).map_err(|e| anyhow!("bringing ports up: {e}"))?;
     let read_nic_stats = plant.nic_stats_reader();
     let nic_stats: NicStatsFn =
         Box::new(move || read_nic_stats().into_iter().map(NicStats::from).collect());
@@ -95,8 +141,9 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow!("hand-over rings: {e}"))?;
     if let Some(h) = &handoff {
-        eprintln!(
-            "flowgate: NAT directors with {} workers: packets are handed to the worker owning \
+        log::info!(
+            target: "flowgate",
+            "NAT directors with {} workers: packets are handed to the worker owning \
              their connection (client endpoint)",
             h.workers()
         );
@@ -107,13 +154,9 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     };
     let stop = AtomicBool::new(false);
     let started = Instant::now();
-    eprintln!(
-        "flowgate: running: {} ports, {} workers on lcores {:?}, generation {}",
-        app.ports.len(),
-        app.dataplane.workers.len(),
-        app.dataplane.workers,
-        published.load().generation
-    );
+    // workers past their start-up (pinned, registered with the EAL, about to poll)
+    let workers_up = AtomicUsize::new(0);
+    let mut ready = false;
 
     let result = std::thread::scope(|s| -> anyhow::Result<()> {
         let mut handles = Vec::new();
@@ -135,6 +178,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                 None => worker,
             };
             let eal = &plant.eal;
+            let workers_up = &workers_up;
             let h = std::thread::Builder::new()
                 .name(format!("fg-worker-{w}"))
                 .spawn_scoped(s, move || {
@@ -142,11 +186,12 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                         id: lcore as usize,
                     });
                     if !pinned {
-                        eprintln!("flowgate: worker {w}: could not pin to cpu {lcore}");
+                        log::warn!(target: "worker", "worker {w}: could not pin to cpu {lcore}");
                     }
                     if let Err(e) = eal.register_thread() {
-                        eprintln!("flowgate: worker {w}: rte_thread_register: {e}");
+                        log::warn!(target: "worker", "worker {w}: rte_thread_register: {e}");
                     }
+                    workers_up.fetch_add(1, Ordering::Release);
                     worker.run();
                     eal.unregister_thread();
                 })
@@ -155,13 +200,31 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         }
         loop {
             std::thread::sleep(Duration::from_millis(50));
+            if !ready && workers_up.load(Ordering::Acquire) == handles.len() {
+                ready = true;
+                let status = format!(
+                    "running: {} ports, {} workers on lcores {:?}, generation {}",
+                    app.ports.len(),
+                    app.dataplane.workers.len(),
+                    app.dataplane.workers,
+                    published.load().generation
+                );
+                log::info!(target: "flowgate", "{status}");
+                if let Err(e) = notifier.ready(&status) {
+                    log::warn!(target: "flowgate", "systemd notification: {e}");
+                }
+            }
+            if hup.swap(false, Ordering::Relaxed) {
+                reload(&control, &app, &notifier, ready);
+            }
             if usr1.swap(false, Ordering::Relaxed) {
                 let r = published.load();
-                eprint!(
-                    "{}",
-                    report(&app, &r, counters, &plant.nic_stats(), started.elapsed())
+                log::info!(
+                    target: "counters",
+                    "{}{}",
+                    report(&app, &r, counters, &plant.nic_stats(), started.elapsed()),
+                    director_report(&directors)
                 );
-                eprint!("{}", director_report(&directors));
             }
             let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
             if term.load(Ordering::Relaxed) || timed_out {
@@ -173,6 +236,8 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
             }
         }
         stop.store(true, Ordering::Relaxed);
+        let _ = notifier.stopping();
+        log::info!(target: "flowgate", "stopping");
         Ok(())
     });
     let elapsed = started.elapsed();
@@ -184,8 +249,12 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     control.shutdown();
     let nic = plant.nic_stats();
     let rules = published.load_full();
-    eprint!("{}", report(&app, &rules, counters, &nic, elapsed));
-    eprint!("{}", director_report(&directors));
+    log::info!(
+        target: "counters",
+        "{}{}",
+        report(&app, &rules, counters, &nic, elapsed),
+        director_report(&directors)
+    );
     if let Some(path) = &opts.stats_json {
         let mut json = stats_json(&app, &rules, counters, &nic, elapsed);
         json["all_generations"] = all_generations;
@@ -196,10 +265,51 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     drop(rules);
     drop(shared);
     for e in plant.shut_down() {
-        eprintln!("flowgate: shutdown: {e}");
+        log::warn!(target: "flowgate", "shutdown: {e}");
     }
-    eprintln!("flowgate: stopped");
+    log::info!(target: "flowgate", "stopped");
     result
+}
+
+/// SIGHUP: re-read the appliance's flows file through the control thread, exactly as
+/// `flowctl apply` (or `apply_path`) would: a file that does not load or compile is refused
+/// whole and the running set stays. The control thread logs the swap or the refusal.
+fn reload(
+    control: &flowgate_control::ControlHandle,
+    app: &Appliance,
+    notifier: &Notifier,
+    ready: bool,
+) {
+    let path = app.flows.display().to_string();
+    log::info!(target: "flowgate", "SIGHUP: re-reading {path}");
+    let _ = notifier.reloading();
+    let outcome = control.request(Request::ApplyPath { path });
+    let status = match &outcome {
+        Ok(_) => "reloaded".to_string(),
+        Err(e) => format!("reload refused: {}", e.error),
+    };
+    // READY=1 ends the reload for systemd either way: the daemon runs on (old or new set)
+    if ready {
+        let _ = notifier.ready(&status);
+    } else {
+        let _ = notifier.status(&status);
+    }
+}
+
+/// The EAL's runtime directory of this daemon (its file prefix), removed when the daemon
+/// returns from `run`, by any path (declared before the plant: dropped after it).
+struct RuntimeDir(String);
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        if let Err(e) = runtime_files::remove_runtime_dir(&self.0) {
+            log::warn!(
+                target: "flowgate",
+                "cannot remove {}: {e}",
+                runtime_files::runtime_dir(&self.0).display()
+            );
+        }
+    }
 }
 
 /// The counters as a person reads them (SIGUSR1 and exit).
@@ -329,13 +439,13 @@ fn start_health(
         match cur.with_server_up(e.director, e.server, e.up) {
             Ok(next) => {
                 shared.set.store(Arc::new(next));
-                eprintln!(
-                    "flowgate: director {name}: {} ({})",
-                    if e.up { "up" } else { "down" },
-                    e.reason
-                );
+                if e.up {
+                    log::info!(target: "health", "director {name}: up ({})", e.reason);
+                } else {
+                    log::warn!(target: "health", "director {name}: down ({})", e.reason);
+                }
             }
-            Err(err) => eprintln!("flowgate: director {name}: {err}"),
+            Err(err) => log::warn!(target: "health", "director {name}: {err}"),
         }
     })
     .map_err(|e| anyhow!("health checks: {e}"))?;

@@ -79,6 +79,7 @@ const TYPES: &[&str] = &[
     "rte_eth_tx_mq_mode",
     "fg_rss_hf",
     "fg_consts",
+    "fg_log_sink_t",
     "rte_mbuf",
 ];
 

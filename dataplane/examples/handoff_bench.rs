@@ -60,6 +60,10 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // the runtime directory DPDK made (empty with --no-shconf) is not needed past init
+    let _ = flowgate_dataplane::runtime_files::remove_runtime_dir(
+        &flowgate_dataplane::runtime_files::file_prefix(&eal_args),
+    );
     let pool = Mempool::new("ho_bench_pool", 4095, 256, 2048 + 128, SOCKET_ANY).expect("pool");
 
     // 1. the owner decision: table Toeplitz vs the bit-by-bit hash, over pseudo-random IPv4

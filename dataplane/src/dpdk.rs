@@ -1572,6 +1572,118 @@ impl Drop for TxQueue<'_> {
     }
 }
 
+impl Burst {
+    /// Adds up to `n` fresh (reset, empty) mbufs from `pool` to the free slots in one bulk get
+    /// (`rte_pktmbuf_alloc_bulk`, all or nothing); returns how many were added: `n` capped by
+    /// the free slots, or 0 when the pool cannot give them all.
+    pub fn alloc_from(&mut self, pool: &Mempool, n: usize) -> usize {
+        let n = n.min(BURST_SIZE - self.len);
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: the pool is valid for the process lifetime; pkts[len..len + n] are free
+        // slots of the array (n <= BURST_SIZE - len). On success the pool writes n owned,
+        // reset mbufs there, which the burst then owns; on failure nothing is taken from the
+        // pool and the slots stay outside pkts[..len].
+        let ret = unsafe {
+            sys::fg_pktmbuf_alloc_bulk(
+                pool.as_ptr(),
+                self.pkts.as_mut_ptr().add(self.len),
+                n as u32,
+            )
+        };
+        if ret != 0 {
+            return 0;
+        }
+        self.len += n;
+        n
+    }
+
+    /// Grows mbuf `i` at the end by `len` bytes (from its tailroom) and returns them, or
+    /// `None` if `i >= len` or the tailroom is too small.
+    pub fn append(&mut self, i: usize, len: u16) -> Option<&mut [u8]> {
+        if i >= self.len {
+            return None;
+        }
+        // SAFETY: pkts[i] is an owned valid mbuf of this burst, exclusively borrowed through
+        // &mut self; append returns NULL (changing nothing) or a pointer to `len` bytes of the
+        // buffer now counted in data_len.
+        unsafe {
+            let p = sys::fg_pktmbuf_append(self.pkts[i], len);
+            (!p.is_null()).then(|| std::slice::from_raw_parts_mut(p.cast::<u8>(), len.into()))
+        }
+    }
+}
+
+/// A DPDK log level, as [`route_log`] passes it on (DPDK's emergency, alert and critical
+/// arrive as `Error`, notice as `Info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    /// From `RTE_LOG_EMERG` (1) .. `RTE_LOG_DEBUG` (8).
+    pub fn from_rte(level: u32) -> LogLevel {
+        match level {
+            0..=4 => LogLevel::Error,
+            5 => LogLevel::Warning,
+            6 | 7 => LogLevel::Info,
+            _ => LogLevel::Debug,
+        }
+    }
+
+    /// The name EAL's `--log-level` takes.
+    pub fn eal_name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warning => "warning",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
+/// Where DPDK's messages go once [`route_log`] ran.
+type LogSink = Box<dyn Fn(LogLevel, &str) + Send + Sync>;
+static LOG_SINK: std::sync::OnceLock<LogSink> = std::sync::OnceLock::new();
+
+extern "C" fn log_sink_trampoline(level: u32, buf: *const c_char, len: usize) {
+    if buf.is_null() {
+        return;
+    }
+    // SAFETY: the shim passes the stdio buffer being flushed: `len` readable bytes at `buf`,
+    // valid for the duration of this call.
+    let bytes = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
+    if let Some(sink) = LOG_SINK.get() {
+        // never unwind into C
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sink(LogLevel::from_rte(level), &String::from_utf8_lossy(bytes))
+        }));
+    }
+}
+
+/// Routes DPDK's log (`rte_log`, EAL and drivers) to `sink` instead of stdout and syslog:
+/// each message with its level. Call it before [`Eal::init`] so the EAL's own start-up
+/// messages are routed too. Which messages DPDK emits at all is its log level (EAL argument
+/// `--log-level`). The first sink stays: later calls only re-attach the stream.
+pub fn route_log(sink: impl Fn(LogLevel, &str) + Send + Sync + 'static) -> Result<()> {
+    let _ = LOG_SINK.set(Box::new(sink));
+    // SAFETY: fg_log_route stores a function pointer with the C signature of
+    // `log_sink_trampoline` (valid for the whole process) and points DPDK's log stream at a
+    // stdio cookie stream that calls it; callable before or after rte_eal_init.
+    let ret = unsafe { sys::fg_log_route(Some(log_sink_trampoline)) };
+    if ret < 0 {
+        // fopencookie failed (it sets errno; ENOMEM is its only documented failure)
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(12);
+        return Err(call_error("fopencookie", -errno));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

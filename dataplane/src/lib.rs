@@ -11,6 +11,7 @@
 //!   NAT replies, decide, director, forward, outflows, neighbours, transmit).
 //! - [`handoff`]: NAT director packets handed to the worker owning their connection.
 //! - [`plant`]: bringing ports and TAPs up and down.
+//! - [`runtime_files`]: the EAL's runtime directory, removed at exit.
 //! - [`counters`]: per-worker counters (single writer) and their sums.
 //! - [`build`]: crafting real frames for tests, benchmark pcaps and fixtures.
 //! - [`dpdk`]: the thin safe wrapper over the DPDK binding (the only module with `unsafe`).
@@ -26,5 +27,6 @@ pub mod handoff;
 pub mod plant;
 pub mod route;
 pub mod ruleset;
+pub mod runtime_files;
 pub mod wire;
 pub mod worker;

@@ -16,6 +16,22 @@ use flowgate_dataplane::dpdk::{
     attach_vdev, lcore_id, port_by_name, Burst, Eal, Mbuf, Mempool, Port, Ring, DEFAULT_DATA_ROOM,
     SOCKET_ANY,
 };
+use flowgate_dataplane::runtime_files;
+
+/// This process's EAL file prefix.
+fn prefix() -> String {
+    format!("fgtest{}", std::process::id())
+}
+
+/// Starts the EAL with [`eal_args`], then removes the runtime directory DPDK made for it
+/// (empty with `--no-shconf`; nothing reads it afterwards), and any left by killed runs.
+fn start_eal(extra: &[&str]) -> Eal {
+    let eal = Eal::init(&eal_args(extra)).unwrap();
+    runtime_files::remove_runtime_dir(&prefix()).unwrap();
+    runtime_files::remove_stale("fgtest");
+    assert!(!runtime_files::runtime_dir(&prefix()).exists());
+    eal
+}
 
 /// EAL arguments for this machine: no hugepages, no PCI scan, no shared config file, and a
 /// per-process file prefix so parallel test processes do not collide.
@@ -32,7 +48,7 @@ fn eal_args(extra: &[&str]) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    args.push(format!("--file-prefix=fgtest{}", std::process::id()));
+    args.push(format!("--file-prefix={}", prefix()));
     args.push("--log-level=lib.eal:notice".into());
     args.extend(extra.iter().map(|s| s.to_string()));
     args
@@ -70,7 +86,7 @@ fn fill(pool: &Mempool, burst: &mut Burst, frames: &[Vec<u8>]) {
 /// byte for byte.
 #[test]
 fn net_ring_loopback_roundtrip() {
-    let eal = Eal::init(&eal_args(&["--vdev=net_ring0"])).unwrap();
+    let eal = start_eal(&["--vdev=net_ring0"]);
     assert!(Eal::is_initialised());
     assert!(matches!(
         Eal::init(&eal_args(&[])),
@@ -145,7 +161,7 @@ fn net_ring_loopback_roundtrip() {
 /// mempool's per-lcore cache.
 #[test]
 fn attach_vdev_rss_and_registered_worker_thread() {
-    let eal = Eal::init(&eal_args(&[])).unwrap();
+    let eal = start_eal(&[]);
     let pool = Mempool::new("attach_pool", 2047, 64, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
 
     // RSS: net_null offers IP/TCP/UDP hashing with several queues.
@@ -204,7 +220,7 @@ fn attach_vdev_rss_and_registered_worker_thread() {
 /// header takes), `Burst::trim` shortens it, and a ring port reports the default MTU.
 #[test]
 fn burst_prepend_trim_and_port_mtu() {
-    let _eal = Eal::init(&eal_args(&["--vdev=net_ring0"])).unwrap();
+    let _eal = start_eal(&["--vdev=net_ring0"]);
     let pool = Mempool::new("prepend_pool", 255, 32, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
     let port = Port::configure(port_by_name("net_ring0").unwrap(), 1, 1, false, pool).unwrap();
     assert_eq!(port.mtu().unwrap(), 1500);
@@ -253,7 +269,7 @@ fn net_pcap_file_roundtrip() {
         input.display(),
         output.display()
     );
-    let _eal = Eal::init(&eal_args(&[&vdev])).unwrap();
+    let _eal = start_eal(&[&vdev]);
     let pool = Mempool::new("pcap_pool", 511, 32, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
     let mut port = Port::configure(port_by_name("net_pcap0").unwrap(), 1, 1, false, pool).unwrap();
     port.start().unwrap();
@@ -313,7 +329,7 @@ fn read_pcap(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// takes what fits and leaves the rest in the burst; dropping a ring frees what it holds.
 #[test]
 fn ring_moves_tagged_mbufs_between_threads() {
-    let _eal = Eal::init(&eal_args(&[])).unwrap();
+    let _eal = start_eal(&[]);
     let pool = Mempool::new("ring_pool", 4095, 0, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
     assert!(
         Ring::new("bad", 1000).is_err(),
@@ -393,7 +409,7 @@ fn ring_moves_tagged_mbufs_between_threads() {
 /// exclusive and shared hand-outs of one queue exclude each other.
 #[test]
 fn shared_tx_queue_between_two_threads() {
-    let eal = Eal::init(&eal_args(&["--vdev=net_ring0"])).unwrap();
+    let eal = start_eal(&["--vdev=net_ring0"]);
     let pool = Mempool::new("shared_pool", 4095, 64, DEFAULT_DATA_ROOM, SOCKET_ANY).unwrap();
     let id = port_by_name("net_ring0").unwrap();
     let mut port = Port::configure(id, 1, 1, false, pool).unwrap();

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Diagnostic};
-pub use validate::{check_workers, online_cpus};
+pub use validate::{check_workers, online_cpus, MAX_DIRECTORS, MAX_ERRORS, MAX_SERVERS};
 
 use crate::flows::{Family, Names, Prefix};
 
@@ -39,6 +39,8 @@ pub struct Appliance {
     pub flows: PathBuf,
     pub dataplane: Dataplane,
     pub control: Control,
+    /// `[log]`: log levels.
+    pub log: Log,
     /// The ports in file order; a port's index here is its port id.
     pub ports: Vec<Port>,
     /// The main table (`[routes]`, id [`MAIN_TABLE`]).
@@ -115,6 +117,72 @@ pub enum DefaultPolicy {
     #[default]
     Permit,
     Deny,
+}
+
+/// A log level: of flowgate's own log (`[log] level`, `--log-level`) or of DPDK's (`[log]
+/// dpdk`), most severe first; a level shows its own messages and those more severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// Every level, most severe first.
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    /// The name the config and the command line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogLevel, String> {
+        LogLevel::ALL
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| {
+                format!("unknown log level `{s}`: expected error, warn, info, debug or trace")
+            })
+    }
+}
+
+/// `[log]`: how much flowgate and DPDK say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Log {
+    /// flowgate's own messages (default `info`: start, stop, swaps, refusals, health changes).
+    pub level: LogLevel,
+    /// DPDK's messages, routed into flowgate's log as component `dpdk` (default `warn`;
+    /// `[log] dpdk = "info"` shows the EAL's start-up lines again).
+    pub dpdk: LogLevel,
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log {
+            level: LogLevel::Info,
+            dpdk: LogLevel::Warn,
+        }
+    }
 }
 
 /// `[control]`: the control socket and the metrics listener.
@@ -357,10 +425,13 @@ pub struct Server {
 /// file's directory; worker lcores are checked against this machine's CPUs.
 pub fn load(path: impl AsRef<Path>) -> Result<Appliance, ConfigError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::source::read_regular(path, crate::source::MAX_CONFIG_FILE).map_err(|source| {
+            ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     parse(&path.to_string_lossy(), &text)
 }
 

@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 
-use super::{CheckKindName, DefaultPolicy, Mode, Scheduler};
+use super::{CheckKindName, DefaultPolicy, LogLevel, Mode, Scheduler};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +18,8 @@ pub(crate) struct RawAppliance {
     pub dataplane: RawDataplane,
     #[serde(default)]
     pub control: RawControl,
+    #[serde(default)]
+    pub log: RawLog,
     #[serde(default)]
     pub port: Vec<RawPort>,
     #[serde(default)]
@@ -86,6 +88,16 @@ impl Default for RawControl {
 
 fn default_socket() -> String {
     super::DEFAULT_CONTROL_SOCKET.to_string()
+}
+
+/// `[log]`: levels of flowgate's own log and of DPDK's, routed through it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    #[serde(default)]
+    pub level: Option<LogLevel>,
+    #[serde(default)]
+    pub dpdk: Option<LogLevel>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,8 +37,9 @@ fn parse_cpu_list(list: &str) -> Option<usize> {
 /// and the problem of every bad entry (an lcore that does not exist, or one listed twice).
 pub fn check_workers(workers: &[u32], cpus: usize) -> Vec<(usize, String)> {
     let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, &lcore) in workers.iter().enumerate() {
-        if workers[..i].contains(&lcore) {
+        if !seen.insert(lcore) {
             problems.push((i, format!("lcore {lcore} is listed twice")));
         } else if !matches!(usize::try_from(lcore), Ok(l) if l < cpus) {
             problems.push((
@@ -53,15 +54,30 @@ pub fn check_workers(workers: &[u32], cpus: usize) -> Vec<(usize, String)> {
     problems
 }
 
+/// Errors located and reported at most; the others are counted in one last error (locating
+/// one costs a walk of the file, so a file of errors stays linear).
+pub const MAX_ERRORS: usize = 200;
+
 /// Collects diagnostics while validating.
 struct Cx<'a> {
     file: &'a str,
     text: &'a str,
     tree: Spanned<Node>,
     diags: Vec<Diagnostic>,
+    /// Errors past [`MAX_ERRORS`], counted only.
+    omitted: usize,
 }
 
 impl Cx<'_> {
+    fn full(&mut self) -> bool {
+        if self.diags.len() >= MAX_ERRORS {
+            self.omitted += 1;
+            true
+        } else {
+            false
+        }
+    }
+
     fn at(&mut self, offset: usize, path: &KeyPath, message: String) {
         let (line, col) = span::line_col(self.text, offset);
         self.diags.push(Diagnostic {
@@ -75,18 +91,28 @@ impl Cx<'_> {
 
     /// An error about the value at `path`.
     fn err(&mut self, path: &KeyPath, message: impl Into<String>) {
+        if self.full() {
+            return;
+        }
         let offset = span::span_of(&self.tree, path).start;
         self.at(offset, path, message.into());
     }
 
     /// An error about the key at the end of `path` (a duplicate destination, for instance).
     fn err_key(&mut self, path: &KeyPath, message: impl Into<String>) {
+        if self.full() {
+            return;
+        }
         let offset = span::key_span_of(&self.tree, path).start;
         self.at(offset, path, message.into());
     }
 
-    /// The line of the value at `path`, to point at the first of two duplicates.
+    /// The line of the value at `path`, to point at the first of two duplicates (0 once
+    /// errors are no longer located).
     fn line(&self, path: &KeyPath) -> usize {
+        if self.diags.len() >= MAX_ERRORS {
+            return 0;
+        }
         span::line_col(self.text, span::span_of(&self.tree, path).start).0
     }
 }
@@ -119,6 +145,7 @@ pub(super) fn parse(file: &str, text: &str, cpus: usize) -> Result<Appliance, Co
         text,
         tree,
         diags: Vec::new(),
+        omitted: 0,
     };
     let appliance = build(&mut cx, raw, Path::new(file), cpus);
     if cx.diags.is_empty() {
@@ -126,6 +153,15 @@ pub(super) fn parse(file: &str, text: &str, cpus: usize) -> Result<Appliance, Co
     } else {
         let mut diags = cx.diags;
         diags.sort_by_key(|d| (d.line, d.col));
+        if cx.omitted > 0 {
+            diags.push(Diagnostic {
+                file: file.to_string(),
+                line: text.lines().count().max(1),
+                col: 1,
+                path: String::new(),
+                message: format!("{} more errors not shown", cx.omitted),
+            });
+        }
         Err(ConfigError::Invalid(diags))
     }
 }
@@ -140,6 +176,10 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
 
     let dataplane = dataplane(cx, raw.dataplane, cpus);
     let control = control(cx, raw.control);
+    let log = Log {
+        level: raw.log.level.unwrap_or(Log::default().level),
+        dpdk: raw.log.dpdk.unwrap_or(Log::default().dpdk),
+    };
     let before = cx.diags.len();
     let ports = ports(cx, &raw.port);
     // With a port address refused, "no port's subnet holds the gateway" would be noise.
@@ -149,6 +189,7 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
         routes: routes(cx, &root.key("routes"), &raw.routes, &ports, subnets_known),
     };
     let mut tables: Vec<RoutingTable> = Vec::new();
+    let mut table_ids: HashMap<u32, usize> = HashMap::new();
     for (i, t) in raw.table.iter().enumerate() {
         let path = root.key("table").index(i);
         if RESERVED_TABLES.contains(&t.id) {
@@ -160,24 +201,37 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
                     t.id
                 ),
             );
-        } else if let Some(j) = raw.table[..i].iter().position(|o| o.id == t.id) {
+        } else if let Some(&j) = table_ids.get(&t.id) {
             let line = cx.line(&root.key("table").index(j).key("id"));
             cx.err(
                 &path.key("id"),
                 format!("table id {} is already defined at line {line}", t.id),
             );
         }
+        table_ids.entry(t.id).or_insert(i);
         let routes = routes(cx, &path.key("routes"), &t.routes, &ports, subnets_known);
         tables.push(RoutingTable { id: t.id, routes });
     }
     let mut directors = Vec::new();
+    let mut director_names: HashMap<&str, usize> = HashMap::new();
+    if raw.director.len() > MAX_DIRECTORS {
+        cx.err(
+            &root.key("director"),
+            format!(
+                "{} directors: at most {MAX_DIRECTORS} are supported",
+                raw.director.len()
+            ),
+        );
+    }
     for (i, d) in raw.director.iter().enumerate() {
-        directors.push(director(cx, i, d, &raw.director[..i]));
+        let first = *director_names.entry(d.name.as_str()).or_insert(i);
+        directors.push(director(cx, i, d, (first < i).then_some(first)));
     }
     Appliance {
         flows,
         dataplane,
         control,
+        log,
         ports,
         main,
         tables,
@@ -572,6 +626,7 @@ fn routes(
     subnets_known: bool,
 ) -> Vec<Route> {
     let mut out: Vec<(Route, KeyPath)> = Vec::new();
+    let mut routed: HashMap<Prefix, usize> = HashMap::new();
     for (key, r) in &raw.0 {
         let kpath = path.key(key);
         let via_path = if r.inline_table {
@@ -666,14 +721,15 @@ fn routes(
             }
             (None, None) => continue,
         };
-        if let Some((_, first)) = out.iter().find(|(o, _)| o.prefix == prefix) {
-            let line = cx.line(first);
+        if let Some(first) = routed.get(&prefix).and_then(|&k| out.get(k)) {
+            let line = cx.line(&first.1);
             cx.err_key(
                 &kpath,
                 format!("destination {prefix} is already routed at line {line}"),
             );
             continue;
         }
+        routed.insert(prefix, out.len());
         out.push((Route { prefix, via, port }, kpath));
     }
     out.into_iter().map(|(r, _)| r).collect()
@@ -690,10 +746,10 @@ fn secs(cx: &mut Cx<'_>, path: &KeyPath, value: Option<u32>, default: Duration) 
     }
 }
 
-fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, earlier: &[RawDirector]) -> Director {
+/// `dup`: the index of an earlier director of the same name.
+fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, dup: Option<usize>) -> Director {
     let list = KeyPath::root().key("director");
     let name_ok = check_name(&d.name, MAX_NAME);
-    let dup = earlier.iter().position(|o| o.name == d.name);
     let path = match (&name_ok, dup) {
         (Ok(()), None) => list.named(i, &d.name),
         _ => list.index(i),
@@ -732,6 +788,15 @@ fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, earlier: &[RawDirector])
     });
 
     let spath = path.key("servers");
+    if d.servers.len() > MAX_SERVERS {
+        cx.err(
+            &spath,
+            format!(
+                "{} servers: a director has at most {MAX_SERVERS}",
+                d.servers.len()
+            ),
+        );
+    }
     if d.servers.is_empty() {
         cx.err(&spath, "expected at least one server");
     } else if d.servers.iter().all(|s| s.sorry) {
@@ -747,12 +812,15 @@ fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, earlier: &[RawDirector])
         )
     });
     let mut servers: Vec<Server> = Vec::new();
+    // first index by name, and by (address, port) into `servers`
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut endpoints: HashMap<(IpAddr, Option<u16>), usize> = HashMap::new();
     for (j, s) in d.servers.iter().enumerate() {
         let p = spath.index(j);
         match check_name(&s.name, MAX_NAME) {
             Err(e) => cx.err(&p.key("name"), e),
             Ok(()) => {
-                if let Some(k) = d.servers[..j].iter().position(|o| o.name == s.name) {
+                if let Some(&k) = names.get(s.name.as_str()).filter(|&&k| k < j) {
                     let line = cx.line(&spath.index(k).key("name"));
                     cx.err(
                         &p.key("name"),
@@ -761,6 +829,7 @@ fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, earlier: &[RawDirector])
                 }
             }
         }
+        names.entry(s.name.as_str()).or_insert(j);
         let address = match s.address.parse::<IpAddr>() {
             Ok(a) => a,
             Err(_) => {
@@ -802,16 +871,14 @@ fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, earlier: &[RawDirector])
                 ),
             );
         }
-        if let Some(k) = servers
-            .iter()
-            .position(|o| o.address == address && o.port == s.port)
-        {
+        if let Some(&k) = endpoints.get(&(address, s.port)) {
             let line = cx.line(&spath.index(k).key("address"));
             cx.err(
                 &p.key("address"),
                 format!("server {address} is already listed at line {line}"),
             );
         }
+        endpoints.entry((address, s.port)).or_insert(servers.len());
         servers.push(Server {
             name: s.name.clone(),
             address,
@@ -898,6 +965,11 @@ fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, earlier: &[RawDirector])
 
 /// A director's connection limit when the config gives none.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1 << 16;
+/// Servers of one director at most (the dataplane numbers them with a `u16` and keeps one
+/// value for "none"; the Maglev table, 65,537 entries, must be larger).
+pub const MAX_SERVERS: usize = 65_534;
+/// Directors at most (a flow's director is a `u16` index with one value for "none").
+pub const MAX_DIRECTORS: usize = 65_534;
 /// The largest connection limit (about 1.7 GB of tables).
 pub const MAX_CONNECTIONS: u32 = 1 << 24;
 

@@ -97,12 +97,16 @@ pub fn load(path_display: &str, src: &str, names: Option<&dyn Names>) -> Result<
     }
 }
 
-/// Reads and loads a flows file from disk.
+/// Reads and loads a flows file from disk (a regular file of at most
+/// [`crate::source::MAX_FLOWS_FILE`] bytes).
 pub fn load_file(path: &Path, names: Option<&dyn Names>) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: shown.clone(),
-        source,
-    })?;
+    let src =
+        crate::source::read_regular(path, crate::source::MAX_FLOWS_FILE).map_err(|source| {
+            LoadError::Io {
+                path: shown.clone(),
+                source,
+            }
+        })?;
     load(&shown, &src, names).map_err(LoadError::Invalid)
 }

@@ -11,12 +11,19 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::ast::{
     Cond, Family, Flow, FlowsFile, ListKind, Policy, PortRange, Prefix, Proto, Rule, RuleKind, Test,
 };
-use super::diag::{line_of, Diagnostic, Span};
+use super::diag::{quote, Diagnostic, LineIndex, Span};
 use super::lexer::{tokenize, Token};
 use super::Names;
 
 /// Longest flow, director or interface name.
 pub const NAME_MAX: usize = 27;
+
+/// Errors recorded at most: past them the parser stops (one last error says so), so a hostile
+/// file cannot make the diagnostics grow with its size.
+pub const MAX_ERRORS: usize = 1000;
+
+/// Warnings recorded at most while parsing; one last warning counts the others.
+pub const MAX_WARNINGS: usize = 1000;
 
 /// Where the parts of one item are in the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,9 +82,21 @@ pub fn parse_with(src: &str, names: Option<&dyn Names>) -> Result<Parsed, Vec<Di
         toks: tokenize(src),
         pos: 0,
         diags: Vec::new(),
+        errors: 0,
+        warnings: 0,
         names,
     };
     let (file, spans) = p.file();
+    if p.warnings > MAX_WARNINGS {
+        p.diags.push(Diagnostic::warning(
+            p.eof(),
+            format!(
+                "{} more warnings like the ones above are not listed",
+                p.warnings - MAX_WARNINGS
+            ),
+            "end of file",
+        ));
+    }
     let mut diags = p.diags;
     diags.sort_by_key(|d| (d.span.start, d.span.end));
     if diags.iter().any(Diagnostic::is_error) {
@@ -106,6 +125,9 @@ struct Parser<'s, 'n> {
     toks: Vec<Token<'s>>,
     pos: usize,
     diags: Vec<Diagnostic>,
+    /// Errors and warnings seen (recorded up to [`MAX_ERRORS`], [`MAX_WARNINGS`]).
+    errors: usize,
+    warnings: usize,
     names: Option<&'n dyn Names>,
 }
 
@@ -135,7 +157,30 @@ impl<'s> Parser<'s, '_> {
     }
 
     fn error(&mut self, span: Span, message: impl Into<String>, label: impl Into<String>) {
-        self.diags.push(Diagnostic::error(span, message, label));
+        self.push(Diagnostic::error(span, message, label));
+    }
+
+    /// Records a diagnostic, up to [`MAX_ERRORS`] errors and [`MAX_WARNINGS`] warnings, its
+    /// message and label cut to [`MAX_MESSAGE`] bytes (a message may quote a huge word).
+    fn push(&mut self, mut d: Diagnostic) {
+        cut(&mut d.message);
+        cut(&mut d.label);
+        if d.is_error() {
+            self.errors += 1;
+            if self.errors <= MAX_ERRORS {
+                self.diags.push(d);
+            }
+        } else {
+            self.warnings += 1;
+            if self.warnings <= MAX_WARNINGS {
+                self.diags.push(d);
+            }
+        }
+    }
+
+    /// Past [`MAX_ERRORS`]: the rest of the file is not read.
+    fn gave_up(&self) -> bool {
+        self.errors > MAX_ERRORS
     }
 
     /// Skips words until one of `stops` (or the end).
@@ -152,7 +197,11 @@ impl<'s> Parser<'s, '_> {
         let mut file = FlowsFile::default();
         let mut spans = Spans::default();
         let mut seen: HashMap<String, Span> = HashMap::new();
+        let lines = LineIndex::new(self.src);
         while let Some(t) = self.peek() {
+            if self.gave_up() {
+                break;
+            }
             let kind = match t.text {
                 "flow" => ListKind::Flow,
                 "outflow" => ListKind::Outflow,
@@ -171,10 +220,8 @@ impl<'s> Parser<'s, '_> {
             if let Some((flow, item)) = self.item(kind, t.span) {
                 match seen.get(&flow.name) {
                     Some(first) => {
-                        let (l1, l2) = (
-                            line_of(self.src, first.start),
-                            line_of(self.src, item.name.start),
-                        );
+                        let (l1, l2) =
+                            (lines.line(first.start) + 1, lines.line(item.name.start) + 1);
                         let d = Diagnostic::error(
                             item.name,
                             format!(
@@ -184,7 +231,7 @@ impl<'s> Parser<'s, '_> {
                             "expected a name not used before",
                         )
                         .with_secondary(*first, "first defined here");
-                        self.diags.push(d);
+                        self.push(d);
                     }
                     None => {
                         seen.insert(flow.name.clone(), item.name);
@@ -193,6 +240,16 @@ impl<'s> Parser<'s, '_> {
                 file.items.push(flow);
                 spans.items.push(item);
             }
+        }
+        if self.gave_up() {
+            let at = self.peek().map_or(self.eof(), |t| t.span);
+            self.diags.push(Diagnostic::error(
+                at,
+                format!(
+                    "too many errors: stopped after {MAX_ERRORS}; the rest of the file is not checked"
+                ),
+                "not checked from here on",
+            ));
         }
         (file, spans)
     }
@@ -220,6 +277,9 @@ impl<'s> Parser<'s, '_> {
         let mut rules = Vec::new();
         let mut rule_spans = Vec::new();
         while let Some(t) = self.peek() {
+            if self.gave_up() {
+                break;
+            }
             let rule_kind = match t.text {
                 "match" => RuleKind::Match,
                 "ignore" => RuleKind::Ignore,
@@ -451,9 +511,9 @@ impl<'s> Parser<'s, '_> {
                 "proto" => proto(v.text).map(Test::Proto),
                 "src" | "dst" => prefix(v.text).map(|(p, cleared)| {
                     if cleared {
-                        self.diags.push(Diagnostic::warning(
+                        self.push(Diagnostic::warning(
                             v.span,
-                            format!("host bits set in `{}`: using {p}", v.text),
+                            format!("host bits set in `{}`: using {p}", quote(v.text)),
                             format!("host bits cleared: {p}"),
                         ));
                     }
@@ -517,15 +577,22 @@ impl<'s> Parser<'s, '_> {
         broken: &[&str],
         pending: Vec<PendingIcmp<'_>>,
     ) {
-        for (i, (key, span)) in keys.iter().enumerate() {
-            if let Some((_, first)) = keys[..i].iter().find(|(k, _)| k == key) {
+        // the first place of each key (a handful of keys: a short list, linear overall)
+        let mut firsts: Vec<(&str, Span)> = Vec::new();
+        for (key, span) in keys {
+            let first = firsts.iter().find(|(k, _)| k == key).map(|(_, s)| s);
+            let Some(first) = first else {
+                firsts.push((key, *span));
+                continue;
+            };
+            {
                 let d = Diagnostic::error(
                     *span,
                     format!("condition `{key}` given twice in one rule"),
                     "expected each condition key at most once per rule".to_string(),
                 )
                 .with_secondary(*first, format!("first `{key}` here"));
-                self.diags.push(d);
+                self.push(d);
             }
         }
         let mut family: Option<(Family, Span)> = None;
@@ -543,7 +610,7 @@ impl<'s> Parser<'s, '_> {
                             ),
                         )
                         .with_secondary(first, "first address here");
-                        self.diags.push(d);
+                        self.push(d);
                     }
                     Some(_) => {}
                 }
@@ -596,6 +663,20 @@ impl<'s> Parser<'s, '_> {
                 }
             }
         }
+    }
+}
+
+/// The longest message or label of a diagnostic, in bytes (then `...`).
+pub const MAX_MESSAGE: usize = 300;
+
+fn cut(s: &mut String) {
+    if s.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
     }
 }
 

@@ -1,109 +1,64 @@
 //! `flowctl`: talks to a running `flowgate run` over its control socket.
 //!
-//! Every command sends one JSON request line and prints the reply for a person (or raw with
-//! `--json`). Exit status 1 when the daemon refuses the request or cannot be reached.
+//! Every command sends one JSON request line and prints the reply for a person, or with
+//! `--json` as one JSON object (the daemon's reply plus `json_version`, a documented interface:
+//! docs/control.md). Exit status: 0 ok, 1 refused, 2 usage, 3 unreachable.
 //! `check FILE` also works offline (`--offline`, or when the daemon is not running).
+//! `watch` polls `stats` and shows rates per rule, port and server ([`watch`]).
+
+#[path = "flowctl/watch.rs"]
+mod watch;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use flowgate_config::appliance::DEFAULT_CONTROL_SOCKET;
+use clap::Parser;
+use flowgate_control::cli::flowctl::{Cli, Cmd, DirectorCmd, ShowWhat};
 use flowgate_control::protocol::{
     AppliedReply, CheckReply, DiffReply, DirectorStatus, DirectorsReply, DoneReply, ErrorReply,
     FlowsReply, Request, StatsReply, StatusReply, TraceReply,
 };
 use serde_json::Value;
 
-#[derive(Debug, Parser)]
-#[command(name = "flowctl", about = "Control a running flowgate daemon")]
-struct Cli {
-    /// The daemon's control socket.
-    #[arg(long, global = true, default_value = DEFAULT_CONTROL_SOCKET)]
-    socket: PathBuf,
-    /// Print the raw JSON reply.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    cmd: Cmd,
+/// `flowctl --json` output's version: bumped when a field is renamed, removed or changes
+/// meaning (added fields keep it); see docs/control.md.
+pub const JSON_VERSION: u64 = 1;
+
+/// Why a command failed, and the exit status that says so (docs/control.md).
+#[derive(Debug)]
+enum Failure {
+    /// The daemon (or an offline check) refused: exit 1.
+    Refused(ErrorReply),
+    /// No daemon answers on the socket, or its reply is unreadable: exit 3.
+    Unreachable(String),
 }
 
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Generation, uptime, workers, ports, flow counts.
-    Status,
-    /// Check a flows file (against the daemon's config, or offline).
-    Check {
-        file: PathBuf,
-        /// Check without a daemon; with `--config`, references are checked against it.
-        #[arg(long)]
-        offline: bool,
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Flows added, removed and changed between the applied set and FILE.
-    Diff { file: PathBuf },
-    /// Compile, publish and persist FILE.
-    Apply { file: PathBuf },
-    /// Go back to the previously applied set.
-    Rollback,
-    /// Show the applied set.
-    Show {
-        #[command(subcommand)]
-        what: ShowWhat,
-    },
-    /// Counters per flow, rule, port and server.
-    Stats,
-    /// Which flow and rule decide a packet (`iface=eth0 proto=tcp src=... dst=... sport=.. dport=..`).
-    Trace {
-        /// Trace the outflows.
-        #[arg(long)]
-        outflows: bool,
-        #[arg(required = true, num_args = 1..)]
-        packet: Vec<String>,
-    },
-    /// L4 director servers.
-    Director {
-        #[command(subcommand)]
-        cmd: DirectorCmd,
-    },
-}
+/// Exit statuses (2 is clap's usage error).
+const EXIT_REFUSED: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 3;
 
-#[derive(Debug, Subcommand)]
-enum ShowWhat {
-    Flows,
-}
-
-#[derive(Debug, Subcommand)]
-enum DirectorCmd {
-    List,
-    Enable {
-        director: String,
-        server: String,
-    },
-    Disable {
-        director: String,
-        server: String,
-    },
-    Weight {
-        director: String,
-        server: String,
-        weight: u32,
-    },
+impl From<ErrorReply> for Failure {
+    fn from(e: ErrorReply) -> Failure {
+        Failure::Refused(e)
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Refused(e)) => {
             eprintln!("flowctl: {}", e.error);
             if let Some(d) = &e.diagnostics {
                 eprint!("{d}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_REFUSED)
+        }
+        Err(Failure::Unreachable(why)) => {
+            eprintln!("flowctl: {why}");
+            ExitCode::from(EXIT_UNREACHABLE)
         }
     }
 }
@@ -113,7 +68,7 @@ fn read(path: &Path) -> Result<String, ErrorReply> {
         .map_err(|e| ErrorReply::new(format!("cannot read {}: {e}", path.display())))
 }
 
-fn run(cli: &Cli) -> Result<(), ErrorReply> {
+fn run(cli: &Cli) -> Result<(), Failure> {
     let name = |p: &Path| Some(p.display().to_string());
     let req = match &cli.cmd {
         Cmd::Status => Request::Status {},
@@ -123,7 +78,7 @@ fn run(cli: &Cli) -> Result<(), ErrorReply> {
             config,
         } => {
             if *offline || config.is_some() || !cli.socket.exists() {
-                return check_offline(file, config.as_deref());
+                return check_offline(file, config.as_deref(), cli.json).map_err(Failure::from);
             }
             Request::Check {
                 flows: read(file)?,
@@ -143,6 +98,11 @@ fn run(cli: &Cli) -> Result<(), ErrorReply> {
             what: ShowWhat::Flows,
         } => Request::ShowFlows {},
         Cmd::Stats => Request::Stats {},
+        Cmd::Watch {
+            interval,
+            count,
+            all,
+        } => return watch::run(&cli.socket, *interval, *count, *all, cli.json),
         Cmd::Trace { outflows, packet } => Request::Trace {
             packet: packet.join(" "),
             outflows: *outflows,
@@ -170,15 +130,23 @@ fn run(cli: &Cli) -> Result<(), ErrorReply> {
     };
     let reply = call(&cli.socket, &req)?;
     if cli.json {
-        println!("{reply}");
-        return ok_or_err(&reply).map(|_| ());
+        println!("{}", versioned(reply.clone()));
+        return ok_or_err(&reply).map(|_| ()).map_err(Failure::from);
     }
     let v = ok_or_err(&reply)?;
-    render(&req, v)
+    render(&req, v).map_err(Failure::from)
 }
 
-/// `check` without a daemon.
-fn check_offline(file: &Path, config: Option<&Path>) -> Result<(), ErrorReply> {
+/// A reply as `--json` prints it: the daemon's object with `json_version` added.
+fn versioned(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("json_version".into(), JSON_VERSION.into());
+    }
+    v
+}
+
+/// `check` without a daemon (`--json`: the reply a daemon would give, versioned).
+fn check_offline(file: &Path, config: Option<&Path>, json: bool) -> Result<(), ErrorReply> {
     let appliance = match config {
         Some(c) => {
             Some(flowgate_config::appliance::load(c).map_err(|e| ErrorReply::new(e.to_string()))?)
@@ -190,31 +158,59 @@ fn check_offline(file: &Path, config: Option<&Path>) -> Result<(), ErrorReply> {
         .map(|a| a as &dyn flowgate_config::flows::Names);
     match flowgate_config::flows::load_file(file, names) {
         Ok(loaded) => {
+            if json {
+                let (flows, outflows, rules) = flowgate_control::state::sizes(&loaded.file);
+                let reply = flowgate_control::protocol::encode(&Ok(
+                    flowgate_control::protocol::Body::Check(CheckReply {
+                        flows,
+                        outflows,
+                        rules,
+                        warnings: loaded.render_warnings(false),
+                    }),
+                ));
+                let v: Value = serde_json::from_str(&reply).unwrap_or_default();
+                println!("{}", versioned(v));
+                return Ok(());
+            }
             eprint!("{}", loaded.render_warnings(false));
             println!("{}: ok", file.display());
             Ok(())
         }
-        Err(flowgate_config::flows::LoadError::Invalid(report)) => Err(ErrorReply {
-            error: format!("{}: refused", file.display()),
-            diagnostics: Some(report.render(false)),
-        }),
+        Err(flowgate_config::flows::LoadError::Invalid(report)) => {
+            let e = ErrorReply {
+                error: format!("{}: refused", file.display()),
+                diagnostics: Some(report.render(false)),
+            };
+            if json {
+                let v: Value =
+                    serde_json::from_str(&flowgate_control::protocol::encode(&Err(e.clone())))
+                        .unwrap_or_default();
+                println!("{}", versioned(v));
+            }
+            Err(e)
+        }
         Err(e) => Err(ErrorReply::new(e.to_string())),
     }
 }
 
 /// Sends one request and reads one reply line.
-fn call(socket: &Path, req: &Request) -> Result<Value, ErrorReply> {
-    let mut s = UnixStream::connect(socket)
-        .map_err(|e| ErrorReply::new(format!("cannot connect to {}: {e}", socket.display())))?;
-    let mut line = serde_json::to_string(req).map_err(|e| ErrorReply::new(e.to_string()))?;
+fn call(socket: &Path, req: &Request) -> Result<Value, Failure> {
+    let gone = |what: &str, e: &dyn std::fmt::Display| {
+        Failure::Unreachable(format!("{what} {}: {e}", socket.display()))
+    };
+    let mut s = UnixStream::connect(socket).map_err(|e| gone("cannot connect to", &e))?;
+    let mut line = serde_json::to_string(req).map_err(|e| gone("cannot encode for", &e))?;
     line.push('\n');
     s.write_all(line.as_bytes())
-        .map_err(|e| ErrorReply::new(format!("cannot send: {e}")))?;
+        .map_err(|e| gone("cannot send to", &e))?;
     let mut r = BufReader::new(s);
     let mut out = String::new();
-    r.read_line(&mut out)
-        .map_err(|e| ErrorReply::new(format!("cannot read reply: {e}")))?;
-    serde_json::from_str(&out).map_err(|e| ErrorReply::new(format!("bad reply: {e}")))
+    match r.read_line(&mut out) {
+        Ok(0) => return Err(gone("no reply from", &"connection closed")),
+        Ok(_) => {}
+        Err(e) => return Err(gone("cannot read the reply from", &e)),
+    }
+    serde_json::from_str(&out).map_err(|e| gone("unreadable reply from", &e))
 }
 
 fn ok_or_err(v: &Value) -> Result<&Value, ErrorReply> {

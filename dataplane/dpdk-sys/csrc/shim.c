@@ -3,7 +3,10 @@
  * functions and macros so Rust can call them. Each is a one-line forward;
  * compiled with the pkg-config cflags minus -march/-mtune.
  */
+#define _GNU_SOURCE /* fopencookie */
 #include "shim.h"
+#include <stdio.h>
+#include <rte_log.h>
 #include <rte_prefetch.h>
 
 int fg_errno(void) { return rte_errno; }
@@ -66,3 +69,29 @@ unsigned fg_ring_sc_dequeue_burst(struct rte_ring *r, struct rte_mbuf **objs, un
     return rte_ring_sc_dequeue_burst(r, (void **)objs, n, NULL);
 }
 unsigned fg_ring_count(const struct rte_ring *r) { return rte_ring_count(r); }
+
+/* DPDK's log into the application's: a stdio stream whose writes go to `sink` with the level
+ * of the message being written (rte_vlog sets it, formats into the stream, then flushes). */
+static fg_log_sink_t fg_log_sink;
+
+static ssize_t fg_log_cookie_write(void *cookie, const char *buf, size_t size)
+{
+    (void)cookie;
+    fg_log_sink_t sink = fg_log_sink;
+    if (sink != NULL)
+        sink((uint32_t)rte_log_cur_msg_loglevel(), buf, size);
+    return (ssize_t)size;
+}
+
+int fg_log_route(fg_log_sink_t sink)
+{
+    static FILE *stream;
+    cookie_io_functions_t io = { .read = NULL, .write = fg_log_cookie_write, .seek = NULL, .close = NULL };
+    fg_log_sink = sink;
+    if (stream == NULL) {
+        stream = fopencookie(NULL, "w", io);
+        if (stream == NULL)
+            return -1;
+    }
+    return rte_openlog_stream(stream);
+}

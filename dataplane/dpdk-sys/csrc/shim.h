@@ -23,6 +23,7 @@
 #include <rte_bus_vdev.h>
 #include <rte_dev.h>
 #include <rte_ring.h>
+#include <rte_log.h>
 
 /*
  * Function-like macros (RTE_BIT64 etc.) are invisible to bindgen; re-export
@@ -91,5 +92,10 @@ void fg_ring_free(struct rte_ring *r);
 unsigned fg_ring_mp_enqueue_burst(struct rte_ring *r, struct rte_mbuf **objs, unsigned n);
 unsigned fg_ring_sc_dequeue_burst(struct rte_ring *r, struct rte_mbuf **objs, unsigned n);
 unsigned fg_ring_count(const struct rte_ring *r);
+
+/* DPDK's log: every message, with its level (RTE_LOG_EMERG 1 .. RTE_LOG_DEBUG 8), goes to
+ * `sink` (one call per flush of the stream, normally one message). */
+typedef void (*fg_log_sink_t)(uint32_t level, const char *buf, size_t len);
+int fg_log_route(fg_log_sink_t sink);
 
 #endif

@@ -18,29 +18,44 @@ use super::{Env, PortRole};
 /// and decide where each goes. Returns whether some packet goes to a director.
 // a stage per function in profiles (one call per burst)
 #[inline(never)]
-pub fn decide<F: Frames>(b: &mut Batch, frames: &mut F, env: &Env<'_>, role: PortRole) -> bool {
+pub fn decide<F: Frames>(
+    b: &mut Batch,
+    frames: &mut F,
+    env: &Env<'_>,
+    input: u16,
+    role: PortRole,
+) -> bool {
     let list = &env.rules.flows;
     let n = b.classify(&list.classifier, |m| m.to == To::Flows);
+    // what a permit means for this port, once per burst
+    let kernel = match role.kernel {
+        true => To::Kernel(input),
+        false => To::Drop(DropReason::NoKernel),
+    };
+    let (permit, peer_iface) = match role.peer {
+        // leaves through the peer: the outflows decide, with its iface
+        Some(peer) => (
+            To::Port(peer),
+            env.rules
+                .outflows
+                .port_iface
+                .get(usize::from(peer))
+                .copied(),
+        ),
+        None => (kernel, None),
+    };
     for j in 0..n {
         let (i, v) = b.verdict(j);
         let kind = count(list, v, &env.rc.flow_rules, &env.rc.flow_verdicts);
         let meta = &mut b.meta[i];
-        let input = meta.input;
-        let kernel = if role.kernel {
-            To::Kernel(input)
-        } else {
-            To::Drop(DropReason::NoKernel)
-        };
         meta.to = match kind {
-            Some(VerdictKind::Permit) => match role.peer {
-                Some(peer) => {
-                    // leaves through the peer: the outflows decide, with its iface
-                    b.keys[i].iface = env.rules.outflows.port_iface[usize::from(peer)];
+            Some(VerdictKind::Permit) => {
+                if let Some(iface) = peer_iface {
+                    b.keys[i].iface = iface;
                     meta.egress = true;
-                    To::Port(peer)
                 }
-                None => kernel,
-            },
+                permit
+            }
             Some(VerdictKind::Deny) | None => To::Drop(DropReason::FlowDeny),
             Some(VerdictKind::Director) => To::Director(env.rules.director_of(v)),
             Some(VerdictKind::Table) => {

@@ -19,25 +19,27 @@ pub fn outflows<F: Frames>(b: &mut Batch, frames: &mut F, env: &Env<'_>) {
     let rc = env.rc;
     if list.is_empty() {
         // no outflows: the default decides every packet; classified and counted once
+        let len = b.len();
         let leaving = |m: &super::batch::PacketMeta| m.egress && is_leaving(m.to);
-        let n = b.meta[..b.len()].iter().filter(|m| leaving(m)).count() as u64;
-        let Some(first) = (0..b.len()).find(|&i| leaving(&b.meta[i])) else {
+        let Some(first) = b.meta[..len].iter().position(leaving) else {
             return;
         };
         let v = list.classifier.classify(&b.keys[first]);
         let kind = count(list, v, &rc.outflow_rules, &rc.outflow_verdicts);
+        let deny = kind != Some(VerdictKind::Permit);
+        let mut n = 0u64;
+        for m in b.meta[first..len].iter_mut().filter(|m| leaving(m)) {
+            m.egress = false;
+            n += 1;
+            if deny {
+                m.to = To::Drop(DropReason::OutflowDeny);
+            }
+        }
         if let Some(c) = rc.outflow_rules.get(list.slot(v)) {
             c.add(n - 1);
         }
         if let Some(k) = kind {
             rc.outflow_verdicts[k as usize].add(n - 1);
-        }
-        let len = b.len();
-        for m in b.meta[..len].iter_mut().filter(|m| leaving(m)) {
-            m.egress = false;
-            if kind != Some(VerdictKind::Permit) {
-                m.to = To::Drop(DropReason::OutflowDeny);
-            }
         }
         return;
     }

@@ -13,7 +13,7 @@ use flowgate_config::flows::parse;
 
 use super::*;
 use crate::build::{checksum, frame, FrameSpec};
-use crate::counters::DropReason;
+use crate::counters::{DropReason, VerdictKind};
 use crate::director::tests::{assert_checksums, assert_icmp_checksums, icmp_error, quoted};
 use crate::director::DirectorSet;
 use crate::handoff::{Owners, Tag};
@@ -124,8 +124,12 @@ impl Lab {
     }
 
     fn with(workers: usize, flows: &str) -> Lab {
+        Self::configured(workers, flows, CONFIG)
+    }
+
+    fn configured(workers: usize, flows: &str, config: &str) -> Lab {
         let list: Vec<String> = (0..workers).map(|w| w.to_string()).collect();
-        let text = CONFIG.replace("WORKERS", &list.join(", "));
+        let text = config.replace("WORKERS", &list.join(", "));
         let app = parse_with_cpus("lab.toml", &text, workers.max(1)).expect("config");
         let file = parse(flows).expect("flows").file;
         let rules = RuleSet::compile(file, &app, 1).expect("compiles");
@@ -1003,5 +1007,50 @@ fn a_static_next_hop_is_never_solicited() {
             if stat { (0, 0) } else { (1, 1) },
             "static {stat}"
         );
+    }
+}
+
+/// No outflows at all: the default outflow decides every leaving packet of a burst, counted
+/// once per packet; a default `deny` drops them (and only them: the kernel's copy stays).
+#[test]
+fn without_outflows_the_default_decides() {
+    let flows = "flow ssh permit\n    match iface eth2 proto tcp dstport 22\n    match iface eth0 proto tcp dstport 22\n";
+    let burst: Vec<Vec<u8>> = (0..5)
+        .map(|k| pkt("192.168.0.100", "10.9.9.9", 6, 40000 + k, 22, FROM_CLIENT))
+        .collect();
+    for policy in ["permit", "deny"] {
+        let config = CONFIG.replace(
+            "default_outflow = \"permit\"",
+            &format!("default_outflow = \"{policy}\""),
+        );
+        let lab = Lab::configured(1, flows, &config).resolved();
+        let mut w = lab.worker(0, Instant::now());
+        let out = feed(&mut w, 2, &burst);
+        let to_kernel = feed(&mut w, 0, &burst[..2]);
+        assert_eq!(to_kernel.len(), 2, "the kernel's copy is no egress");
+        let rules = lab.rules.load();
+        let kind = if policy == "permit" {
+            VerdictKind::Permit
+        } else {
+            VerdictKind::Deny
+        };
+        assert_eq!(
+            rules.counters[0].outflow_verdicts[kind as usize].get(),
+            5,
+            "{policy}"
+        );
+        match policy {
+            "permit" => assert_eq!(
+                out,
+                burst
+                    .iter()
+                    .map(|f| (Out::Port(1), f.clone()))
+                    .collect::<Vec<_>>()
+            ),
+            _ => {
+                assert_eq!(out, vec![]);
+                assert_eq!(lab.drops(0, DropReason::OutflowDeny), 5);
+            }
+        }
     }
 }

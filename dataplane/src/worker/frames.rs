@@ -101,8 +101,15 @@ pub enum Out {
 /// The worker's output side: queues, the hand-over and a buffer pool.
 pub trait Io {
     type Frame: Frame;
+    /// The bursts the worker receives and works on.
+    type Frames: Frames<Frame = Self::Frame>;
     /// Queues `f` for `out`; what cannot be queued is dropped and counted by the implementation.
     fn send(&mut self, out: Out, f: Self::Frame);
+    /// Queues every frame of `frames` for `out`, in order, leaving `frames` empty (an
+    /// implementation may take the burst whole instead of frame by frame).
+    fn send_all(&mut self, out: Out, frames: &mut Self::Frames) {
+        frames.drain_each(|_, f| self.send(out, f));
+    }
     /// The burst from `input` is done: what it handed over goes to the owners' rings.
     fn end_burst(&mut self, input: u16);
     /// Transmit everything queued.
@@ -236,6 +243,7 @@ impl VecIo {
 
 impl Io for VecIo {
     type Frame = VecFrame;
+    type Frames = VecFrames;
     fn send(&mut self, out: Out, f: VecFrame) {
         self.sent.push((out, f));
     }

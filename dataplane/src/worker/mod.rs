@@ -180,12 +180,7 @@ impl<'p, I: Io> Pipeline<'p, I> {
 
     /// A burst from physical port `input` (`handed`: from another worker's hand-over ring,
     /// received from that port): parse, NAT replies, flows, directors, outflows, out.
-    pub fn ingress<F: Frames<Frame = I::Frame>>(
-        &mut self,
-        input: u16,
-        frames: &mut F,
-        handed: bool,
-    ) {
+    pub fn ingress(&mut self, input: u16, frames: &mut I::Frames, handed: bool) {
         let p = usize::from(input);
         let (Some(&role), Some(pc)) = (self.roles.get(p), self.counters.ports.get(p)) else {
             return;
@@ -239,7 +234,7 @@ impl<'p, I: Io> Pipeline<'p, I> {
         if let Some(set) = set {
             handing |= self.directors.replies(b, frames, &env, set, handed);
         }
-        if decide::decide(b, frames, &env, role) {
+        if decide::decide(b, frames, &env, input, role) {
             handing |= self.directors.forward(b, frames, &env, set, handed);
         }
         egress::outflows(b, frames, &env);
@@ -250,7 +245,7 @@ impl<'p, I: Io> Pipeline<'p, I> {
     }
 
     /// Frames the kernel sent out of port `port`'s TAP: the outflows, then out the port.
-    pub fn kernel_egress<F: Frames<Frame = I::Frame>>(&mut self, port: u16, frames: &mut F) {
+    pub fn kernel_egress(&mut self, port: u16, frames: &mut I::Frames) {
         let Some(pc) = self.counters.ports.get(usize::from(port)) else {
             return;
         };
@@ -272,8 +267,19 @@ impl<'p, I: Io> Pipeline<'p, I> {
     /// Moves every frame of the burst to its destination.
     // a stage per function in profiles (one call per burst)
     #[inline(never)]
-    fn dispatch<F: Frames<Frame = I::Frame>>(&mut self, frames: &mut F, rules: &RuleSet) {
+    fn dispatch(&mut self, frames: &mut I::Frames, rules: &RuleSet) {
         let meta = &self.batch.meta;
+        // the whole burst out one port (inline forwarding, a routed-less peer): as it is
+        if let Some(&PacketMeta {
+            to: To::Port(p), ..
+        }) = meta.first()
+        {
+            let n = frames.len();
+            if meta[..n].iter().all(|m| m.to == To::Port(p)) {
+                self.io.send_all(Out::Port(p), frames);
+                return;
+            }
+        }
         let counters = &*self.counters;
         let io = &mut self.io;
         let neighbours = &mut self.neighbours;

@@ -97,6 +97,24 @@ impl<'p> DpdkIo<'p> {
 
 impl Io for DpdkIo<'_> {
     type Frame = Mbuf;
+    type Frames = Burst;
+
+    /// A whole burst for one port whose TX burst is empty is taken as it is (the two bursts
+    /// are swapped: no per-packet work, as testpmd's io forwarding).
+    #[inline]
+    fn send_all(&mut self, out: Out, frames: &mut Burst) {
+        if let Out::Port(p) = out {
+            if let Some(b) = self
+                .port_out
+                .get_mut(usize::from(p))
+                .filter(|b| b.is_empty())
+            {
+                std::mem::swap(b, frames);
+                return;
+            }
+        }
+        frames.drain_each(|_, m| self.send(out, m));
+    }
 
     #[inline]
     fn send(&mut self, out: Out, m: Mbuf) {
