@@ -64,4 +64,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# cargo-fuzz: the libFuzzer targets in fuzz/ (scripts/fuzz.sh; stable toolchain with
+# RUSTC_BOOTSTRAP=1, see docs/fuzzing.md).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
+fi
+
 echo "setup: done ($(cargo --version), $(cargo nextest --version | head -1))"

@@ -55,6 +55,10 @@ impl DirectorControl for DirectorHook {
         set.iter()
             .enumerate()
             .map(|(d, st)| DirectorStatus {
+                counters: totals
+                    .get(d)
+                    .map(|t| t.named().into_iter().map(|(k, n, _)| (k, n)).collect())
+                    .unwrap_or_default(),
                 name: st.name.clone(),
                 scheduler: format!("{:?}", st.scheduler).to_lowercase(),
                 servers: st

@@ -19,6 +19,9 @@ pub const SWAP_SECONDS: &str = "flowgate_swap_seconds";
 /// A counter series not published for this long leaves the scrape output.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Director counters that are gauges (the rest only grow).
+const DIRECTOR_GAUGES: [&str; 2] = ["half_open", "defense_active"];
+
 /// Installs the global recorder and the `/metrics` HTTP listener on `addr`.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
     PrometheusBuilder::new()
@@ -119,6 +122,18 @@ pub fn publish(s: &StatsReply, swaps: u64) {
             .absolute(d.servers.iter().map(|s| s.connections).sum());
         gauge!("flowgate_director_active_connections", &label)
             .set(d.servers.iter().map(|s| s.active).sum::<u64>() as f64);
+        // the director's own counters (`connections` is exported above, from the servers' sum)
+        for (what, n) in d.counters.iter().filter(|(w, _)| w != "connections") {
+            let director = [("director", d.name.clone())];
+            if let Some(reason) = what.strip_prefix("drop_") {
+                let labels = [("director", d.name.clone()), ("reason", reason.to_string())];
+                counter!("flowgate_director_drops_total", &labels).absolute(*n);
+            } else if DIRECTOR_GAUGES.contains(&what.as_str()) {
+                gauge!(format!("flowgate_director_{what}"), &director).set(*n as f64);
+            } else {
+                counter!(format!("flowgate_director_{what}_total"), &director).absolute(*n);
+            }
+        }
         for srv in &d.servers {
             let labels = [("director", d.name.clone()), ("server", srv.name.clone())];
             counter!("flowgate_server_packets_total", &labels).absolute(srv.packets);
@@ -160,7 +175,17 @@ mod tests {
                     verdicts: vec![],
                     ports: vec![],
                     drops: vec![("flow-deny".into(), 4)],
-                    directors: vec![],
+                    directors: vec![crate::protocol::DirectorStatus {
+                        name: "mail".into(),
+                        scheduler: "wrr".into(),
+                        servers: vec![],
+                        counters: vec![
+                            ("drop_conntrack_full".into(), 12),
+                            ("half_open_evicted".into(), 345),
+                            ("defense_entered".into(), 2),
+                            ("half_open".into(), 678),
+                        ],
+                    }],
                     workers: vec![("handed_out".into(), 7)],
                 },
                 1,
@@ -186,5 +211,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("flowgate_handed_out_total 7"), "{text}");
+        for line in [
+            r#"flowgate_director_drops_total{director="mail",reason="conntrack_full"} 12"#,
+            r#"flowgate_director_half_open_evicted_total{director="mail"} 345"#,
+            r#"flowgate_director_defense_entered_total{director="mail"} 2"#,
+            r#"flowgate_director_half_open{director="mail"} 678"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            text.contains("# TYPE flowgate_director_half_open gauge"),
+            "{text}"
+        );
     }
 }

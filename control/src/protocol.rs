@@ -363,6 +363,12 @@ pub struct DirectorStatus {
     pub name: String,
     pub scheduler: String,
     pub servers: Vec<ServerStatus>,
+    /// The director's own counters, summed over workers: connections, packets, drops by
+    /// reason (`drop_conntrack_full` ...), the SYN-flood defense's `half_open_evicted` and
+    /// `defense_entered`, then the gauges `half_open` and `defense_active` (workers in
+    /// defense now). See `docs/director.md`.
+    #[serde(default)]
+    pub counters: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -512,13 +512,15 @@ pub fn director_report(directors: &SharedDirectors) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "director {}: conns {}, packets in {} out {}, icmp errors in {} out {}, drops: {}",
+            "director {}: conns {}, packets in {} out {}, icmp errors in {} out {}, half-open evicted {}, defense entered {}, drops: {}",
             d.name,
             c.conns,
             c.packets_in,
             c.packets_out,
             c.icmp_in,
             c.icmp_out,
+            c.half_open_evicted,
+            c.defense_entered,
             if drops.is_empty() {
                 "none".into()
             } else {
@@ -583,6 +585,10 @@ fn director_json(
         "nodest_expired": c.nodest_expired,
         "icmp_in": c.icmp_in,
         "icmp_out": c.icmp_out,
+        "half_open_evicted": c.half_open_evicted,
+        "defense_entered": c.defense_entered,
+        "half_open": c.half_open,
+        "defense_active": c.defense_active,
         "drops": drops,
         "servers": servers,
     })

@@ -67,6 +67,7 @@ fn directors() -> Arc<Mutex<Vec<DirectorStatus>>> {
             packets: 0,
             bytes: 0,
         }],
+        counters: vec![("drop_conntrack_full".into(), 0)],
     }]))
 }
 

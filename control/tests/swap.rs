@@ -137,6 +137,7 @@ fn director_requests_reach_the_hook() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start_with(dir.path(), Some(SEED), |o| {
         o.director = Some(Box::new(FakeDirector(vec![DirectorStatus {
+            counters: vec![],
             name: "maildirect".into(),
             scheduler: "wrr".into(),
             servers: vec![ServerStatus {

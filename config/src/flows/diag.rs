@@ -343,8 +343,13 @@ fn excerpt<'a>(
             let (lo, hi) = if hi - lo <= WINDOW {
                 (lo, hi)
             } else {
-                let p = cut.first().map_or(lo, |c| c.1);
-                (p, (p + WINDOW / 2).min(range.end))
+                // (when it is on this line: another line's offset says nothing of this one)
+                let p = cut
+                    .first()
+                    .filter(|c| c.0 == line)
+                    .map_or(lo, |c| c.1)
+                    .clamp(range.start, range.end);
+                (p, (p + WINDOW / 2).clamp(p, range.end))
             };
             let room = WINDOW.saturating_sub(hi - lo);
             let a = lo.saturating_sub(room / 2).max(range.start);
@@ -517,5 +522,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Found by the `control_request` fuzz target: labels on several long lines, the primary
+    /// one on another line than the window being cut, made `hi - lo` underflow.
+    #[test]
+    fn fuzz_regression_labels_on_several_long_lines() {
+        let src = "msrcoutf\n  [ mwstport 2mitx.h flow ply[ta0zpe1mitx.h flow ply[ta5zpermit\ntpzprmepi\n  [ rooutflowstport 2mitx.h flow plnnnnnnnnnnnnnnnghtnnjnnnnnnnnstatsnnnnnnnnnnnnnnnnnnnnnnnnnnnnndirennnnnnnnnnnnnnnghtnnjnnnnnnnnstatsnnnnnnnnnnnnnnnnnnnnnnnnnnnnndirectflow ply 2mitx.h flow ply[ta0zper[ta1zpermit\n  t 2mitx.h flow plnnnnnnnnnnnnnnnghtnnjnnnnnnnnstatsnnnnnnnnnnnnnnnnnnnnnnnnnnnnndirennnnnnnnnnnnnnnghtnnjnnnnnnnnstatsnnnnnnnnnnnnnnnnnnnnnnnnnnnnndirectflow ply 2mitx.h flow ply[ta0zper[ta1zpermit\n    iprooutflowstport 2mitx.h flctor_weightnnnnnnnnnnnnnnnnnnnnnnnntpzprmepi\n  [ rooutflowstport 2mitx.h flow plnnnnnnnnnnnnnnnghtnnjnnnnnnnnstatsnnnnnnnnnnnnnnnn  iprooutflowstport 2mitx.h flctor_weightnnnnnnnnnnnnnnnnnnnnnnnntpzprmepi\n  [ rooutflowstport 2mitx.h flow plnnnnnnnnnnnnnnnghtnnjnnnnnnnnstatsnnnnnnnnnnnnnnnnnnnnnnnnnnnnndirectflow ply 2mitx.h flow ply[ta0zper[ta1zpermit\n    iprooutflowstport 2mitx.h flow ply[ta0zpermit\n    flows";
+        let r = crate::flows::load("request", src, None).expect_err("not a flows file");
+        let text = render(&r.path, &r.source, &r.diagnostics, false);
+        assert!(text.contains("error"), "{text}");
     }
 }

@@ -423,6 +423,15 @@ fn render_stats(s: &StatsReply) {
 fn render_directors(ds: &[DirectorStatus]) {
     for d in ds {
         println!("director {} ({})", d.name, d.scheduler);
+        if !d.counters.is_empty() {
+            let cols: Vec<String> = d
+                .counters
+                .iter()
+                .filter(|(k, n)| *n > 0 || !k.starts_with("drop_"))
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
+            println!("  {}", cols.join(" "));
+        }
         for s in &d.servers {
             println!(
                 "  {:<16} {:<40} weight {:>5} {} {} conns {} active {} inactive {} packets {} bytes {}",

@@ -247,6 +247,19 @@ impl Flowgate {
         flows: &str,
         ready: &str,
     ) -> Self {
+        Self::start_with_control(app, dir, name, config, flows, ready, "")
+    }
+
+    /// [`Flowgate::start`] with more lines for the `[control]` table (`metrics = ...`).
+    pub fn start_with_control(
+        app: &Netns,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        flows: &str,
+        ready: &str,
+        control: &str,
+    ) -> Self {
         std::fs::write(dir.join(format!("{name}.flows")), flows).expect("write flows");
         let cfg = dir.join(format!("{name}.toml"));
         // a control socket of this test's own (tests run side by side)
@@ -254,7 +267,7 @@ impl Flowgate {
         let config = config.replacen(
             "\n[dataplane]",
             &format!(
-                "\n[control]\nsocket = \"{}\"\n[dataplane]",
+                "\n[control]\nsocket = \"{}\"\n{control}\n[dataplane]",
                 socket.display()
             ),
             1,

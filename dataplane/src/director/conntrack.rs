@@ -9,9 +9,19 @@
 //!
 //! Expiry is lazy: a lookup that finds an expired entry removes it, [`ConnTable::expire`]
 //! sweeps a bounded number of entries per call (the worker calls it once per burst), and an
-//! insert into a full table first sweeps a bounded window for expired entries. If the table is
-//! still full the new connection is refused ([`Full`]) and the worker counts a
-//! `conntrack_full` drop: established connections are never evicted for new ones.
+//! insert into a full table first sweeps a bounded window for expired entries.
+//!
+//! SYN floods (IPVS `drop_entry` and `secure_tcp`, see `docs/director.md`): half-open entries
+//! (connections in SYN_RECV and the persistence templates only they use,
+//! [`ConnState::PendingTemplate`]) are bounded to [`HALF_OPEN_SHARE`] of the table and are
+//! the ones evicted when the table is full: a new half-open entry beyond the bound, or any new
+//! entry in a full table, evicts a half-open one found in a bounded scan. Established
+//! connections and confirmed templates are never evicted for new ones; when the table is full
+//! of them the new connection is refused ([`Full`]) and the worker counts a `conntrack_full`
+//! drop. While half-open entries exceed [`DEFENSE_ON`] of the table the table is in
+//! *defense* (IPVS's `vs_timeout_table_dos`): SYN_RECV and pending templates get
+//! [`DEFENSE_SYN_RECV_MS`] instead of the normal SYN_RECV timeout, until they fall below
+//! [`DEFENSE_OFF`].
 //!
 //! TCP states follow IPVS's simplification: SYN_RECV on the client's SYN, ESTABLISHED on the
 //! first ACK, FIN_WAIT on a FIN, TIME_WAIT once both sides sent one, CLOSE on a RST, each with
@@ -64,7 +74,7 @@ impl ConnTimeouts {
             ConnState::Close => self.close,
             ConnState::Udp => self.udp,
             // templates carry their own timeout
-            ConnState::Template => 0,
+            ConnState::Template | ConnState::PendingTemplate => 0,
         }
     }
 }
@@ -80,6 +90,11 @@ pub enum ConnState {
     Udp,
     /// A persistence template, not a connection.
     Template,
+    /// A persistence template made by a connection still in SYN_RECV: it becomes a
+    /// [`ConnState::Template`] when a connection of its client is established; until then it
+    /// is half-open (short-lived, evictable), so spoofed SYNs cannot pin the table with
+    /// templates.
+    PendingTemplate,
 }
 
 /// Which way a packet goes.
@@ -120,6 +135,16 @@ impl ConnState {
     /// Counted as active by the least-connection schedulers.
     pub fn is_active(self) -> bool {
         self == ConnState::Established
+    }
+
+    /// A half-open entry: bounded, evicted first, shorter-lived in defense.
+    pub fn is_half_open(self) -> bool {
+        matches!(self, ConnState::SynRecv | ConnState::PendingTemplate)
+    }
+
+    /// A persistence template (pending or not), not a connection.
+    pub fn is_template(self) -> bool {
+        matches!(self, ConnState::Template | ConnState::PendingTemplate)
     }
 }
 
@@ -224,6 +249,20 @@ const EMPTY: u64 = u64::MAX;
 pub const FULL_SWEEP: usize = 64;
 /// Index slots [`ConnTable::prefetch_entry`] looks at (at most 50% full, runs are short).
 pub const PREFETCH_PROBE: usize = 4;
+/// Entries looked at for a half-open one to evict when the table is full: in a table full of
+/// established connections it costs this many reads per refused SYN. (At the half-open bound
+/// the scan goes on until it finds one: there are at least `HALF_OPEN_SHARE`/4 of the table,
+/// and the cursor only moves forward, so the cost per eviction stays small on average.)
+pub const EVICT_SCAN: usize = 256;
+/// Half-open entries are bounded to this share of the table (numerator over 4): the rest is
+/// kept for established connections and their templates.
+pub const HALF_OPEN_SHARE: usize = 3;
+/// Defense starts when half-open entries exceed 1/`DEFENSE_ON` of the table...
+pub const DEFENSE_ON: usize = 8;
+/// ...and ends when they fall below 1/`DEFENSE_OFF` of it.
+pub const DEFENSE_OFF: usize = 16;
+/// SYN_RECV timeout in defense (IPVS `vs_timeout_table_dos`: 10 s instead of 60 s).
+pub const DEFENSE_SYN_RECV_MS: u64 = 10_000;
 
 /// Index slot: hash low 32 bits | entry index (31 bits) | reply bit.
 fn slot(hash: u64, entry: u32, dir: Dir) -> u64 {
@@ -246,6 +285,22 @@ pub struct ConnTable {
     sweep: usize,
     /// Per-server counts for the least-connection schedulers (templates not counted).
     loads: Vec<ServerLoad>,
+    /// Live half-open entries ([`ConnState::is_half_open`]).
+    half_open: usize,
+    /// Where the next eviction scan starts.
+    evict_cursor: usize,
+    /// In defense (shorter half-open timeouts).
+    defense: bool,
+    stats: TableStats,
+}
+
+/// What the table did against floods, for the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Half-open entries evicted to make room (bound reached or table full).
+    pub half_open_evicted: u64,
+    /// Times the table went into defense.
+    pub defense_entered: u64,
 }
 
 const BLANK: Conn = Conn {
@@ -278,7 +333,70 @@ impl ConnTable {
             seed,
             sweep: 0,
             loads: vec![ServerLoad::default(); servers],
+            half_open: 0,
+            evict_cursor: 0,
+            defense: false,
+            stats: TableStats::default(),
         }
+    }
+
+    /// Live half-open entries (connections in SYN_RECV, pending templates).
+    pub fn half_open(&self) -> usize {
+        self.half_open
+    }
+
+    /// The most half-open entries the table keeps before evicting one for a new one.
+    pub fn half_open_max(&self) -> usize {
+        (self.entries.len() * HALF_OPEN_SHARE / 4).max(1)
+    }
+
+    /// In defense: half-open entries get [`DEFENSE_SYN_RECV_MS`].
+    pub fn in_defense(&self) -> bool {
+        self.defense
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    /// The SYN_RECV timeout now (shorter in defense).
+    pub fn half_open_timeout(&self, t: &ConnTimeouts) -> u64 {
+        if self.defense {
+            t.syn_recv.min(DEFENSE_SYN_RECV_MS)
+        } else {
+            t.syn_recv
+        }
+    }
+
+    /// Enter or leave defense by the half-open count (with hysteresis).
+    fn update_defense(&mut self) {
+        let n = self.entries.len();
+        if !self.defense && self.half_open > n / DEFENSE_ON {
+            self.defense = true;
+            self.stats.defense_entered += 1;
+        } else if self.defense && self.half_open < n / DEFENSE_OFF {
+            self.defense = false;
+        }
+    }
+
+    /// Remove one half-open entry found in a scan of at most `scan` entries, continuing where
+    /// the last scan stopped (IPVS `ip_vs_random_dropentry` drops SYN_RECV entries the same
+    /// way, at random). False if the scan found none.
+    fn evict_half_open(&mut self, scan: usize) -> bool {
+        if self.half_open == 0 {
+            return false;
+        }
+        let n = self.entries.len();
+        for _ in 0..scan.min(n) {
+            let e = self.evict_cursor;
+            self.evict_cursor = (self.evict_cursor + 1) % n;
+            if self.live[e] && self.entries[e].state.is_half_open() {
+                self.remove(e as u32);
+                self.stats.half_open_evicted += 1;
+                return true;
+            }
+        }
+        false
     }
 
     pub fn capacity(&self) -> usize {
@@ -392,11 +510,19 @@ impl ConnTable {
         }
     }
 
-    /// Track a new connection (or template). When the table is full, a bounded window is swept
-    /// for expired entries first; `Err(Full)` if none.
+    /// Track a new connection (or template). A half-open one beyond the half-open bound
+    /// evicts another half-open one. When the table is full, a bounded window is swept for
+    /// expired entries, then for a half-open entry to evict; `Err(Full)` if neither.
     pub fn insert(&mut self, conn: Conn, now: u64) -> Result<ConnId, Full> {
+        let half_open = conn.state.is_half_open();
+        if half_open && self.half_open >= self.half_open_max() {
+            self.evict_half_open(self.entries.len());
+        }
         if self.free.is_empty() {
             self.expire(now, FULL_SWEEP);
+        }
+        if self.free.is_empty() {
+            self.evict_half_open(EVICT_SCAN);
         }
         let e = self.free.pop().ok_or(Full)?;
         self.entries[e as usize] = conn;
@@ -406,6 +532,10 @@ impl ConnTable {
             self.place(conn.reply_hash(self.seed), e, Dir::Reply);
         }
         self.count(conn.server, conn.state, 1);
+        if half_open {
+            self.half_open += 1;
+            self.update_defense();
+        }
         Ok(e)
     }
 
@@ -418,7 +548,7 @@ impl ConnTable {
     }
 
     fn count(&mut self, server: u16, state: ConnState, delta: i32) {
-        if state == ConnState::Template {
+        if state.is_template() {
             return;
         }
         if let Some(l) = self.loads.get_mut(usize::from(server)) {
@@ -431,22 +561,48 @@ impl ConnTable {
         }
     }
 
-    /// Move connection `id` to `state` and push its expiry to `now` + the state's timeout.
+    /// Move connection `id` to `state` and push its expiry to `now` + the state's timeout
+    /// (SYN_RECV's shorter in defense).
     pub fn touch(&mut self, id: ConnId, state: ConnState, fins: u8, now: u64, t: &ConnTimeouts) {
         let c = self.entries[id as usize];
         if c.state != state {
             self.count(c.server, c.state, -1);
             self.count(c.server, state, 1);
+            self.half_open_change(c.state, state);
         }
+        let timeout = if state == ConnState::SynRecv {
+            self.half_open_timeout(t)
+        } else {
+            t.of(state)
+        };
         let e = &mut self.entries[id as usize];
         e.state = state;
         e.fins = fins;
-        e.expires = now.saturating_add(t.of(state));
+        e.expires = now.saturating_add(timeout);
+    }
+
+    fn half_open_change(&mut self, from: ConnState, to: ConnState) {
+        match (from.is_half_open(), to.is_half_open()) {
+            (true, false) => self.half_open -= 1,
+            (false, true) => self.half_open += 1,
+            _ => {}
+        }
     }
 
     /// Set an entry's expiry directly (templates).
     pub fn set_expiry(&mut self, id: ConnId, expires: u64) {
         self.entries[id as usize].expires = expires;
+    }
+
+    /// A pending template whose client got a connection established: a template like any
+    /// other from now on, expiring at `expires`. No-op on anything else.
+    pub fn confirm_template(&mut self, id: ConnId, expires: u64) {
+        if self.entries[id as usize].state == ConnState::PendingTemplate {
+            self.half_open_change(ConnState::PendingTemplate, ConnState::Template);
+            let e = &mut self.entries[id as usize];
+            e.state = ConnState::Template;
+            e.expires = expires;
+        }
     }
 
     /// Forget connection `id`.
@@ -460,6 +616,9 @@ impl ConnTable {
             self.unplace(c.reply_hash(self.seed), id, Dir::Reply);
         }
         self.count(c.server, c.state, -1);
+        if c.state.is_half_open() {
+            self.half_open -= 1;
+        }
         self.live[id as usize] = false;
         self.free.push(id);
     }
@@ -499,7 +658,8 @@ impl ConnTable {
     }
 
     /// Remove up to `budget` entries' worth of expired ones, continuing where the last sweep
-    /// stopped. Returns how many were removed.
+    /// stopped, and leave defense if the half-open entries fell low enough. Returns how many
+    /// were removed.
     pub fn expire(&mut self, now: u64, budget: usize) -> usize {
         let n = self.entries.len();
         let mut removed = 0;
@@ -511,6 +671,7 @@ impl ConnTable {
                 removed += 1;
             }
         }
+        self.update_defense();
         removed
     }
 }
@@ -579,7 +740,9 @@ mod tests {
     fn full_table_refuses_then_reuses_expired() {
         let mut t = ConnTable::new(4, 1, 7);
         for p in 0..4 {
-            t.insert(conn(1, p, 0), 0).expect("room");
+            let mut c = conn(1, p, 0);
+            c.state = ConnState::Established;
+            t.insert(c, 0).expect("room");
         }
         assert_eq!(t.insert(conn(1, 99, 0), 10), Err(Full));
         // at 1000 they have all expired: the insert sweeps and succeeds
@@ -612,11 +775,13 @@ mod tests {
         let mut x: u64 = 1;
         for round in 0..20u16 {
             for k in 0..400u16 {
-                let c = conn(
+                let mut c = conn(
                     (k % 200) as u8,
                     k.wrapping_mul(7).wrapping_add(round),
                     k % 4,
                 );
+                // not half-open: none is evicted behind the test's back
+                c.state = ConnState::Established;
                 if t.lookup(Dir::Forward, 6, &c.client, c.cport, &c.vip, c.vport, 0)
                     .is_none()
                 {
@@ -650,6 +815,105 @@ mod tests {
             }
             assert_eq!(t.len(), ids.len());
         }
+    }
+
+    fn timeouts() -> ConnTimeouts {
+        ConnTimeouts {
+            syn_recv: 60_000,
+            established: 900_000,
+            fin_wait: 120_000,
+            time_wait: 120_000,
+            close: 10_000,
+            udp: 300_000,
+        }
+    }
+
+    #[test]
+    fn half_open_entries_are_bounded_and_evicted_first() {
+        let t = timeouts();
+        let mut tb = ConnTable::new(16, 1, 5);
+        assert_eq!(tb.half_open_max(), 12);
+        // four established connections
+        let mut est = Vec::new();
+        for p in 0..4 {
+            let id = tb.insert(conn(1, p, 0), 0).expect("room");
+            tb.touch(id, ConnState::Established, 0, 0, &t);
+            est.push(p);
+        }
+        assert_eq!(tb.half_open(), 0);
+        // twenty SYNs: all get in, the half-open ones never exceed the bound
+        for p in 100..120 {
+            assert!(tb.insert(conn(2, p, 0), 1).is_ok());
+            assert!(tb.half_open() <= 12);
+        }
+        assert_eq!(tb.half_open(), 12);
+        assert_eq!(tb.stats().half_open_evicted, 8);
+        assert_eq!(tb.len(), 16, "full");
+        // the established ones are all still there
+        for &p in &est {
+            assert!(tb
+                .lookup(Dir::Forward, 6, &a(1), p, &a(200), 80, 2)
+                .is_some());
+        }
+        // a pending template is half-open too; a confirmed one is not
+        let mut tpl = conn(3, 0, 0);
+        tpl.proto = PROTO_TEMPLATE;
+        tpl.state = ConnState::PendingTemplate;
+        tpl.nat = false;
+        let id = tb.insert(tpl, 2).expect("evicts a SYN_RECV");
+        assert_eq!(tb.half_open(), 12);
+        tb.confirm_template(id, 500_000);
+        assert_eq!(tb.half_open(), 11);
+        assert_eq!(tb.get(id).state, ConnState::Template);
+        // a table full of established connections and templates refuses
+        let mut tb = ConnTable::new(4, 1, 5);
+        for p in 0..4 {
+            let id = tb.insert(conn(1, p, 0), 0).expect("room");
+            tb.touch(id, ConnState::Established, 0, 0, &t);
+        }
+        assert_eq!(tb.insert(conn(2, 9, 0), 1), Err(Full));
+        assert_eq!(tb.stats().half_open_evicted, 0);
+    }
+
+    #[test]
+    fn defense_shortens_half_open_timeouts_with_hysteresis() {
+        let t = timeouts();
+        let mut tb = ConnTable::new(160, 1, 9);
+        let mut ids = Vec::new();
+        // up to 160/8 = 20 half-open entries: no defense, SYN_RECV lives 60 s
+        for p in 0..20 {
+            let id = tb.insert(conn(1, p, 0), 0).expect("room");
+            tb.touch(id, ConnState::SynRecv, 0, 0, &t);
+            ids.push(id);
+        }
+        assert!(!tb.in_defense());
+        assert_eq!(tb.get(ids[0]).expires, 60_000);
+        // the 21st: defense, new and touched SYN_RECV entries live 10 s
+        let id = tb.insert(conn(1, 20, 0), 0).expect("room");
+        tb.touch(id, ConnState::SynRecv, 0, 0, &t);
+        ids.push(id);
+        assert!(tb.in_defense());
+        assert_eq!(tb.stats().defense_entered, 1);
+        assert_eq!(tb.get(id).expires, DEFENSE_SYN_RECV_MS);
+        tb.touch(ids[0], ConnState::SynRecv, 0, 5, &t);
+        assert_eq!(tb.get(ids[0]).expires, 5 + DEFENSE_SYN_RECV_MS);
+        // established connections keep their timeout
+        tb.touch(ids[1], ConnState::Established, 0, 5, &t);
+        assert_eq!(tb.get(ids[1]).expires, 5 + 900_000);
+        assert_eq!(tb.half_open(), 20);
+        // down to 10 (160/16): still in defense; below: out
+        for &id in &ids[2..12] {
+            tb.remove(id);
+        }
+        tb.expire(6, 0);
+        assert_eq!(tb.half_open(), 10);
+        assert!(tb.in_defense());
+        tb.remove(ids[12]);
+        tb.expire(6, 0);
+        assert!(!tb.in_defense());
+        assert_eq!(tb.stats().defense_entered, 1);
+        tb.touch(ids[13], ConnState::SynRecv, 0, 7, &t);
+        assert_eq!(tb.get(ids[13]).expires, 7 + 60_000);
     }
 
     #[test]

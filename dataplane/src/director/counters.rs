@@ -89,6 +89,14 @@ pub struct DirectorCounters {
     /// ICMP errors about NAT connections translated towards the client (from the server's
     /// side: the server's or a router's errors about forwarded packets).
     pub icmp_out: u64,
+    /// Half-open entries (SYN_RECV connections, pending templates) evicted to make room.
+    pub half_open_evicted: u64,
+    /// Times a table went into SYN-flood defense (shorter half-open timeouts).
+    pub defense_entered: u64,
+    /// Gauge: half-open entries now, filled in by [`super::DirectorWorker::counters`].
+    pub half_open: u64,
+    /// Gauge: tables in defense now (0 or 1 per worker), filled in the same way.
+    pub defense_active: u64,
     /// Drops by [`DropReason::index`].
     pub drops: [u64; DropReason::ALL.len()],
     /// By server index.
@@ -107,6 +115,35 @@ impl DirectorCounters {
         self.drops[r.index()] += 1;
     }
 
+    /// The director-wide counters by name, for the control socket and the metrics: cumulative
+    /// ones first, then (`true`) the gauges. Drops are named `drop_<reason>`.
+    pub fn named(&self) -> Vec<(String, u64, bool)> {
+        let mut v: Vec<(String, u64, bool)> = [
+            ("connections", self.conns),
+            ("packets_in", self.packets_in),
+            ("bytes_in", self.bytes_in),
+            ("packets_out", self.packets_out),
+            ("bytes_out", self.bytes_out),
+            ("sorry_connections", self.sorry_conns),
+            ("nodest_expired", self.nodest_expired),
+            ("icmp_in", self.icmp_in),
+            ("icmp_out", self.icmp_out),
+            ("half_open_evicted", self.half_open_evicted),
+            ("defense_entered", self.defense_entered),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n, false))
+        .collect();
+        v.extend(
+            DropReason::ALL
+                .iter()
+                .map(|r| (format!("drop_{}", r.name()), self.drops[r.index()], false)),
+        );
+        v.push(("half_open".into(), self.half_open, true));
+        v.push(("defense_active".into(), self.defense_active, true));
+        v
+    }
+
     /// Add another worker's counters to these.
     pub fn add(&mut self, o: &DirectorCounters) {
         self.conns += o.conns;
@@ -118,6 +155,10 @@ impl DirectorCounters {
         self.nodest_expired += o.nodest_expired;
         self.icmp_in += o.icmp_in;
         self.icmp_out += o.icmp_out;
+        self.half_open_evicted += o.half_open_evicted;
+        self.defense_entered += o.defense_entered;
+        self.half_open += o.half_open;
+        self.defense_active += o.defense_active;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

@@ -782,8 +782,11 @@ fn udp_idle_timeout() {
 fn full_table_refuses_new_connections_and_counts_them() {
     let st = state(with(Scheduler::Rr, &servers(&[1])));
     let mut w = worker(&st, 2);
+    // two established connections fill the table: they are never evicted for new ones
     for port in [1, 2] {
         let mut p = packet(6, "1.1.1.1", port, "192.168.0.100", 80, TCP_SYN);
+        server_of(send(&mut w, &st, &mut p, 0));
+        let mut p = packet(6, "1.1.1.1", port, "192.168.0.100", 80, TCP_ACK);
         server_of(send(&mut w, &st, &mut p, 0));
     }
     let mut p = packet(6, "1.1.1.1", 3, "192.168.0.100", 80, TCP_SYN);
@@ -792,19 +795,96 @@ fn full_table_refuses_new_connections_and_counts_them() {
         Verdict::Drop(DropReason::ConntrackFull)
     );
     assert_eq!(w.counters().drops[DropReason::ConntrackFull.index()], 1);
+    assert_eq!(w.counters().half_open_evicted, 0);
     // the live ones still work
     let mut p = packet(6, "1.1.1.1", 1, "192.168.0.100", 80, TCP_ACK);
     assert!(matches!(
         send(&mut w, &st, &mut p, 2),
         Verdict::Forward { new: false, .. }
     ));
-    // once the other has expired (SYN_RECV, 60 s), its room is reused
+    // once the other is reset and has expired (CLOSE, 10 s), its room is reused
+    let mut p = packet(6, "1.1.1.1", 2, "192.168.0.100", 80, TCP_RST);
+    server_of(send(&mut w, &st, &mut p, 3));
     let mut p = packet(6, "1.1.1.1", 3, "192.168.0.100", 80, TCP_SYN);
     assert!(matches!(
-        send(&mut w, &st, &mut p, 61_000),
+        send(&mut w, &st, &mut p, 10_004),
         Verdict::Forward { new: true, .. }
     ));
     assert_eq!(w.table().len(), 2);
+}
+
+/// A SYN flood from spoofed sources against a persistent director (the seed's mail VIP,
+/// scaled down): 1,000 SYNs a second for 20 s into a 4,096-entry table, and a real client
+/// opening a connection every second. Half-open entries (and the templates only they use)
+/// are bounded and evicted first, the table goes into defense and back: every connection of
+/// the real client gets through, and an established connection is never evicted.
+#[test]
+fn syn_flood_half_open_entries_are_evicted_first_and_real_clients_get_through() {
+    let mut d = with(Scheduler::Wrr, &servers(&[10, 10]));
+    d.persistence = Some(Persistence {
+        timeout: Duration::from_secs(300),
+        netmask_len: 32,
+    });
+    let st = state(d);
+    let mut w = worker(&st, 4096);
+    // a long-lived established connection from before the flood
+    let mut p = packet(6, "192.168.0.50", 4000, "192.168.0.100", 25, TCP_SYN);
+    let held = server_of(send(&mut w, &st, &mut p, 0));
+    let mut p = packet(6, "192.168.0.50", 4000, "192.168.0.100", 25, TCP_ACK);
+    server_of(send(&mut w, &st, &mut p, 1));
+
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut ok = 0;
+    let max = w.table().half_open_max();
+    for ms in 0..20_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let src = format!("198.18.{}.{}", (x >> 8) as u8, x as u8);
+        let mut p = packet(6, &src, (x >> 16) as u16, "192.168.0.100", 25, TCP_SYN);
+        let _ = send(&mut w, &st, &mut p, 1000 + ms);
+        assert!(
+            w.table().half_open() <= max,
+            "half-open bounded: {} > {max} at {ms}",
+            w.table().half_open()
+        );
+        if ms % 1000 == 500 {
+            let port = 20_000 + (ms / 1000) as u16;
+            let mut p = packet(6, "192.168.0.7", port, "192.168.0.100", 25, TCP_SYN);
+            let a = send(&mut w, &st, &mut p, 1000 + ms);
+            let mut p = packet(6, "192.168.0.7", port, "192.168.0.100", 25, TCP_ACK);
+            let b = send(&mut w, &st, &mut p, 1001 + ms);
+            if matches!(a, Verdict::Forward { new: true, .. })
+                && matches!(b, Verdict::Forward { new: false, .. })
+            {
+                ok += 1;
+            }
+        }
+        if ms % 32 == 0 {
+            w.expire(1000 + ms, 64);
+        }
+    }
+    assert_eq!(ok, 20, "every real connection got through");
+    let c = w.counters();
+    assert!(c.half_open_evicted > 10_000, "{c:?}");
+    assert_eq!(c.defense_entered, 1, "{c:?}");
+    assert_eq!(c.defense_active, 1, "{c:?}");
+    assert_eq!(c.drops[DropReason::ConntrackFull.index()], 0, "{c:?}");
+    // the connection from before the flood is still there, on its server
+    let mut p = packet(6, "192.168.0.50", 4000, "192.168.0.100", 25, TCP_ACK);
+    assert_eq!(server_of(send(&mut w, &st, &mut p, 21_000)), held);
+    // the real client's template was confirmed and keeps it on one server after the flood
+    let mut p = packet(6, "192.168.0.7", 30_000, "192.168.0.100", 25, TCP_SYN);
+    let first = server_of(send(&mut w, &st, &mut p, 21_001));
+    let mut p = packet(6, "192.168.0.7", 30_001, "192.168.0.100", 25, TCP_SYN);
+    assert_eq!(server_of(send(&mut w, &st, &mut p, 21_002)), first);
+    // the flood is over: half-open entries (10 s in defense) expire, defense ends
+    for t in 0..200u64 {
+        w.expire(40_000 + t, 64);
+    }
+    let c = w.counters();
+    assert_eq!(c.defense_active, 0, "{c:?}");
+    assert_eq!(c.half_open, 0, "{c:?}");
 }
 
 #[test]
@@ -819,7 +899,10 @@ fn persistence_templates() {
     let mut w = worker(st, 64);
     let conn = |w: &mut DirectorWorker, st: &DirectorState, client: &str, port, now| {
         let mut p = packet(6, client, port, "192.168.0.100", 25, TCP_SYN);
-        server_of(send(w, st, &mut p, now))
+        let s = server_of(send(w, st, &mut p, now));
+        let mut p = packet(6, client, port, "192.168.0.100", 25, TCP_ACK);
+        assert_eq!(server_of(send(w, st, &mut p, now)), s);
+        s
     };
     // rr alone would rotate; the template keeps the /24 on one server, across ports
     let first = conn(&mut w, st, "1.1.1.1", 1000, 0);
@@ -842,6 +925,29 @@ fn persistence_templates() {
     let again = conn(&mut w, st1, "1.1.1.9", 3002, later + 1);
     assert_ne!(again, moved);
     assert_eq!(conn(&mut w, st1, "1.1.1.10", 3003, later + 2), again);
+}
+
+/// A template made by a connection that never got established lives as long as a half-open
+/// connection (60 s), not the persistence timeout: spoofed SYNs cannot pin the table.
+#[test]
+fn a_template_of_half_open_connections_lives_as_long_as_they_do() {
+    let mut d = with(Scheduler::Rr, &servers(&[1, 1, 1]));
+    d.persistence = Some(Persistence {
+        timeout: Duration::from_secs(300),
+        netmask_len: 32,
+    });
+    let st = state(d);
+    let mut w = worker(&st, 64);
+    let syn = |w: &mut DirectorWorker, port, now| {
+        let mut p = packet(6, "1.1.1.1", port, "192.168.0.100", 25, TCP_SYN);
+        server_of(send(w, &st, &mut p, now))
+    };
+    let first = syn(&mut w, 1000, 0);
+    assert_eq!(w.table().half_open(), 2, "the connection and its template");
+    // a second SYN within the minute meets the template and pushes it another minute
+    assert_eq!(syn(&mut w, 1001, 59_000), first);
+    // ...past which it is gone: rr goes on
+    assert_ne!(syn(&mut w, 1002, 59_000 + 60_001), first);
 }
 
 #[test]

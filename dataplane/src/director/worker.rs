@@ -143,6 +143,11 @@ impl DirectorWorker {
             s.active = u64::from(l.active);
             s.inactive = u64::from(l.inactive);
         }
+        let t = self.conns.stats();
+        c.half_open_evicted = t.half_open_evicted;
+        c.defense_entered = t.defense_entered;
+        c.half_open = self.conns.half_open() as u64;
+        c.defense_active = u64::from(self.conns.in_defense());
         c
     }
 
@@ -400,6 +405,9 @@ impl DirectorWorker {
             ConnState::Udp
         };
         self.conns.touch(id, state, fins, now, &st.timeouts);
+        if c.state == ConnState::SynRecv && state == ConnState::Established {
+            self.confirm_template(st, facts.family, &client, &vip, now);
+        }
 
         let server = c.server;
         let Some(srv) = st.servers.get(usize::from(server)) else {
@@ -444,14 +452,21 @@ impl DirectorWorker {
                 let tpl = self
                     .conns
                     .lookup(Dir::Forward, PROTO_TEMPLATE, &key, 0, vip, 0, now);
+                // a template only half-open connections made lives as long as they do
+                let pending_ttl = ttl.min(self.conns.half_open_timeout(&st.timeouts));
                 let kept = tpl.and_then(|t| {
-                    let s = self.conns.get(t).server;
+                    let tc = self.conns.get(t);
+                    let s = tc.server;
                     if st
                         .servers
                         .get(usize::from(s))
                         .is_some_and(|x| x.available())
                     {
-                        self.conns.set_expiry(t, now.saturating_add(ttl));
+                        let keep = match tc.state {
+                            ConnState::PendingTemplate => pending_ttl,
+                            _ => ttl,
+                        };
+                        self.conns.set_expiry(t, now.saturating_add(keep));
                         Some(s)
                     } else {
                         // Its server is down or drained: forget the affinity.
@@ -463,6 +478,13 @@ impl DirectorWorker {
                     Some(s) => s,
                     None => {
                         let s = self.schedule(st, client, vip)?;
+                        // A TCP connection starts half-open: so does its template, until a
+                        // connection of the client is established (`confirm_template`).
+                        let pending = if proto == PROTO_TCP {
+                            (ConnState::PendingTemplate, pending_ttl)
+                        } else {
+                            (ConnState::Template, ttl)
+                        };
                         if st.servers[usize::from(s)].available() {
                             let t = Conn {
                                 proto: PROTO_TEMPLATE,
@@ -473,10 +495,10 @@ impl DirectorWorker {
                                 real: st.servers[usize::from(s)].addr16,
                                 rport: 0,
                                 server: s,
-                                state: ConnState::Template,
+                                state: pending.0,
                                 fins: 0,
                                 nat: false,
-                                expires: now.saturating_add(ttl),
+                                expires: now.saturating_add(pending.1),
                             };
                             // A full table refuses the template; the connection below will
                             // be refused and counted the same way.
@@ -519,6 +541,27 @@ impl DirectorWorker {
             s.conns += 1;
         }
         Ok(id)
+    }
+
+    /// A connection of `client` got established: its persistence template, if pending, is
+    /// confirmed and lives the persistence timeout from now on.
+    fn confirm_template(
+        &mut self,
+        st: &DirectorState,
+        family: Family,
+        client: &[u8; 16],
+        vip: &[u8; 16],
+        now: u64,
+    ) {
+        let Some(p) = st.persistence else { return };
+        let key = masked(client, p.netmask_len, family);
+        let ttl = p.timeout.as_millis().min(u128::from(u64::MAX)) as u64;
+        if let Some(t) = self
+            .conns
+            .lookup(Dir::Forward, PROTO_TEMPLATE, &key, 0, vip, 0, now)
+        {
+            self.conns.confirm_template(t, now.saturating_add(ttl));
+        }
     }
 
     fn schedule(
