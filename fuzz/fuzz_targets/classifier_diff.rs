@@ -7,6 +7,7 @@
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use flowgate_config::flows::{
     decide, mask128, mask32, Action, Cond, Flow, FlowsFile, ListKind, Packet, Policy, PortRange,
@@ -126,7 +127,7 @@ fn file(b: &mut Bytes) -> FlowsFile {
                         .collect(),
                 })
                 .collect();
-            Flow {
+            Arc::new(Flow {
                 kind: if out {
                     ListKind::Outflow
                 } else {
@@ -135,7 +136,7 @@ fn file(b: &mut Bytes) -> FlowsFile {
                 name: format!("f{i}"),
                 policy,
                 rules,
-            }
+            })
         })
         .collect();
     FlowsFile { items }
