@@ -183,6 +183,8 @@ impl<'p, I: Io> Pipeline<'p, I> {
     pub fn ingress(&mut self, input: u16, frames: &mut I::Frames, handed: bool) {
         let p = usize::from(input);
         let (Some(&role), Some(pc)) = (self.roles.get(p), self.counters.ports.get(p)) else {
+            // not a port of this appliance (never, from the worker's own queues): freed
+            frames.drain_each(|_, f| drop(f));
             return;
         };
         if handed {
@@ -247,6 +249,7 @@ impl<'p, I: Io> Pipeline<'p, I> {
     /// Frames the kernel sent out of port `port`'s TAP: the outflows, then out the port.
     pub fn kernel_egress(&mut self, port: u16, frames: &mut I::Frames) {
         let Some(pc) = self.counters.ports.get(usize::from(port)) else {
+            frames.drain_each(|_, f| drop(f));
             return;
         };
         pc.from_kernel.add(frames.len() as u64);
