@@ -308,7 +308,11 @@ impl Classifier {
             (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
                 (u128::from(u32::from(s)), u128::from(u32::from(d)), false)
             }
-            (s, d) => (ip128(s), ip128(d), pkt.family() == Family::V6),
+            (s, d) => (
+                key::addr_u128(s),
+                key::addr_u128(d),
+                pkt.family() == Family::V6,
+            ),
         };
         Key {
             src,
@@ -491,13 +495,6 @@ impl fmt::Display for Verdict {
         } else {
             write!(f, "action#{} flow#{} {}", self.action, self.flow, self.rule)
         }
-    }
-}
-
-fn ip128(a: std::net::IpAddr) -> u128 {
-    match a {
-        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
-        std::net::IpAddr::V6(a) => u128::from(a),
     }
 }
 
