@@ -14,6 +14,10 @@
 //! scheduler ticks, so the timed loop runs at least `--iters` passes and at least one second of
 //! wall time. Prints one line: `batched_cpu_ns_per_pkt wall_ns_per_pkt lookups`.
 
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::thread_cpu_ns;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -52,16 +56,6 @@ fn parse_args() -> Result<Args, String> {
         trace: trace.ok_or("--trace is required")?,
         iters: iters.max(1),
     })
-}
-
-/// This thread's on-CPU time so far, in nanoseconds.
-fn thread_cpu_ns() -> Result<u64, String> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .map_err(|e| format!("/proc/thread-self/schedstat: {e}"))?;
-    s.split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("/proc/thread-self/schedstat: unexpected {s:?}"))
 }
 
 fn run(args: &Args) -> Result<(f64, f64, u64), String> {

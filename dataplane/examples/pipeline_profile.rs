@@ -15,6 +15,10 @@
 //! `classbench_cpu`). Under callgrind, the instruction counts per function give the stages'
 //! shares independently of the machine's load.
 
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::thread_cpu_ns;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -84,16 +88,6 @@ fn parse_args() -> Result<Args, String> {
         limit: limit.max(1),
         iters: iters.max(1),
     })
-}
-
-/// This thread's on-CPU time so far, in nanoseconds.
-fn thread_cpu_ns() -> Result<u64, String> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .map_err(|e| format!("/proc/thread-self/schedstat: {e}"))?;
-    s.split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("/proc/thread-self/schedstat: unexpected {s:?}"))
 }
 
 fn run(args: &Args) -> Result<(f64, f64, u64), String> {
