@@ -589,19 +589,9 @@ pub fn set_of(
 #[cfg(test)]
 mod tests {
     use super::super::forward::dst_of;
+    use super::super::test_support::{facts, ip};
     use super::*;
     use crate::build::{frame, FrameSpec};
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("address")
-    }
-
-    fn facts(f: &[u8]) -> IpFacts {
-        match wire::parse(f) {
-            Frame::Ip(facts) => facts,
-            other => panic!("not IP: {other:?}"),
-        }
-    }
 
     #[test]
     fn a_directors_limit_is_shared_by_the_workers() {

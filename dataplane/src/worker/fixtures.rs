@@ -3,7 +3,6 @@
 //! and the frames that leave (where, and byte for byte, checksums included) or the drop
 //! reasons counted. No EAL, no root: `cargo test` runs them.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,13 +10,14 @@ use arc_swap::ArcSwap;
 use flowgate_config::appliance::{parse_with_cpus, MacAddr};
 use flowgate_config::flows::parse;
 
+use super::test_support::{facts, ip as ip_};
 use super::*;
 use crate::build::{checksum, frame, FrameSpec};
 use crate::counters::{DropReason, VerdictKind};
 use crate::director::tests::{assert_checksums, assert_icmp_checksums, icmp_error, quoted};
 use crate::director::DirectorSet;
 use crate::handoff::{Owners, Tag};
-use crate::wire::{self, Frame as WireFrame, IpFacts, Malformed};
+use crate::wire::{self, Frame as WireFrame, Malformed};
 
 /// The ports' MACs (eth0, eth1, eth2).
 const PORT_MAC: [[u8; 6]; 3] = [
@@ -211,10 +211,6 @@ impl Lab {
     }
 }
 
-fn ip_(s: &str) -> IpAddr {
-    s.parse().expect("address")
-}
-
 /// A frame as `FrameSpec` builds it (valid checksums), between these MACs.
 fn pkt(
     src: &str,
@@ -246,13 +242,6 @@ fn pkt_ttl(
     spec.payload = 10;
     spec.ttl = ttl;
     frame(&spec)
-}
-
-fn facts(f: &[u8]) -> IpFacts {
-    match wire::parse(f) {
-        WireFrame::Ip(x) => x,
-        other => panic!("not IP: {other:?}"),
-    }
 }
 
 /// Feeds `frames` to `p` from port `port`; what left.

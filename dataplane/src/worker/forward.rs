@@ -129,21 +129,10 @@ pub fn link_scoped(dst: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::decide::table_of;
+    use super::super::test_support::{facts, ip};
     use super::*;
     use crate::build::{frame, FrameSpec};
-    use crate::wire::{self, Frame, IpFacts};
     use flowgate_config::flows::{parse, parse_packet_line};
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("address")
-    }
-
-    fn facts(f: &[u8]) -> IpFacts {
-        match wire::parse(f) {
-            Frame::Ip(facts) => facts,
-            other => panic!("not IP: {other:?}"),
-        }
-    }
 
     #[test]
     fn link_scoped_destinations() {

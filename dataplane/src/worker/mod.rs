@@ -35,6 +35,8 @@ pub mod forward;
 pub mod frames;
 mod ingress;
 pub mod neighbour;
+#[cfg(test)]
+mod test_support;
 mod tx;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -366,23 +366,12 @@ pub fn solicitation(mac: MacAddr, src: Option<IpAddr>, target: IpAddr) -> Vec<u8
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{facts, ip};
     use super::*;
     use crate::build::{frame, FrameSpec};
-    use crate::wire::{self, Frame};
 
     const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0a]);
     const OTHER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("address")
-    }
-
-    fn facts(f: &[u8]) -> IpFacts {
-        match wire::parse(f) {
-            Frame::Ip(facts) => facts,
-            other => panic!("not IP: {other:?}"),
-        }
-    }
 
     /// ARP requests and replies teach their sender; probes (sender 0.0.0.0) teach nothing.
     #[test]
