@@ -22,6 +22,8 @@ packages=(
   debhelper dpkg-dev man-db
   # the monitoring lab test runs Debian's Prometheus (and promtool) itself
   prometheus
+  # the HA labs (docs/ha.md): BIRD 2 speaks BGP for ECMP, keepalived runs VRRP pairs
+  bird2 keepalived
 )
 
 missing=()
