@@ -15,7 +15,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{nic_for_flowgate, skip_without_lab, sysctl, tag, veth, wait_until, Flowgate, Netns};
+use common::{
+    nic_for_flowgate, skip_without_cpus, skip_without_lab, sysctl, tag, veth, wait_until, Flowgate,
+    Netns,
+};
 use common::{Proc, TempDir};
 
 const SERVER: &str = r#"
@@ -65,18 +68,37 @@ const KEY: &str = "the pair's shared sync secret";
 /// An appliance's config: eth0 (clients, the VIP 192.168.0.2), eth1 (servers), the
 /// persistent NAT director, and `[sync]` from `me` to `peer` on the management network.
 fn config(name: &str, nic0: &str, nic1: &str, me: &str, peer: &str, key_file: &Path) -> String {
+    config_with(name, nic0, nic1, me, peer, key_file, 1)
+}
+
+/// [`config`] with one worker (lcore 1) or two (lcores 0 and 1, two RX queues a port).
+fn config_with(
+    name: &str,
+    nic0: &str,
+    nic1: &str,
+    me: &str,
+    peer: &str,
+    key_file: &Path,
+    workers: usize,
+) -> String {
+    let (lcores, eal_extra, qpairs, rx_queues) = match workers {
+        1 => ("[1]", "", "", ""),
+        _ => ("[0, 1]", r#", "-l", "0""#, ",qpairs=2", "rx_queues = 2"),
+    };
     format!(
         r#"flows = "{name}.flows"
 [dataplane]
-workers = [1]
-eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"]
+workers = {lcores}
+eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
 [[port]]
 name = "eth0"
-device = "net_af_packet0,iface={nic0}"
+device = "net_af_packet0,iface={nic0}{qpairs}"
+{rx_queues}
 addresses = ["192.168.0.1/24", "192.168.0.2/24"]
 [[port]]
 name = "eth1"
-device = "net_af_packet1,iface={nic1}"
+device = "net_af_packet1,iface={nic1}{qpairs}"
+{rx_queues}
 addresses = ["10.0.0.1/24"]
 [[director]]
 name = "maildirect"
@@ -329,5 +351,246 @@ fn connections_through_one_appliance_appear_on_its_peer_and_a_restarted_peer_get
         sa["directors"]["maildirect"]["connections"].as_u64(),
         Some(20),
         "{sa:#}"
+    );
+}
+
+/// `argv[1]` connections to 192.168.0.2:25 held open; once all are up, the first one's
+/// server goes to the file `argv[2]`; then every 100 ms each sends a line and expects its
+/// echo (5 s at most), until the file `argv[3]` exists (40 s at most). Then one new
+/// connection. Prints: connections that never failed, the longest wait between two echoes
+/// of a connection (s), the first connection's server, the new connection's server.
+const HELD: &str = r#"
+import os, socket, sys, time
+n, mark, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+conns = []
+for i in range(n):
+    s = socket.create_connection(('192.168.0.2', 25), timeout=3)
+    f = s.makefile('rb')
+    conns.append((s, f, f.readline().strip().decode()))
+open(mark, 'w').write(conns[0][2])
+ok, gap, last = [True] * n, [0.0] * n, [time.time()] * n
+k, end = 0, time.time() + 40
+while time.time() < end and not os.path.exists(stop):
+    k += 1
+    for i, (s, f, name) in enumerate(conns):
+        if not ok[i]:
+            continue
+        try:
+            s.settimeout(5)
+            s.sendall(b'p%d\n' % k)
+            if f.readline().strip().decode() != '%s:p%d' % (name, k):
+                ok[i] = False
+                continue
+            now = time.time()
+            gap[i], last[i] = max(gap[i], now - last[i]), now
+        except Exception:
+            ok[i] = False
+    time.sleep(0.1)
+try:
+    s = socket.create_connection(('192.168.0.2', 25), timeout=3)
+    new = s.makefile('rb').readline().strip().decode()
+except Exception as e:
+    new = 'ERR'
+print(sum(ok), '%.2f' % max(gap), conns[0][2], new)
+"#;
+
+fn mac_of(ns: &Netns, ifc: &str) -> String {
+    let out = ns.must(&["cat", &format!("/sys/class/net/{ifc}/address")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A failover by hand (what VRRP would do, without keepalived): A and B on the same client
+/// and server networks (bridges), the client's neighbour entry for the VIP and the servers'
+/// for their gateway 10.0.0.1 pointing at A. 20 connections held open through A (persistent
+/// NAT director) are synced to B (two workers: each entry must reach the worker owning its
+/// client endpoint); A is stopped and the neighbour entries moved to B's MACs. Every
+/// connection goes on through B with its server, NAT replies included, and a new connection
+/// of the client meets the synced template (the same server).
+#[test]
+fn held_connections_go_on_through_the_peer_when_traffic_moves_to_it() {
+    if skip_without_lab() || skip_without_cpus(2) {
+        return;
+    }
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs curl");
+        return;
+    }
+    let a = appliance("sfa");
+    let b = appliance("sfb");
+    let cli = Netns::new("sfcli");
+    let lan = Netns::new("sflan");
+    let sw = Netns::new("sfsw");
+    let s1 = Netns::new("sfs1");
+    let s2 = Netns::new("sfs2");
+    let t = tag();
+    let name = |p: &str| format!("{p}{t}");
+    let (c0, l0, la, lb, wa, wb, w1, w2, e1, e2) = (
+        name("fc0"),
+        name("fl0"),
+        name("fla"),
+        name("flb"),
+        name("fwa"),
+        name("fwb"),
+        name("fw1"),
+        name("fw2"),
+        name("fe1"),
+        name("fe2"),
+    );
+    veth(&cli, &c0, &lan, &l0);
+    veth(&a.ns, &a.nic0, &lan, &la);
+    veth(&b.ns, &b.nic0, &lan, &lb);
+    veth(&a.ns, &a.nic1, &sw, &wa);
+    veth(&b.ns, &b.nic1, &sw, &wb);
+    veth(&sw, &w1, &s1, &e1);
+    veth(&sw, &w2, &s2, &e2);
+    for (ns, ports) in [(&lan, [&l0, &la, &lb]), (&sw, [&wa, &wb, &w1])] {
+        ns.must(&["ip", "link", "add", "br0", "type", "bridge"]);
+        for p in ports {
+            ns.must(&["ip", "link", "set", p, "master", "br0"]);
+        }
+        ns.must(&["ip", "link", "set", "br0", "up"]);
+    }
+    sw.must(&["ip", "link", "set", &w2, "master", "br0"]);
+    for app in [&a, &b] {
+        nic_for_flowgate(&app.ns, &app.nic0);
+        nic_for_flowgate(&app.ns, &app.nic1);
+    }
+    let (ma, mb) = (name("fma"), name("fmb"));
+    veth(&a.ns, &ma, &b.ns, &mb);
+    a.ns.must(&["ip", "addr", "add", "10.50.0.1/24", "dev", &ma]);
+    b.ns.must(&["ip", "addr", "add", "10.50.0.2/24", "dev", &mb]);
+    cli.must(&["ip", "addr", "add", "192.168.0.100/24", "dev", &c0]);
+    s1.must(&["ip", "addr", "add", "10.0.0.11/24", "dev", &e1]);
+    s2.must(&["ip", "addr", "add", "10.0.0.12/24", "dev", &e2]);
+    for (ns, ifc) in [(&cli, &c0), (&s1, &e1), (&s2, &e2)] {
+        ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
+    }
+    // where the VIP and the gateway are: A's MACs first
+    let point = |at: &Appliance| {
+        let (m0, m1) = (mac_of(&at.ns, &at.nic0), mac_of(&at.ns, &at.nic1));
+        cli.must(&[
+            "ip",
+            "neigh",
+            "replace",
+            "192.168.0.2",
+            "lladdr",
+            &m0,
+            "dev",
+            &c0,
+            "nud",
+            "permanent",
+        ]);
+        for (s, e) in [(&s1, &e1), (&s2, &e2)] {
+            s.must(&[
+                "ip",
+                "neigh",
+                "replace",
+                "10.0.0.1",
+                "lladdr",
+                &m1,
+                "dev",
+                e,
+                "nud",
+                "permanent",
+            ]);
+        }
+    };
+    for s in [&s1, &s2] {
+        s.must(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
+    }
+    point(&a);
+    let dir = TempDir::new("syncmove");
+    let key = dir.0.join("sync.key");
+    std::fs::write(&key, KEY).expect("write key");
+    let server_py = dir.0.join("server.py");
+    let held_py = dir.0.join("held.py");
+    std::fs::write(&server_py, SERVER).expect("write server");
+    std::fs::write(&held_py, HELD).expect("write client");
+    let _servers: Vec<Proc> = [(&s1, "mail1"), (&s2, "mail2")]
+        .into_iter()
+        .map(|(ns, n)| {
+            let p = ns.spawn(&["python3", server_py.to_str().expect("utf-8"), n]);
+            assert!(
+                wait_until(Duration::from_secs(10), || {
+                    String::from_utf8_lossy(&ns.run(&["ss", "-ltnH"]).stdout).contains(":25 ")
+                }),
+                "{n} listening"
+            );
+            p
+        })
+        .collect();
+    let run = |app: &Appliance, n: &str, me: &str, peer: &str, workers: usize| {
+        Flowgate::start_with_control(
+            &app.ns,
+            &dir.0,
+            n,
+            &config_with(n, &app.nic0, &app.nic1, me, peer, &key, workers),
+            FLOWS,
+            "10.0.0.0/24 dev eth1",
+            "metrics = \"127.0.0.1:9469\"",
+        )
+    };
+    let fa = run(&a, "a", "10.50.0.1", "10.50.0.2", 1);
+    let fb = run(&b, "b", "10.50.0.2", "10.50.0.1", 2);
+    wait_metric(&b.ns, "flowgate_sync_messages_received_total", 1.0);
+
+    let (mark, stop) = (dir.0.join("up"), dir.0.join("stop"));
+    let n: u32 = 20;
+    let out = std::thread::scope(|sc| {
+        let client = sc.spawn(|| {
+            cli.run(&[
+                "python3",
+                held_py.to_str().expect("utf-8"),
+                &n.to_string(),
+                mark.to_str().expect("utf-8"),
+                stop.to_str().expect("utf-8"),
+            ])
+        });
+        let up = wait_until(Duration::from_secs(20), || mark.exists());
+        if up {
+            // the connections and the template on B, then A goes and traffic moves to B
+            wait_metric(&b.ns, "flowgate_director_backup", f64::from(n + 1));
+            let (sa, _) = fa.stop();
+            assert_eq!(
+                sa["directors"]["maildirect"]["connections"].as_u64(),
+                Some(u64::from(n)),
+                "{sa:#}"
+            );
+            point(&b);
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        std::fs::write(&stop, "").expect("stop file");
+        client.join().expect("client thread")
+    });
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(
+        fields.len(),
+        4,
+        "client: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "{} of {n} held connections went on through B; longest wait between echoes {} s",
+        fields[0], fields[1]
+    );
+    let (sb, _) = fb.stop();
+    assert_eq!(fields[0], n.to_string(), "survivors; B: {:#}", sb["sync"]);
+    assert_eq!(
+        fields[3], fields[2],
+        "a new connection meets the synced template"
+    );
+    let d = &sb["directors"]["maildirect"];
+    // B scheduled only the new connection itself
+    assert_eq!(d["connections"].as_u64(), Some(1), "{d:#}");
+    assert_eq!(
+        sb["sync"]["apply_failed"].as_u64(),
+        Some(0),
+        "{:#}",
+        sb["sync"]
     );
 }
