@@ -594,3 +594,71 @@ fn held_connections_go_on_through_the_peer_when_traffic_moves_to_it() {
         sb["sync"]
     );
 }
+
+/// `[sync]` over a multicast group instead of unicast peers: two appliances on a management
+/// veth hear each other's hellos through the group (each answering the other's with a dump).
+#[test]
+fn peers_find_each_other_through_a_multicast_group() {
+    if skip_without_lab() {
+        return;
+    }
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs curl");
+        return;
+    }
+    let a = appliance("sga");
+    let b = appliance("sgb");
+    let sink = Netns::new("sgsink");
+    let t = tag();
+    for (app, i) in [(&a, 0), (&b, 1)] {
+        veth(&app.ns, &app.nic0, &sink, &format!("sg{i}0{t}"));
+        veth(&app.ns, &app.nic1, &sink, &format!("sg{i}1{t}"));
+        nic_for_flowgate(&app.ns, &app.nic0);
+        nic_for_flowgate(&app.ns, &app.nic1);
+    }
+    let (ma, mb) = (format!("sgma{t}"), format!("sgmb{t}"));
+    veth(&a.ns, &ma, &b.ns, &mb);
+    for (app, m, addr) in [(&a, &ma, "10.50.0.1/24"), (&b, &mb, "10.50.0.2/24")] {
+        app.ns.must(&["ip", "addr", "add", addr, "dev", m]);
+        app.ns
+            .must(&["ip", "route", "add", "224.0.0.0/4", "dev", m]);
+    }
+    let dir = TempDir::new("syncgroup");
+    let key = dir.0.join("sync.key");
+    std::fs::write(&key, KEY).expect("write key");
+    let run = |app: &Appliance, n: &str, me: &str, m: &str| {
+        let cfg = config(n, &app.nic0, &app.nic1, me, "unused", &key).replace(
+            "peers = [\"unused:8848\"]",
+            &format!("group = \"239.0.0.81:8848\"\ninterface = \"{m}\""),
+        );
+        assert!(cfg.contains("group ="), "{cfg}");
+        Flowgate::start_with_control(
+            &app.ns,
+            &dir.0,
+            n,
+            &cfg,
+            FLOWS,
+            "10.0.0.0/24 dev eth1",
+            "metrics = \"127.0.0.1:9469\"",
+        )
+    };
+    let fa = run(&a, "a", "10.50.0.1", &ma);
+    let fb = run(&b, "b", "10.50.0.2", &mb);
+    wait_metric(&a.ns, "flowgate_sync_resyncs_total", 1.0);
+    wait_metric(&b.ns, "flowgate_sync_resyncs_total", 1.0);
+    let (sb, _) = fb.stop();
+    let (sa, _) = fa.stop();
+    for (s, other) in [(&sa, "10.50.0.2:8848"), (&sb, "10.50.0.1:8848")] {
+        let sync = &s["sync"];
+        assert!(
+            sync["peers"][other]["messages"].as_u64().unwrap_or(0) >= 1,
+            "{sync:#}"
+        );
+        assert_eq!(sync["auth_failures"].as_u64(), Some(0), "{sync:#}");
+        assert_eq!(sync["send_errors"].as_u64(), Some(0), "{sync:#}");
+    }
+}
