@@ -121,6 +121,11 @@ fn mac(key: &[u8], data: &[u8]) -> HmacSha256 {
     m
 }
 
+/// The HMAC-SHA256 tag of message `body` (header and entries) under `key`.
+pub fn tag(key: &[u8], body: &[u8]) -> [u8; TAG] {
+    mac(key, body).finalize().into_bytes().into()
+}
+
 /// Entries that fit a message of at most `mtu` bytes.
 pub fn entries_per_message(mtu: usize) -> usize {
     mtu.saturating_sub(MIN_MESSAGE) / ENTRY
