@@ -211,6 +211,31 @@ pub struct Pusher {
     /// (`None` after a full apply or rollback: printed on the first edit).
     printed: Option<Vec<String>>,
     flows_path: PathBuf,
+    /// The flows file as this daemon last wrote it (`None` until its first push: the file
+    /// may have been edited since it was read at start).
+    flows_stamp: Option<FileStamp>,
+}
+
+/// What tells a file apart from another version of it: device, inode, size, change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        })
+    }
 }
 
 impl std::fmt::Debug for Pusher {
@@ -298,6 +323,7 @@ impl Controller {
             undo,
             printed: None,
             flows_path: opts.flows_path.clone(),
+            flows_stamp: None,
         };
         let reports = Reports {
             shared,
@@ -732,12 +758,20 @@ impl Pusher {
         // the replaced text is saved to the history first, the new one to the flows file
         // second: a failure of either leaves both as they were
         let saved = if remember {
-            let saved = self.undo.save(&self.current_text).map_err(|(path, e)| {
-                ErrorReply::new(format!(
-                    "cannot persist to {}: {e}; nothing changed",
-                    path.display()
-                ))
-            })?;
+            // the flows file holds the running text if nobody changed it since we wrote it
+            let same_as = self
+                .flows_stamp
+                .filter(|s| FileStamp::of(&self.flows_path).as_ref() == Some(s))
+                .map(|_| self.flows_path.as_path());
+            let saved = self
+                .undo
+                .save(&self.current_text, same_as)
+                .map_err(|(path, e)| {
+                    ErrorReply::new(format!(
+                        "cannot persist to {}: {e}; nothing changed",
+                        path.display()
+                    ))
+                })?;
             Some(saved)
         } else {
             None
@@ -751,6 +785,7 @@ impl Pusher {
                 self.flows_path.display()
             )));
         }
+        self.flows_stamp = FileStamp::of(&self.flows_path);
         let persist = t0.elapsed();
         self.shared.rules.store(Arc::clone(&set));
         let publish = arrived.elapsed();

@@ -156,12 +156,31 @@ impl History {
     }
 
     /// Writes `text` as the next history file (nothing for a memory-only history). Nothing
-    /// changes if it fails.
-    pub fn save(&mut self, text: &str) -> Result<Saved, (PathBuf, io::Error)> {
+    /// changes if it fails. `same_as` is a file known to hold exactly `text` (the flows file
+    /// as the daemon last wrote it): the history file is then a hard link to it, no copy and
+    /// no second write of a large text (the flows file is replaced by rename, so the link
+    /// keeps the old contents); if linking fails, the text is written.
+    pub fn save(
+        &mut self,
+        text: &str,
+        same_as: Option<&Path>,
+    ) -> Result<Saved, (PathBuf, io::Error)> {
         let n = self.next;
-        if self.dir.is_some() {
+        if let Some(dir) = self.dir.as_deref() {
             let path = self.path(n);
-            write_atomic(&path, text.as_bytes()).map_err(|e| (path, e))?;
+            let linked = same_as.is_some_and(|from| {
+                fs::hard_link(from, &path).is_ok()
+                    && match fs::File::open(dir).and_then(|d| d.sync_all()) {
+                        Ok(()) => true,
+                        Err(_) => {
+                            let _ = fs::remove_file(&path);
+                            false
+                        }
+                    }
+            });
+            if !linked {
+                write_atomic(&path, text.as_bytes()).map_err(|e| (path, e))?;
+            }
         }
         self.next += 1;
         Ok(Saved(n))
@@ -233,7 +252,7 @@ mod tests {
     use super::*;
 
     fn push(h: &mut History, text: &str) {
-        let s = h.save(text).expect("save");
+        let s = h.save(text, None).expect("save");
         h.keep(s, text.to_string());
     }
 
@@ -304,7 +323,7 @@ mod tests {
         let flows = dir.path().join("flows");
         let (mut h, _) = History::open(&flows, "flow a permit\n");
         push(&mut h, "flow a permit\n");
-        let s = h.save("flow b permit\n").expect("save");
+        let s = h.save("flow b permit\n", None).expect("save");
         assert_eq!(files(&dir_for(&flows)).len(), 2);
         h.discard(s);
         assert_eq!(files(&dir_for(&flows)).len(), 1);
@@ -313,6 +332,31 @@ mod tests {
         let (h, _) = History::open(&flows, "flow a permit\n");
         assert_eq!(h.len(), 0);
         assert!(files(&dir_for(&flows)).is_empty());
+    }
+
+    #[test]
+    fn a_text_the_flows_file_holds_is_linked_not_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flows = dir.path().join("flows");
+        fs::write(&flows, "flow a permit\n").expect("write");
+        let (mut h, _) = History::open(&flows, "flow a permit\n");
+        let s = h.save("flow a permit\n", Some(&flows)).expect("save");
+        h.keep(s, "flow a permit\n".into());
+        let saved = dir_for(&flows).join("000000000000.flows");
+        let ino = |p: &Path| fs::metadata(p).expect("metadata").ino();
+        assert_eq!(ino(&saved), ino(&flows));
+        // the next push replaces the flows file by rename: the history keeps the old text
+        write_atomic(&flows, b"flow b permit\n").expect("write");
+        assert_eq!(fs::read_to_string(&saved).expect("read"), "flow a permit\n");
+        // a file that cannot be linked (missing) falls back to writing the text
+        let s = h
+            .save("flow b permit\n", Some(&dir.path().join("gone")))
+            .expect("save");
+        h.keep(s, "flow b permit\n".into());
+        let (again, _) = History::open(&flows, "flow c permit\n");
+        assert_eq!(again.last().map(String::as_str), Some("flow b permit\n"));
+        assert_eq!(again.len(), 2);
     }
 
     #[test]
