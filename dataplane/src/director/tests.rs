@@ -43,6 +43,9 @@ pub(crate) fn director(
         },
         timeouts: Timeouts::default(),
         virtual_service: None,
+        hash_seed: None,
+        sloppy: false,
+        announce: None,
         servers: servers
             .iter()
             .map(|&(addr, weight, sorry)| Server {
