@@ -692,6 +692,8 @@ impl Lab {
     /// Connections the running appliances picked up mid-stream since their sum was
     /// `before` (the workers copy their counters out every 100 ms: wait up to 2 s for it).
     fn picked_up_since(&self, before: u64) -> u64 {
+        // the copy may have caught the round half-way: let the next one come
+        std::thread::sleep(Duration::from_millis(300));
         let mut now = 0;
         wait_until(Duration::from_secs(2), || {
             now = self.counter("sloppy_connections");
