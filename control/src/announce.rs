@@ -198,14 +198,14 @@ fn ip(args: &[String]) -> Result<(), String> {
         .args(args)
         .output()
         .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // removing an address that is gone already (by hand, with its TAP) is done
+    let gone =
+        args.iter().any(|a| a == "del") && stderr.contains("Cannot assign requested address");
+    if out.status.success() || gone {
         Ok(())
     } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("ip {}: {}", args.join(" "), stderr.trim()))
     }
 }
 
