@@ -200,8 +200,10 @@ fn ip(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     // removing an address that is gone already (by hand, with its TAP) is done
-    let gone =
-        args.iter().any(|a| a == "del") && stderr.contains("Cannot assign requested address");
+    let gone = args.iter().any(|a| a == "del")
+        && ["Address not found", "Cannot assign requested address"]
+            .iter()
+            .any(|m| stderr.contains(m));
     if out.status.success() || gone {
         Ok(())
     } else {
