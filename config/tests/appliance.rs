@@ -862,6 +862,107 @@ fn mbufs_bounds_the_packet_pool() {
     one(&with("99999999999"), "dataplane.mbufs", 5);
 }
 
+/// The active/active keys (`docs/ha.md`): `sloppy` (on by default for mh in gateway and
+/// tunnel modes, refused where it cannot work), `hash_seed`, `announce` (a port with a TAP,
+/// a director with a virtual address); each error names its key and line.
+#[test]
+fn ecmp_keys_sloppy_hash_seed_and_announce() {
+    let a = parse_with_cpus(FILE, BASE, 4).expect("base");
+    let d = &a.directors[0];
+    assert_eq!((d.sloppy, d.hash_seed, d.announce), (false, None, None));
+    let mh = |mode: &str, more: &str| {
+        replace(
+            "scheduler = \"wrr\"\nmode = \"nat\"",
+            &format!("scheduler = \"mh\"\nmode = \"{mode}\"\n{more}"),
+        )
+    };
+    let text = mh(
+        "gateway",
+        "virtual = { address = \"192.168.0.2\" }\nhash_seed = 12345\nannounce = \"eth0\"",
+    );
+    let a = parse_with_cpus(FILE, &text, 4).expect("mh gateway");
+    let d = &a.directors[0];
+    assert_eq!(
+        (d.sloppy, d.hash_seed, d.announce),
+        (true, Some(12345), Some(0))
+    );
+    for (mode, more, sloppy) in [
+        ("tunnel", "", true),
+        ("nat", "", false),
+        ("gateway", "sloppy = false", false),
+        ("tunnel", "sloppy = true", true),
+    ] {
+        let a = parse_with_cpus(FILE, &mh(mode, more), 4).expect("mh");
+        assert_eq!(a.directors[0].sloppy, sloppy, "{mode} {more}");
+    }
+    let sh = replace(
+        "scheduler = \"wrr\"\nmode = \"nat\"",
+        "scheduler = \"sh\"\nmode = \"gateway\"\nsloppy = true",
+    );
+    assert!(parse_with_cpus(FILE, &sh, 4).expect("sh").directors[0].sloppy);
+
+    let key = "director.maildirect";
+    let d = one(
+        &replace("mode = \"nat\"", "mode = \"nat\"\nsloppy = true"),
+        &format!("{key}.sloppy"),
+        23,
+    );
+    assert!(
+        d.message.contains("\"gateway\" or \"tunnel\""),
+        "{}",
+        d.message
+    );
+    let d = one(
+        &replace("mode = \"nat\"", "mode = \"gateway\"\nsloppy = true"),
+        &format!("{key}.sloppy"),
+        23,
+    );
+    assert!(
+        d.message.contains("\"mh\", \"sh\" or \"dh\""),
+        "{}",
+        d.message
+    );
+    let d = one(
+        &mh("gateway", "hash_seed = -1"),
+        &format!("{key}.hash_seed"),
+        23,
+    );
+    assert!(d.message.contains("negative"), "{}", d.message);
+    let d = one(
+        &mh("gateway", "announce = \"eth0\""),
+        &format!("{key}.announce"),
+        23,
+    );
+    assert!(d.message.contains("virtual"), "{}", d.message);
+    let d = one(
+        &mh(
+            "gateway",
+            "virtual = { address = \"192.168.0.2\" }\nannounce = \"eth9\"",
+        ),
+        &format!("{key}.announce"),
+        24,
+    );
+    assert!(d.message.contains("no port `eth9`"), "{}", d.message);
+    let no_tap = mh(
+        "gateway",
+        "virtual = { address = \"192.168.0.2\" }\nannounce = \"eth1\"",
+    )
+    .replacen(
+        "addresses = [\"192.168.161.10/24\", \"2001:db8::10/64\"]",
+        "kernel = false",
+        1,
+    );
+    let d = one(&no_tap, &format!("{key}.announce"), 24);
+    assert!(d.message.contains("kernel = false"), "{}", d.message);
+    // a wrong type is refused by serde, at its key
+    let d = one(
+        &mh("gateway", "sloppy = \"yes\""),
+        &format!("{key}.sloppy"),
+        23,
+    );
+    assert!(d.message.contains("bool"), "{}", d.message);
+}
+
 #[test]
 fn sync_section_loads_with_defaults() {
     let a = parse_with_cpus(

@@ -14,7 +14,7 @@
 //! apply_path, rollback, SIGHUP reload, insert/delete/replace) goes through one commit step,
 //! [`Pusher::commit`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -30,6 +30,7 @@ use flowgate_dataplane::counters::{
 };
 use flowgate_dataplane::ruleset::RuleSet;
 
+use crate::history::History;
 use crate::metrics;
 use crate::persist::write_atomic;
 use crate::protocol::{
@@ -43,12 +44,7 @@ use crate::trace::{list_default, trace};
 /// The largest flows file `apply_path` (and the daemon at start) reads.
 pub const MAX_FLOWS_FILE: u64 = flowgate_config::source::MAX_FLOWS_FILE;
 
-/// How many earlier applied sets `rollback` can go back through.
-pub const ROLLBACK_DEPTH: usize = 32;
-
-/// The bytes of flows text the rollback history keeps at most (the oldest texts are dropped
-/// first; the newest is kept whatever its size).
-pub const ROLLBACK_BYTES: usize = 64 << 20;
+pub use crate::history::{ROLLBACK_BYTES, ROLLBACK_DEPTH};
 
 /// Why the control side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -149,42 +145,6 @@ struct PushProgress {
     refused: AtomicU64,
 }
 
-/// The texts `rollback` can go back to (most recent last), at most [`ROLLBACK_DEPTH`] of them
-/// and [`ROLLBACK_BYTES`] together.
-#[derive(Debug, Default)]
-struct History {
-    texts: VecDeque<String>,
-    bytes: usize,
-}
-
-impl History {
-    fn push(&mut self, text: String) {
-        self.bytes += text.len();
-        self.texts.push_back(text);
-        while self.texts.len() > ROLLBACK_DEPTH
-            || (self.bytes > ROLLBACK_BYTES && self.texts.len() > 1)
-        {
-            if let Some(old) = self.texts.pop_front() {
-                self.bytes -= old.len();
-            }
-        }
-    }
-
-    fn last(&self) -> Option<&String> {
-        self.texts.back()
-    }
-
-    fn pop(&mut self) {
-        if let Some(t) = self.texts.pop_back() {
-            self.bytes -= t.len();
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.texts.len()
-    }
-}
-
 /// Locks a mutex whose holder may have panicked (the state it guards stays consistent: every
 /// change to it is a single store at the end of a push).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -251,13 +211,38 @@ pub struct Pusher {
     /// (`None` after a full apply or rollback: printed on the first edit).
     printed: Option<Vec<String>>,
     flows_path: PathBuf,
+    /// The flows file as this daemon last wrote it (`None` until its first push: the file
+    /// may have been edited since it was read at start).
+    flows_stamp: Option<FileStamp>,
+}
+
+/// What tells a file apart from another version of it: device, inode, size, change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        })
+    }
 }
 
 impl std::fmt::Debug for Pusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pusher")
             .field("undo", &self.undo.len())
-            .field("undo_bytes", &self.undo.bytes)
+            .field("undo_bytes", &self.undo.bytes())
             .field("flows_path", &self.flows_path)
             .finish()
     }
@@ -325,14 +310,20 @@ impl Controller {
         gens.push(shared.rules.load_full());
         let gens = Arc::new(Mutex::new(gens));
         let progress = Arc::new(PushProgress::default());
+        let (undo, notes) = History::open(&opts.flows_path, &current_text);
+        for note in notes {
+            log::warn!(target: "control", "rollback history: {note}");
+        }
+        progress.rollback_depth.store(undo.len(), Ordering::Relaxed);
         let pusher = Pusher {
             shared: Arc::clone(&shared),
             gens: Arc::clone(&gens),
             progress: Arc::clone(&progress),
             current_text,
-            undo: History::default(),
+            undo,
             printed: None,
             flows_path: opts.flows_path.clone(),
+            flows_stamp: None,
         };
         let reports = Reports {
             shared,
@@ -764,12 +755,37 @@ impl Pusher {
     ) -> Result<AppliedReply, ErrorReply> {
         let generation = set.generation;
         let t0 = Instant::now();
-        write_atomic(&self.flows_path, text.as_bytes()).map_err(|e| {
-            ErrorReply::new(format!(
+        // the replaced text is saved to the history first, the new one to the flows file
+        // second: a failure of either leaves both as they were
+        let saved = if remember {
+            // the flows file holds the running text if nobody changed it since we wrote it
+            let same_as = self
+                .flows_stamp
+                .filter(|s| FileStamp::of(&self.flows_path).as_ref() == Some(s))
+                .map(|_| self.flows_path.as_path());
+            let saved = self
+                .undo
+                .save(&self.current_text, same_as)
+                .map_err(|(path, e)| {
+                    ErrorReply::new(format!(
+                        "cannot persist to {}: {e}; nothing changed",
+                        path.display()
+                    ))
+                })?;
+            Some(saved)
+        } else {
+            None
+        };
+        if let Err(e) = write_atomic(&self.flows_path, text.as_bytes()) {
+            if let Some(saved) = saved {
+                self.undo.discard(saved);
+            }
+            return Err(ErrorReply::new(format!(
                 "cannot persist to {}: {e}; nothing changed",
                 self.flows_path.display()
-            ))
-        })?;
+            )));
+        }
+        self.flows_stamp = FileStamp::of(&self.flows_path);
         let persist = t0.elapsed();
         self.shared.rules.store(Arc::clone(&set));
         let publish = arrived.elapsed();
@@ -778,8 +794,8 @@ impl Pusher {
         self.progress.swaps.fetch_add(1, Ordering::Relaxed);
         metrics::record_swap(publish);
         let previous = std::mem::replace(&mut self.current_text, text);
-        if remember {
-            self.undo.push(previous);
+        if let Some(saved) = saved {
+            self.undo.keep(saved, previous);
         }
         self.progress
             .rollback_depth
@@ -1332,33 +1348,4 @@ pub fn start(
         thread: Some(thread),
         server: Some(server),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_history_is_bounded_by_count_and_by_bytes() {
-        let mut h = History::default();
-        for i in 0..100 {
-            h.push(format!("flow f{i} permit\n"));
-        }
-        assert_eq!(h.len(), ROLLBACK_DEPTH);
-        assert_eq!(h.last().map(String::as_str), Some("flow f99 permit\n"));
-        // texts of a quarter of the byte bound: four fit, the fifth drops the oldest
-        let big = |c: char| c.to_string().repeat(ROLLBACK_BYTES / 4);
-        let mut h = History::default();
-        for c in ['a', 'b', 'c', 'd', 'e'] {
-            h.push(big(c));
-        }
-        assert!(h.bytes <= ROLLBACK_BYTES, "{}", h.bytes);
-        assert_eq!(h.len(), 4);
-        assert_eq!(h.texts.front().map(|t| t.starts_with('b')), Some(true));
-        // one text over the bound alone is still kept (the newest always is)
-        h.push("x".repeat(ROLLBACK_BYTES + 1));
-        assert_eq!(h.len(), 1);
-        h.pop();
-        assert_eq!((h.len(), h.bytes), (0, 0));
-    }
 }

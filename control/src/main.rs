@@ -1,6 +1,7 @@
 //! `flowgate`: the daemon (`run`) and its offline tools (`check`, `classify`, `bench`).
 //! The command line is defined in `flowgate_control::cli::flowgate`.
 
+mod announce;
 mod bench;
 mod classify_cmd;
 mod director_hook;

@@ -184,6 +184,8 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     // workers past their start-up (pinned, registered with the EAL, about to poll)
     let workers_up = AtomicUsize::new(0);
     let mut ready = false;
+    // route health injection, once the workers poll (`announce = "PORT"`)
+    let mut announcer: Option<crate::announce::Announcer> = None;
 
     let result = std::thread::scope(|s| -> anyhow::Result<()> {
         let mut handles = Vec::new();
@@ -237,6 +239,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                     published.load().generation
                 );
                 log::info!(target: "flowgate", "{status}");
+                announcer = crate::announce::start(&app, &directors);
                 if let Err(e) = notifier.ready(&status) {
                     log::warn!(target: "flowgate", "systemd notification: {e}");
                 }
@@ -272,6 +275,10 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                 stop.store(true, Ordering::Relaxed);
                 return Err(anyhow!("a worker stopped unexpectedly"));
             }
+        }
+        // withdraw the VIPs first: the router stops sending before the ports stop
+        if let Some(a) = announcer.take() {
+            a.stop();
         }
         stop.store(true, Ordering::Relaxed);
         let _ = notifier.stopping();

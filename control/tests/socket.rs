@@ -224,6 +224,42 @@ fn restart_keeps_the_applied_set() {
     assert_eq!(d.ask(json!({"op":"show_flows"}))["text"], canonical(NEW));
 }
 
+/// The rollback history is kept beside the flows file: a restarted daemon can still roll
+/// back through the sets applied before it stopped, newest first.
+#[test]
+fn restart_keeps_the_rollback_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = Daemon::start(dir.path(), Some(SEED));
+    let third = "flow web permit\n  match proto tcp dstport 80\n";
+    for text in [NEW, third] {
+        let a = d.ask(json!({"op":"apply","flows":text}));
+        assert!(ok(&a), "{a}");
+    }
+    assert_eq!(d.ask(json!({"op":"status"}))["rollback_depth"], 2);
+    d.stop();
+    drop(d);
+
+    let d = Daemon::start(dir.path(), None);
+    assert_eq!(d.ask(json!({"op":"show_flows"}))["text"], canonical(third));
+    assert_eq!(d.ask(json!({"op":"status"}))["rollback_depth"], 2);
+    let r = d.ask(json!({"op":"rollback"}));
+    assert!(ok(&r), "{r}");
+    assert_eq!(d.ask(json!({"op":"show_flows"}))["text"], canonical(NEW));
+    let mut d = d;
+    d.stop();
+    drop(d);
+
+    // the rollback itself is remembered: one step is left, to the seed
+    let d = Daemon::start(dir.path(), None);
+    assert_eq!(d.ask(json!({"op":"show_flows"}))["text"], canonical(NEW));
+    assert_eq!(d.ask(json!({"op":"status"}))["rollback_depth"], 1);
+    let r = d.ask(json!({"op":"rollback"}));
+    assert!(ok(&r), "{r}");
+    assert_eq!(d.ask(json!({"op":"show_flows"}))["text"], canonical(SEED));
+    let r = d.ask(json!({"op":"rollback"}));
+    assert!(!ok(&r), "nothing left: {r}");
+}
+
 #[test]
 fn a_live_socket_is_not_taken_over() {
     let dir = tempfile::tempdir().expect("tempdir");

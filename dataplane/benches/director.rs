@@ -46,6 +46,9 @@ fn director(scheduler: Scheduler, mode: Mode, n: u8) -> DirectorState {
             ..Timeouts::default()
         },
         virtual_service: None,
+        hash_seed: None,
+        sloppy: false,
+        announce: None,
         servers: (0..n)
             .map(|i| Server {
                 name: format!("s{i}"),

@@ -176,6 +176,16 @@ fn run(args: &Args) -> Result<(f64, f64, u64), String> {
         }
     }
     let cls_ns = (thread_cpu_ns()? - cpu0) as f64;
+    // thread CPU time comes from the scheduler's accounting, ticked per few ms: a run much
+    // shorter than that reads as 0 (fine under callgrind, which counts instructions)
+    if pipeline_ns.min(cls_ns) < 100e6 {
+        eprintln!(
+            "pipeline_profile: the timed runs took {:.0} and {:.0} ms of CPU: too short for \
+             per-packet times, raise --iters (instruction counts under callgrind are fine)",
+            pipeline_ns / 1e6,
+            cls_ns / 1e6
+        );
+    }
     let drops: u64 = counters.drops.iter().map(|c| c.get()).sum();
     if drops != 0 {
         return Err(format!(

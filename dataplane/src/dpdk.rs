@@ -99,6 +99,8 @@ fn rte_errno() -> i32 {
 }
 
 /// Error for a DPDK call that returned a negative errno (`ret < 0`) or set `rte_errno`.
+/// The error of a DPDK call that returned `ret`: a negative errno, or (`ret >= 0`, for the
+/// calls that return -1 or NULL) the thread's `rte_errno`.
 fn call_error(op: impl Into<String>, ret: i32) -> DpdkError {
     let errno = if ret < 0 { -ret } else { rte_errno() };
     DpdkError::Call {
@@ -173,7 +175,8 @@ impl Eal {
         // EAL_STARTED guard ensures this runs at most once per process.
         let ret = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
         if ret < 0 {
-            return Err(call_error("rte_eal_init", -1));
+            // rte_eal_init returns -1 and says why in rte_errno
+            return Err(call_error("rte_eal_init", 0));
         }
         // The EAL keeps pointers into argv (e.g. for --vdev devargs): leak them deliberately.
         std::mem::forget(owned);

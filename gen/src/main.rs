@@ -23,7 +23,7 @@ use flowgate_gen::engine::{Generator, TrialResult, TrialSpec};
 use flowgate_gen::nft::{convert, Form};
 use flowgate_gen::profile::{Options, Profile, Source};
 use flowgate_gen::report::{command_json, delta, latency_json};
-use flowgate_gen::search::RateSearch;
+use flowgate_gen::search::{Majority, RateSearch};
 use flowgate_gen::sizes::{wire_bits, FrameSize};
 
 #[derive(Debug, Parser)]
@@ -72,9 +72,13 @@ enum Cmd {
         /// Search precision: stop when the bracket is within this share of the failing rate.
         #[arg(long, default_value_t = 0.02)]
         precision: f64,
-        /// Most trials per search (NDR, PDR).
+        /// Most rates tried per search (NDR, PDR).
         #[arg(long, default_value_t = 10)]
         max_trials: u32,
+        /// Trials per rate at most: a rate passes when more than half of them pass (and the
+        /// trials stop once that is decided: 2 of 3), as FD.io CSIT's MLRsearch; 1 = RFC 2544.
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
         /// PDR loss threshold (ratio).
         #[arg(long, default_value_t = 0.005)]
         pdr_loss: f64,
@@ -281,6 +285,7 @@ fn search_size(
     top: f64,
     precision: f64,
     max_trials: u32,
+    majority: Majority,
     pdr_loss: f64,
     latency_at: &[f64],
     latency_trial: f64,
@@ -310,15 +315,38 @@ fn search_size(
                 ndr.next_rate()
             };
             let Some(rate) = next else { break };
-            let r = lab.trial(&profile, size, rate, trial, which, false)?;
-            pdr.record(rate, r.loss_ratio, which == "pdr");
-            ndr.record(rate, r.loss_ratio, which == "ndr");
-            trials.push((rate, r));
+            let threshold = if which == "pdr" { pdr_loss } else { 0.0 };
+            let mut losses = Vec::new();
+            let passed = loop {
+                let r = lab.trial(&profile, size, rate, trial, which, false)?;
+                losses.push(r.loss_ratio);
+                trials.push((rate, r));
+                if let Some(v) = majority.verdict(&losses, threshold) {
+                    break v;
+                }
+            };
+            // the other search learns from the same trials when they decide for it too
+            for (search, t, own) in [(&mut pdr, pdr_loss, "pdr"), (&mut ndr, 0.0, "ndr")] {
+                let v = if own == which {
+                    Some(passed)
+                } else {
+                    majority.verdict(&losses, t)
+                };
+                if let Some(v) = v {
+                    search.record_verdict(rate, v, own == which);
+                }
+            }
         }
     }
+    // the trial reported for a search's result: the best passing trial at its rate
     let best = |s: &RateSearch| {
-        s.result()
-            .and_then(|rate| trials.iter().rev().find(|(t, _)| *t == rate))
+        let threshold = s.threshold;
+        s.result().and_then(|rate| {
+            trials
+                .iter()
+                .filter(|(t, r)| *t == rate && r.loss_ratio <= threshold)
+                .max_by(|a, b| a.1.offered_pps.total_cmp(&b.1.offered_pps))
+        })
     };
     let ndr_t = best(&ndr);
     let pdr_t = best(&pdr);
@@ -382,6 +410,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
             top,
             precision,
             max_trials,
+            repeat,
             pdr_loss,
             latency_at,
             latency_trial,
@@ -410,6 +439,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
                     top,
                     precision,
                     max_trials,
+                    Majority::new(repeat),
                     pdr_loss,
                     &latency_at,
                     latency_trial,

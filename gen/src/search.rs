@@ -6,7 +6,16 @@
 //! failing rate, it tries the middle. A trial's result is recorded in every search, so the NDR
 //! search starts from what the PDR search already learnt (a rate with no loss passes both; a
 //! rate over 0.5% loss fails both). A search is also over when nothing passes down to the
-//! floor rate, or after `max_trials` trials of its own.
+//! floor rate, or after `max_trials` rates of its own.
+//!
+//! **Repeated trials.** On a machine whose cores are not isolated, a trial at a rate the DUT
+//! forwards can still lose a few frames when the hypervisor or the kernel preempts the DUT or
+//! the generator for a millisecond; one such trial sends a plain binary search far below the
+//! DUT's rate. As FD.io CSIT's MLRsearch does (draft-ietf-bmwg-mlrsearch: a load is a lower
+//! bound when the share of its trials exceeding the loss ratio is at most the goal exceed
+//! ratio, 50% by default), a rate can be tried up to `repeat` times ([`Majority`]): it passes
+//! when more than half of `repeat` trials pass, fails when more than half fail, and the trials
+//! stop as soon as either is reached (2 of 3). `repeat = 1` is RFC 2544's single trial.
 
 /// The state of one search.
 #[derive(Debug, Clone)]
@@ -71,10 +80,15 @@ impl RateSearch {
     /// Records a trial at `rate` (the rate asked for) with `loss_ratio`; `own` says whether
     /// the trial was this search's own (counted against `max_trials`).
     pub fn record(&mut self, rate: f64, loss_ratio: f64, own: bool) {
+        self.record_verdict(rate, self.passes(loss_ratio), own);
+    }
+
+    /// Records the verdict on `rate` (the rate asked for) of one or more trials ([`Majority`]).
+    pub fn record_verdict(&mut self, rate: f64, passed: bool, own: bool) {
         if own {
             self.trials += 1;
         }
-        if self.passes(loss_ratio) {
+        if passed {
             if !self.fail.is_some_and(|f| rate >= f) {
                 self.pass = Some(self.pass.map_or(rate, |p| p.max(rate)));
             }
@@ -93,8 +107,38 @@ impl RateSearch {
         self.fail
     }
 
-    /// Trials this search ran itself.
+    /// Rates this search tried itself.
     pub fn trials(&self) -> u32 {
         self.trials
+    }
+}
+
+/// The verdict on one rate from up to `repeat` trials: more than half of `repeat` must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Majority {
+    pub repeat: u32,
+}
+
+impl Majority {
+    /// `repeat` trials at most per rate (at least 1).
+    pub fn new(repeat: u32) -> Majority {
+        Majority {
+            repeat: repeat.max(1),
+        }
+    }
+
+    /// Pass (`Some(true)`) or fail (`Some(false)`) once more than half of `repeat` trials
+    /// agree against `threshold`, `None` while undecided.
+    pub fn verdict(&self, losses: &[f64], threshold: f64) -> Option<bool> {
+        let need = self.repeat / 2 + 1;
+        let passed = losses.iter().filter(|l| **l <= threshold).count() as u32;
+        let failed = losses.len() as u32 - passed;
+        if passed >= need {
+            Some(true)
+        } else if failed >= need {
+            Some(false)
+        } else {
+            None
+        }
     }
 }

@@ -10,7 +10,7 @@ use flowgate_gen::nft::{convert, Form};
 use flowgate_gen::pace::{frames_due, Pacer};
 use flowgate_gen::profile::{read_pcap, Cursor, Options, Profile, Source};
 use flowgate_gen::report::delta;
-use flowgate_gen::search::RateSearch;
+use flowgate_gen::search::{Majority, RateSearch};
 use flowgate_gen::sizes::FrameSize;
 use flowgate_gen::stamp;
 use serde_json::json;
@@ -174,6 +174,52 @@ fn search_edge_cases() {
     s.record(7e5, 0.0, true); // noisy pass above a failure: ignored
     assert_eq!(s.result(), Some(5e5));
     assert_eq!(s.next_rate(), Some(5.5e5));
+}
+
+/// A DUT that loses a few frames in one trial of every three whatever the rate (a preempted
+/// core): a single-trial search ends far below its capacity, a majority of 3 finds it.
+#[test]
+fn repeated_trials_see_through_sporadic_loss() {
+    let (top, cap) = (10_000_000.0, 3_300_000.0);
+    let search = |repeat: u32| {
+        let majority = Majority::new(repeat);
+        let mut ndr = RateSearch::new(0.0, top, top / 1000.0, 0.01, 30);
+        let mut n = 0u32;
+        while let Some(rate) = ndr.next_rate() {
+            let mut losses = Vec::new();
+            let passed = loop {
+                n += 1;
+                let spurious = if n.is_multiple_of(3) { 1e-5 } else { 0.0 };
+                losses.push(loss_at(rate, cap) + spurious);
+                if let Some(v) = majority.verdict(&losses, 0.0) {
+                    break v;
+                }
+            };
+            ndr.record_verdict(rate, passed, true);
+        }
+        ndr.result().unwrap_or(0.0)
+    };
+    let single = search(1);
+    assert!(single < cap * 0.9, "a single trial is fooled: {single}");
+    let three = search(3);
+    assert!(
+        three <= cap && three >= cap * 0.99,
+        "majority of 3: {three}"
+    );
+}
+
+#[test]
+fn majority_decides_as_soon_as_it_can() {
+    let m = Majority::new(3);
+    assert_eq!(m.verdict(&[0.0], 0.0), None);
+    assert_eq!(m.verdict(&[0.0, 0.0], 0.0), Some(true));
+    assert_eq!(m.verdict(&[0.1, 0.0], 0.0), None);
+    assert_eq!(m.verdict(&[0.1, 0.0, 0.2], 0.0), Some(false));
+    assert_eq!(m.verdict(&[0.004, 0.1, 0.003], 0.005), Some(true));
+    let one = Majority::new(1);
+    assert_eq!(one.verdict(&[0.0], 0.0), Some(true));
+    assert_eq!(one.verdict(&[0.01], 0.0), Some(false));
+    assert_eq!(Majority::new(0), one);
 }
 
 fn frames(src: &Source, size: FrameSize) -> Vec<Vec<u8>> {

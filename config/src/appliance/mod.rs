@@ -389,6 +389,17 @@ pub struct Director {
     pub max_connections: u32,
     /// The service address (and port), when given: informative, and fixes the family.
     pub virtual_service: Option<VirtualService>,
+    /// Seed of the `sh`/`dh`/`mh` key hash (`hash_seed`); `None`: the built-in one. Boxes
+    /// sharing a VIP by ECMP give their `mh` directors the same one (`docs/ha.md`).
+    pub hash_seed: Option<u64>,
+    /// A TCP packet that is not a SYN and matches no connection is scheduled and tracked
+    /// instead of dropped (IPVS `sloppy_tcp = 1`): connections that ECMP moves from another
+    /// box keep working. Default: on for `mh` in gateway and tunnel modes.
+    pub sloppy: bool,
+    /// `announce = "PORT"`: the port (index in [`Appliance::ports`], a port with a TAP) on
+    /// whose TAP the VIP is added as a host address while a server can take connections, for
+    /// a routing daemon to announce (`docs/ha.md`).
+    pub announce: Option<usize>,
     /// Servers in file order; at least one, all of one family.
     pub servers: Vec<Server>,
 }

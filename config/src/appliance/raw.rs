@@ -274,6 +274,12 @@ pub(crate) struct RawDirector {
     pub max_connections: Option<u64>,
     #[serde(default, rename = "virtual")]
     pub virtual_service: Option<RawVirtual>,
+    #[serde(default)]
+    pub hash_seed: Option<i64>,
+    #[serde(default)]
+    pub sloppy: Option<bool>,
+    #[serde(default)]
+    pub announce: Option<String>,
     pub servers: Vec<RawServer>,
 }
 

@@ -225,7 +225,7 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
     }
     for (i, d) in raw.director.iter().enumerate() {
         let first = *director_names.entry(d.name.as_str()).or_insert(i);
-        directors.push(director(cx, i, d, (first < i).then_some(first)));
+        directors.push(director(cx, i, d, (first < i).then_some(first), &ports));
     }
     let sync = raw.sync.map(|s| sync(cx, s, base));
     Appliance {
@@ -895,7 +895,13 @@ fn secs(cx: &mut Cx<'_>, path: &KeyPath, value: Option<u32>, default: Duration) 
 }
 
 /// `dup`: the index of an earlier director of the same name.
-fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, dup: Option<usize>) -> Director {
+fn director(
+    cx: &mut Cx<'_>,
+    i: usize,
+    d: &RawDirector,
+    dup: Option<usize>,
+    ports: &[Port],
+) -> Director {
     let list = KeyPath::root().key("director");
     let name_ok = check_name(&d.name, MAX_NAME);
     let path = match (&name_ok, dup) {
@@ -1098,6 +1104,18 @@ fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, dup: Option<usize>) -> D
         }
     };
     let check = check(cx, &path, d, virtual_service);
+    let hash_seed = d.hash_seed.and_then(|seed| match u64::try_from(seed) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            cx.err(
+                &path.key("hash_seed"),
+                format!("{seed} is negative: expected 0..=9223372036854775807"),
+            );
+            None
+        }
+    });
+    let sloppy = sloppy(cx, &path, d);
+    let announce = announce(cx, &path, d, virtual_service, ports);
     Director {
         name: d.name.clone(),
         scheduler: d.scheduler,
@@ -1107,8 +1125,77 @@ fn director(cx: &mut Cx<'_>, i: usize, d: &RawDirector, dup: Option<usize>) -> D
         timeouts,
         max_connections,
         virtual_service,
+        hash_seed,
+        sloppy,
+        announce,
         servers,
     }
+}
+
+/// `sloppy`: on by default for `mh` in gateway and tunnel modes. A connection ECMP moves
+/// arrives mid-stream at another box, which must pick the same server without having seen
+/// the SYN: only a scheduler that is a function of the packet (`sh`, `dh`, `mh`) can, and only
+/// where the servers answer the clients directly (a NAT connection's answers would come back
+/// through the box that has no translation for them).
+fn sloppy(cx: &mut Cx<'_>, path: &KeyPath, d: &RawDirector) -> bool {
+    let hashed = matches!(d.scheduler, Scheduler::Sh | Scheduler::Dh | Scheduler::Mh);
+    match d.sloppy {
+        None => d.scheduler == Scheduler::Mh && d.mode != Mode::Nat,
+        Some(false) => false,
+        Some(true) if d.mode == Mode::Nat => {
+            cx.err(
+                &path.key("sloppy"),
+                "a NAT connection's answers come back through the box that translated it: \
+                 expected mode = \"gateway\" or \"tunnel\" with sloppy = true",
+            );
+            false
+        }
+        Some(true) if !hashed => {
+            cx.err(
+                &path.key("sloppy"),
+                "sloppy = true needs a scheduler that picks the same server for a connection \
+                 on every box: expected scheduler = \"mh\", \"sh\" or \"dh\"",
+            );
+            false
+        }
+        Some(true) => true,
+    }
+}
+
+/// `announce = "PORT"`: a port with a TAP, and a director with a virtual address.
+fn announce(
+    cx: &mut Cx<'_>,
+    path: &KeyPath,
+    d: &RawDirector,
+    vs: Option<VirtualService>,
+    ports: &[Port],
+) -> Option<usize> {
+    let name = d.announce.as_deref()?;
+    let apath = path.key("announce");
+    let Some(id) = ports.iter().position(|p| p.name == name) else {
+        cx.err(
+            &apath,
+            format!("no port `{name}`: expected the name of a [[port]]"),
+        );
+        return None;
+    };
+    if !ports[id].kernel {
+        cx.err(
+            &apath,
+            format!(
+                "port `{name}` has kernel = false: the VIP is announced on its TAP, which it lacks"
+            ),
+        );
+        return None;
+    }
+    if vs.is_none() {
+        cx.err(
+            &apath,
+            "announce needs the address to announce: expected virtual = { address = \"...\" }",
+        );
+        return None;
+    }
+    Some(id)
 }
 
 /// A director's connection limit when the config gives none.

@@ -43,6 +43,9 @@ fn director(scheduler: Scheduler, mode: Mode, persistence: bool) -> Director {
             udp: Duration::from_secs(8),
         },
         virtual_service: None,
+        hash_seed: None,
+        sloppy: false,
+        announce: None,
         servers: (0..4u8)
             .map(|i| Server {
                 name: format!("s{i}"),

@@ -81,6 +81,9 @@ pub struct DirectorCounters {
     pub bytes_out: u64,
     /// Connections given to the sorry server.
     pub sorry_conns: u64,
+    /// Connections picked up mid-stream (`sloppy`: a TCP packet without SYN of no known
+    /// connection, e.g. moved here from another box by ECMP).
+    pub sloppy_conns: u64,
     /// Connections expired because their server went down.
     pub nodest_expired: u64,
     /// ICMP errors about NAT connections translated towards the server (from the client's
@@ -127,6 +130,7 @@ impl DirectorCounters {
             ("packets_out", self.packets_out),
             ("bytes_out", self.bytes_out),
             ("sorry_connections", self.sorry_conns),
+            ("sloppy_connections", self.sloppy_conns),
             ("nodest_expired", self.nodest_expired),
             ("icmp_in", self.icmp_in),
             ("icmp_out", self.icmp_out),
@@ -155,6 +159,7 @@ impl DirectorCounters {
         self.packets_out += o.packets_out;
         self.bytes_out += o.bytes_out;
         self.sorry_conns += o.sorry_conns;
+        self.sloppy_conns += o.sloppy_conns;
         self.nodest_expired += o.nodest_expired;
         self.icmp_in += o.icmp_in;
         self.icmp_out += o.icmp_out;

@@ -39,7 +39,8 @@ pub enum DirectorError {
 pub struct DirectorOptions {
     /// The Maglev lookup table size, a prime ([`maglev::DEFAULT_TABLE_SIZE`]).
     pub maglev_size: u32,
-    /// Seed of the `sh`/`dh`/`mh` key hashes (give a random per-boot one against hostile keys).
+    /// Seed of the `sh`/`dh`/`mh` key hashes of directors whose config gives no `hash_seed`.
+    /// Boxes that must pick the same server for a client (ECMP) need the same one.
     pub seed: Seed,
 }
 
@@ -100,6 +101,10 @@ pub struct DirectorState {
     pub servers: Vec<ServerState>,
     /// Bumped on every new snapshot of this director: workers reset their `rr`/`wrr` cursor.
     pub generation: u64,
+    /// A TCP packet without SYN of no known connection is scheduled and tracked (config
+    /// `sloppy`, IPVS `sloppy_tcp`), not dropped as `not_syn`.
+    pub sloppy: bool,
+    /// The key hash seed: the config's `hash_seed`, else [`DirectorOptions::seed`].
     pub(crate) seed: Seed,
     /// Regular servers that can take new connections (up, weight > 0, not sorry).
     pub(crate) available: Vec<u16>,
@@ -156,7 +161,8 @@ impl DirectorState {
             vip: d.virtual_service.map(|v| v.address),
             servers,
             generation: 0,
-            seed: opts.seed,
+            sloppy: d.sloppy,
+            seed: d.hash_seed.unwrap_or(opts.seed),
             available: Vec::new(),
             sorry: None,
             wrr_max: 0,

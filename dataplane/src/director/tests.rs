@@ -43,6 +43,9 @@ pub(crate) fn director(
         },
         timeouts: Timeouts::default(),
         virtual_service: None,
+        hash_seed: None,
+        sloppy: false,
+        announce: None,
         servers: servers
             .iter()
             .map(|&(addr, weight, sorry)| Server {
@@ -343,6 +346,92 @@ fn maglev_disruption_when_one_of_ten_leaves() {
         ..Default::default()
     };
     assert!(DirectorSet::build_with(&[with(Scheduler::Mh, &servers(&[1]))], bad).is_err());
+}
+
+/// The addresses the picks of `st` name (server indexes differ between configs that list
+/// the servers in another order; the servers themselves must not).
+fn picked_addrs(st: &DirectorState, n: u64) -> Vec<Option<IpAddr>> {
+    picks(st, n)
+        .into_iter()
+        .map(|p| p.map(|i| st.servers[usize::from(i)].address))
+        .collect()
+}
+
+/// ECMP spreads a VIP's clients over several boxes: an `mh` director must pick the same
+/// server for a client on every box with the same servers, whatever order each config lists
+/// them in, and with the same `hash_seed`; the seed of the config wins over the options'.
+#[test]
+fn mh_picks_the_same_server_whatever_the_config_order_and_box() {
+    let list = [
+        ("10.0.0.21", 3, false),
+        ("10.0.0.22", 1, false),
+        ("10.0.0.23", 2, false),
+        ("10.0.0.24", 2, false),
+        ("10.0.0.9", 0, true),
+    ];
+    let perms: [[usize; 5]; 4] = [
+        [0, 1, 2, 3, 4],
+        [4, 3, 2, 1, 0],
+        [2, 0, 4, 3, 1],
+        [1, 3, 0, 4, 2],
+    ];
+    let build = |order: &[usize; 5], seed: Option<u64>, opts_seed: u64| {
+        let servers: Vec<(&str, u32, bool)> = order.iter().map(|&i| list[i]).collect();
+        let mut d = director(Scheduler::Mh, Mode::Gateway, &servers);
+        d.hash_seed = seed;
+        let opts = DirectorOptions {
+            seed: opts_seed,
+            ..Default::default()
+        };
+        DirectorSet::build_with(&[d], opts).expect("build")
+    };
+    let st = |set: &DirectorSet| (**set.get(0).expect("director")).clone();
+    let table = |st: &DirectorState| -> Vec<IpAddr> {
+        let m = st.maglev().expect("mh table");
+        m.slots()
+            .iter()
+            .map(|&i| st.servers[usize::from(i)].address)
+            .collect()
+    };
+    // the same server down on a box
+    let down = |set: &DirectorSet| {
+        let i = set.get(0).and_then(|d| d.server_index("s-10.0.0.22"));
+        let next = set
+            .with_server_up(0, i.expect("server"), false)
+            .expect("down");
+        picked_addrs(&st(&next), 5_000)
+    };
+    let first = build(&perms[0], Some(42), 1);
+    let want_table = table(&st(&first));
+    let want = picked_addrs(&st(&first), 20_000);
+    for (k, order) in perms.iter().enumerate().skip(1) {
+        // another box: another order, another per-boot option seed, the same hash_seed
+        let other = build(order, Some(42), 1000 + k as u64);
+        assert_eq!(
+            table(&st(&other)),
+            want_table,
+            "order {order:?}: the same table"
+        );
+        assert_eq!(picked_addrs(&st(&other), 20_000), want, "order {order:?}");
+        assert_eq!(
+            down(&first),
+            down(&other),
+            "order {order:?}, one server down"
+        );
+    }
+    // a different hash_seed is a different function of the client
+    let reseeded = picked_addrs(&st(&build(&perms[0], Some(43), 1)), 20_000);
+    let differ = reseeded.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert!(
+        differ > 20_000 / 4,
+        "another seed moves most clients: {differ}"
+    );
+    // without hash_seed, the options' seed decides
+    let a = picked_addrs(&st(&build(&perms[0], None, 7)), 5_000);
+    let b = picked_addrs(&st(&build(&perms[2], None, 7)), 5_000);
+    let c = picked_addrs(&st(&build(&perms[0], None, 8)), 5_000);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
 }
 
 // ---- the worker: connection tracking and rewrites on real frames ----
@@ -750,6 +839,80 @@ fn tcp_states_and_their_timeouts() {
         Verdict::Drop(DropReason::NotSyn)
     );
     assert_eq!(load(&w), ServerLoad::default());
+}
+
+/// `sloppy` (on by default for mh in gateway and tunnel modes): a TCP packet without SYN of
+/// no connection, as ECMP delivers a connection moved from another box, is scheduled (the
+/// same server as the box that saw the SYN) and tracked, half-open until a second packet;
+/// a lone RST is not picked up; without `sloppy` it is dropped as `not_syn`.
+#[test]
+fn sloppy_picks_up_connections_moved_from_another_box() {
+    let c = "1.1.1.1";
+    let v = "192.168.0.100";
+    for mode in [Mode::Gateway, Mode::Tunnel] {
+        let mut d = with(Scheduler::Mh, &servers(&[1, 1, 1, 1]));
+        d.mode = mode;
+        d.sloppy = true;
+        let st = state(d);
+        assert!(st.sloppy);
+        // box A sees the SYN of each client's connection
+        let mut a = worker(&st, 256);
+        let mut b = worker(&st, 256);
+        for i in 0..40u16 {
+            let client = format!("1.1.{}.{}", i / 8, i % 8 + 1);
+            let mut syn = packet(6, &client, 2000 + i, v, 80, TCP_SYN);
+            let s = server_of(send(&mut a, &st, &mut syn, 0));
+            // box B gets it mid-stream: the same server, a new connection
+            let mut ack = packet(6, &client, 2000 + i, v, 80, TCP_ACK);
+            assert_eq!(
+                send(&mut b, &st, &mut ack, 10),
+                Verdict::Forward {
+                    server: s,
+                    to: st.servers[usize::from(s)].address,
+                    new: true
+                },
+                "{mode:?} client {client}"
+            );
+        }
+        assert_eq!(b.counters().sloppy_conns, 40);
+        assert_eq!(b.table().len(), 40);
+        // half-open until the next packet of the connection
+        let half = |w: &DirectorWorker| w.table().loads().iter().map(|l| l.inactive).sum::<u32>();
+        let active = |w: &DirectorWorker| w.table().loads().iter().map(|l| l.active).sum::<u32>();
+        assert_eq!((half(&b), active(&b)), (40, 0));
+        let mut ack = packet(6, "1.1.0.1", 2000, v, 80, TCP_ACK);
+        assert!(matches!(
+            send(&mut b, &st, &mut ack, 20),
+            Verdict::Forward { new: false, .. }
+        ));
+        assert_eq!((half(&b), active(&b)), (39, 1));
+        // a lone RST of no connection opens nothing
+        let mut rst = packet(6, c, 999, v, 80, TCP_RST | TCP_ACK);
+        assert_eq!(
+            send(&mut b, &st, &mut rst, 30),
+            Verdict::Drop(DropReason::NotSyn)
+        );
+        // a lone spoofed ACK lives as long as a SYN_RECV entry
+        let mut ack = packet(6, c, 1000, v, 80, TCP_ACK);
+        server_of(send(&mut b, &st, &mut ack, 40));
+        let mut ack = packet(6, c, 1000, v, 80, TCP_ACK);
+        assert!(matches!(
+            send(&mut b, &st, &mut ack, 40 + 61_000),
+            Verdict::Forward { new: true, .. }
+        ));
+    }
+    // not sloppy: dropped
+    let mut d = with(Scheduler::Mh, &servers(&[1, 1]));
+    d.mode = Mode::Gateway;
+    let st = state(d);
+    assert!(!st.sloppy);
+    let mut w = worker(&st, 64);
+    let mut ack = packet(6, c, 1000, v, 80, TCP_ACK);
+    assert_eq!(
+        send(&mut w, &st, &mut ack, 0),
+        Verdict::Drop(DropReason::NotSyn)
+    );
+    assert_eq!(w.counters().sloppy_conns, 0);
 }
 
 #[test]

@@ -513,18 +513,29 @@ impl DirectorWorker {
                 hit = None;
             }
         }
+        // sloppy: a connection seen first mid-stream (moved here by ECMP) is picked up, but
+        // not from a RST (IPVS `sloppy_tcp` neither), which would only open to close
+        let picks_up = tcp && st.sloppy && !opens && flags & TCP_RST == 0;
         let (id, new) = match hit {
             Some(id) => (id, false),
-            None if !opens => return self.drop(DropReason::NotSyn),
+            None if !opens && !picks_up => return self.drop(DropReason::NotSyn),
             None => match self.open(st, facts.family, proto, &client, sport, &vip, dport, now) {
                 Ok(id) => (id, true),
                 Err(r) => return self.drop(r),
             },
         };
+        if new && picks_up {
+            self.counters.sloppy_conns += 1;
+        }
         let c = *self.conns.get(id);
         let promoted = self.conns.promote(id);
         let (state, mut fins) = (c.state, c.fins);
-        let state = if tcp {
+        let state = if tcp && new && picks_up {
+            // stays SYN_RECV (half-open: bounded, evicted first) until a second packet shows
+            // a live connection, so a flood of lone spoofed ACKs cannot fill the table with
+            // ESTABLISHED entries
+            state
+        } else if tcp {
             state.next_tcp(Dir::Forward, flags, &mut fins)
         } else {
             ConnState::Udp

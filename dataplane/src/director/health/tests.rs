@@ -108,6 +108,9 @@ fn director(name: &str, kind: CheckKind, port: Option<u16>, vport: Option<u16>) 
             address: LOCAL,
             port: Some(p),
         }),
+        hash_seed: None,
+        sloppy: false,
+        announce: None,
         servers: vec![server("a", Some(8080)), server("b", None)],
     }
 }
