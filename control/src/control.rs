@@ -1114,16 +1114,19 @@ impl Reports {
         let drops = DropReason::all()
             .map(|d| (d.name().to_string(), totals.drop_count(d)))
             .collect();
+        // one lock for both (a guard in the literal would live to its end)
+        let (directors, sync) = match lock(&self.director).as_ref() {
+            Some(d) => (d.list(), d.sync()),
+            None => (Vec::new(), Vec::new()),
+        };
         StatsReply {
             generation: set.generation,
             rules,
             verdicts: vs,
             ports,
             drops,
-            directors: lock(&self.director)
-                .as_ref()
-                .map(|d| d.list())
-                .unwrap_or_default(),
+            directors,
+            sync,
             workers: NEIGHBOUR_COLUMNS
                 .iter()
                 .map(|c| format!("neighbour_{c}"))

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flowgate_control::protocol::{DirectorStatus, ServerStatus};
+use flowgate_control::sync::SyncMonitor;
 use flowgate_control::DirectorControl;
 use flowgate_dataplane::director::{DirectorSet, SharedDirectors};
 
@@ -14,6 +15,8 @@ use flowgate_dataplane::director::{DirectorSet, SharedDirectors};
 #[derive(Debug)]
 pub struct DirectorHook {
     shared: Arc<SharedDirectors>,
+    /// The connection sync's counters (`None`: sync off).
+    sync: Option<SyncMonitor>,
     /// Servers disabled through the socket, with the weight they had (restored on enable).
     disabled: HashMap<(usize, usize), u32>,
 }
@@ -22,6 +25,7 @@ impl DirectorHook {
     pub fn new(shared: Arc<SharedDirectors>) -> DirectorHook {
         DirectorHook {
             shared,
+            sync: None,
             disabled: HashMap::new(),
         }
     }
@@ -48,7 +52,28 @@ impl DirectorHook {
     }
 }
 
+impl DirectorHook {
+    /// `flowctl stats` shows the connection sync's counters too.
+    pub fn with_sync(mut self, sync: Option<SyncMonitor>) -> DirectorHook {
+        self.sync = sync;
+        self
+    }
+}
+
 impl DirectorControl for DirectorHook {
+    fn sync(&self) -> Vec<(String, u64)> {
+        self.sync
+            .as_ref()
+            .map(|m| {
+                let t = m.totals();
+                t.counters
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), *v))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn list(&self) -> Vec<DirectorStatus> {
         let set = self.shared.set.load();
         let totals = self.shared.totals();

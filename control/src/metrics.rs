@@ -187,6 +187,7 @@ mod tests {
                         ],
                     }],
                     workers: vec![("handed_out".into(), 7)],
+                    sync: Vec::new(),
                 },
                 1,
             );

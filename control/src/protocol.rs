@@ -262,6 +262,9 @@ pub struct StatsReply {
     /// (`handed_out`, `handed_in`).
     #[serde(default)]
     pub workers: Vec<(String, u64)>,
+    /// The connection sync's counters (`docs/sync.md`, "Metrics"); empty when it is off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

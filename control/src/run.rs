@@ -143,11 +143,6 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         shared_directors = shared_directors.with_sync(SyncLanes::new(app.dataplane.workers.len()));
     }
     let directors = Arc::new(shared_directors);
-    let mut control_opts = ControlOptions::from_appliance(&app);
-    control_opts.director = Some(Box::new(DirectorHook::new(Arc::clone(&directors))));
-    let control = flowgate_control::start(Arc::clone(&shared), text, control_opts)
-        .map_err(|e| anyhow!("starting the control thread: {e}"))?;
-    let _health = start_health(&app, &directors)?;
     let sync = match (&app.sync, sync_key) {
         (Some(cfg), Some(key)) => Some(
             flowgate_control::sync::start(
@@ -160,6 +155,13 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let mut control_opts = ControlOptions::from_appliance(&app);
+    control_opts.director = Some(Box::new(
+        DirectorHook::new(Arc::clone(&directors)).with_sync(sync.as_ref().map(|h| h.monitor())),
+    ));
+    let control = flowgate_control::start(Arc::clone(&shared), text, control_opts)
+        .map_err(|e| anyhow!("starting the control thread: {e}"))?;
+    let _health = start_health(&app, &directors)?;
     // several workers and a NAT director: packets go to the worker owning their connection
     let handoff = Handoff::new(
         app.dataplane.workers.len(),

@@ -32,6 +32,10 @@ pub trait DirectorControl: Send {
     fn set_enabled(&mut self, director: &str, server: &str, enabled: bool) -> Result<(), String>;
     /// Set a server's weight (0 drains it).
     fn set_weight(&mut self, director: &str, server: &str, weight: u32) -> Result<(), String>;
+    /// The connection sync's counters (`docs/sync.md`); empty when the sync is off.
+    fn sync(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// What the workers and the control thread share.

@@ -305,6 +305,35 @@ fn connections_through_one_appliance_appear_on_its_peer_and_a_restarted_peer_get
     // on B: 20 connections and the client's template, as backup entries
     wait_metric(&b.ns, "flowgate_director_backup", 21.0);
     wait_metric(&b.ns, "flowgate_sync_entries_applied_total", 21.0);
+    // flowctl shows them too: the director's backup gauge, the sync's counters
+    let flowctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowctl"))
+            .arg("--socket")
+            .arg(dir.0.join("b.sock"))
+            .args(args)
+            .output()
+            .expect("flowctl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let stats = flowctl(&["stats"]);
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("sync: "))
+        .unwrap_or_else(|| panic!("no sync line: {stats}"));
+    assert!(line.contains(" auth_failures=0 "), "{line}");
+    let applied: u64 = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("entries_applied="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(applied >= 21, "{line}");
+    let json: serde_json::Value = serde_json::from_str(&flowctl(&["--json", "director", "list"]))
+        .expect("flowctl --json director list");
+    let backup = json["directors"][0]["counters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|kv| kv[0] == "backup"))
+        .and_then(|kv| kv[1].as_u64());
+    assert_eq!(backup, Some(21), "{json:#}");
     let (sb, _) = fb.stop();
     let sync = &sb["sync"];
     assert_eq!(sync["auth_failures"].as_u64(), Some(0), "{sync:#}");

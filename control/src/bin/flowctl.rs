@@ -415,6 +415,10 @@ fn render_stats(s: &StatsReply) {
     if !workers.is_empty() {
         println!("workers: {}", workers.join(" "));
     }
+    let sync: Vec<String> = s.sync.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    if !sync.is_empty() {
+        println!("sync: {}", sync.join(" "));
+    }
     if !s.directors.is_empty() {
         render_directors(&s.directors);
     }

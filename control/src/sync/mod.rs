@@ -88,6 +88,21 @@ impl SyncTotals {
     }
 }
 
+/// A view of the sync's counters that outlives nothing: for `flowctl stats` (through the
+/// director hook).
+#[derive(Debug, Clone)]
+pub struct SyncMonitor {
+    stats: Arc<SyncStats>,
+    peers: Arc<std::sync::Mutex<HashMap<String, (u64, u64)>>>,
+    directors: Arc<SharedDirectors>,
+}
+
+impl SyncMonitor {
+    pub fn totals(&self) -> SyncTotals {
+        totals(&self.stats, &self.directors, &self.peers)
+    }
+}
+
 /// The running sync thread; stopped and joined when dropped.
 #[derive(Debug)]
 pub struct SyncHandle {
@@ -102,6 +117,15 @@ impl SyncHandle {
     /// The counters so far (the thread's and the workers').
     pub fn totals(&self) -> SyncTotals {
         totals(&self.stats, &self.directors, &self.peers)
+    }
+
+    /// The counters, for another thread.
+    pub fn monitor(&self) -> SyncMonitor {
+        SyncMonitor {
+            stats: Arc::clone(&self.stats),
+            peers: Arc::clone(&self.peers),
+            directors: Arc::clone(&self.directors),
+        }
     }
 
     /// Stop the thread (it sends what the workers exported last) and return the totals.
