@@ -106,6 +106,11 @@ impl<'p> DirectorStage<'p> {
     /// Once per polling round with the sync on: apply what peers sent (bounded), go on with
     /// a full dump of the tables when one is asked for (bounded), and hand it all over.
     fn sync_round(&mut self, lane: &Lane) {
+        let asked = lane.dump.load(std::sync::atomic::Ordering::Relaxed);
+        if lane.inbound.is_empty() && self.export.dumping.is_none() && asked == self.export.dumped {
+            // nothing to apply or dump (most rounds): a few loads
+            return;
+        }
         let Some(set) = self.snapshot() else { return };
         let (mut applied, mut failed) = (0, 0);
         for _ in 0..APPLY_BUDGET {
@@ -122,7 +127,6 @@ impl<'p> DirectorStage<'p> {
             }
         }
         sync::count_applied(lane, applied, failed);
-        let asked = lane.dump.load(std::sync::atomic::Ordering::Relaxed);
         if self.export.dumping.is_none() && asked != self.export.dumped {
             self.export.dumped = asked;
             self.export.dumping = Some((0, 0));
