@@ -288,6 +288,9 @@ fn connections_through_one_appliance_appear_on_its_peer_and_a_restarted_peer_get
     wait_metric(&b.ns, "flowgate_sync_messages_received_total", 1.0);
     // C's messages reach A and are refused
     wait_metric(&a.ns, "flowgate_sync_auth_failures_total", 1.0);
+    // B's hellos keep it fresh on A (one a second)
+    let silent = metric(&a.ns, "flowgate_sync_peer_silent_seconds");
+    assert!(silent.is_some_and(|s| s < 3.0), "{silent:?}");
 
     // 20 connections through A: persistence keeps the client on one server
     let out = cli.run(&["python3", client_py.to_str().expect("utf-8"), "20"]);

@@ -60,9 +60,29 @@ pub struct SyncStats {
 pub struct SyncTotals {
     /// (name, value), cumulative counters.
     pub counters: Vec<(&'static str, u64)>,
-    /// (peer address, messages, entries) received per sender address.
-    pub peers: Vec<(String, u64, u64)>,
+    /// What was received, per sender address.
+    pub peers: Vec<PeerTotals>,
 }
+
+/// What was received from one sender address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerTotals {
+    pub address: String,
+    pub messages: u64,
+    pub entries: u64,
+    /// Milliseconds since its last message (hellos come every [`HELLO_EVERY`]).
+    pub silent_ms: u64,
+}
+
+/// The receive side's record of one sender address.
+#[derive(Debug, Clone, Copy)]
+struct PeerSeen {
+    messages: u64,
+    entries: u64,
+    last: Instant,
+}
+
+type Peers = Arc<std::sync::Mutex<HashMap<String, PeerSeen>>>;
 
 impl SyncTotals {
     pub fn get(&self, name: &str) -> u64 {
@@ -81,7 +101,16 @@ impl SyncTotals {
         let peers: serde_json::Map<String, serde_json::Value> = self
             .peers
             .iter()
-            .map(|(p, m, e)| (p.clone(), serde_json::json!({"messages": m, "entries": e})))
+            .map(|p| {
+                (
+                    p.address.clone(),
+                    serde_json::json!({
+                        "messages": p.messages,
+                        "entries": p.entries,
+                        "silent_ms": p.silent_ms,
+                    }),
+                )
+            })
             .collect();
         o.insert("peers".into(), peers.into());
         serde_json::Value::Object(o)
@@ -93,7 +122,7 @@ impl SyncTotals {
 #[derive(Debug, Clone)]
 pub struct SyncMonitor {
     stats: Arc<SyncStats>,
-    peers: Arc<std::sync::Mutex<HashMap<String, (u64, u64)>>>,
+    peers: Peers,
     directors: Arc<SharedDirectors>,
 }
 
@@ -109,7 +138,7 @@ pub struct SyncHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<SyncStats>,
-    peers: Arc<std::sync::Mutex<HashMap<String, (u64, u64)>>>,
+    peers: Peers,
     directors: Arc<SharedDirectors>,
 }
 
@@ -150,7 +179,7 @@ impl Drop for SyncHandle {
 fn totals(
     s: &SyncStats,
     directors: &SharedDirectors,
-    peers: &std::sync::Mutex<HashMap<String, (u64, u64)>>,
+    peers: &std::sync::Mutex<HashMap<String, PeerSeen>>,
 ) -> SyncTotals {
     let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut lanes = [0u64; 5];
@@ -187,9 +216,18 @@ fn totals(
         ("apply_failed", lanes[3]),
         ("dumps", lanes[4]),
     ];
-    let mut peers: Vec<(String, u64, u64)> = peers
+    let mut peers: Vec<PeerTotals> = peers
         .lock()
-        .map(|p| p.iter().map(|(k, (m, e))| (k.clone(), *m, *e)).collect())
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| PeerTotals {
+                    address: k.clone(),
+                    messages: v.messages,
+                    entries: v.entries,
+                    silent_ms: v.last.elapsed().as_millis() as u64,
+                })
+                .collect()
+        })
         .unwrap_or_default();
     peers.sort();
     SyncTotals { counters, peers }
@@ -200,10 +238,11 @@ pub fn publish(t: &SyncTotals) {
     for (name, v) in &t.counters {
         metrics::counter!(format!("flowgate_sync_{name}_total")).absolute(*v);
     }
-    for (peer, m, e) in &t.peers {
-        let l = [("peer", peer.clone())];
-        metrics::counter!("flowgate_sync_peer_messages_received_total", &l).absolute(*m);
-        metrics::counter!("flowgate_sync_peer_entries_received_total", &l).absolute(*e);
+    for p in &t.peers {
+        let l = [("peer", p.address.clone())];
+        metrics::counter!("flowgate_sync_peer_messages_received_total", &l).absolute(p.messages);
+        metrics::counter!("flowgate_sync_peer_entries_received_total", &l).absolute(p.entries);
+        metrics::gauge!("flowgate_sync_peer_silent_seconds", &l).set(p.silent_ms as f64 / 1000.0);
     }
 }
 
@@ -317,7 +356,7 @@ struct Thread {
     /// Per sender: the boot id a full dump was made for.
     answered: HashMap<u32, u64>,
     stats: Arc<SyncStats>,
-    peers: Arc<std::sync::Mutex<HashMap<String, (u64, u64)>>>,
+    peers: Peers,
     stop: Arc<AtomicBool>,
     encoder: Encoder,
 }
@@ -498,9 +537,14 @@ impl Thread {
         bump(&self.stats.messages_received, 1);
         bump(&self.stats.entries_received, entries.len() as u64);
         if let Ok(mut p) = self.peers.lock() {
-            let c = p.entry(from.to_string()).or_insert((0, 0));
-            c.0 += 1;
-            c.1 += entries.len() as u64;
+            let c = p.entry(from.to_string()).or_insert(PeerSeen {
+                messages: 0,
+                entries: 0,
+                last: Instant::now(),
+            });
+            c.messages += 1;
+            c.entries += entries.len() as u64;
+            c.last = Instant::now();
         }
         match h.kind {
             Kind::Hello => self.answer_hello(h.sender, h.boot, from),
@@ -795,7 +839,10 @@ servers = [
         let tb = b.stop();
         assert_eq!(tb.get("entries_received"), 25);
         assert_eq!(
-            tb.peers.iter().find(|p| p.0 == la.to_string()).map(|p| p.2),
+            tb.peers
+                .iter()
+                .find(|p| p.address == la.to_string())
+                .map(|p| p.entries),
             Some(25)
         );
         drop(a);
