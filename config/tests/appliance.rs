@@ -1075,6 +1075,12 @@ fn sync_errors_name_their_keys() {
         "sync.port",
         l + 3,
     );
+    // a wildcard listen address would not tell the appliances apart
+    one(
+        &format!("{head}listen = \"0.0.0.0:8848\"\n{ok_peer}{key}"),
+        "sync.listen",
+        l,
+    );
     // nobody to talk to
     one(
         &format!("{head}listen = \"10.50.0.1:8848\"\n{key}"),

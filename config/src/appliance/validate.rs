@@ -260,6 +260,13 @@ fn sync(cx: &mut Cx<'_>, raw: super::raw::RawSync, base: &Path) -> SyncConfig {
     let fallback = SocketAddr::from(([0, 0, 0, 0], 8848));
     if listen.is_some_and(|l| l.port() == 0) {
         cx.err(&path.key("listen"), "expected a port other than 0");
+    } else if listen.is_some_and(|l| l.ip().is_unspecified() || l.ip().is_multicast()) {
+        // the address names the sender: two appliances on 0.0.0.0 would take each other's
+        // messages for their own
+        cx.err(
+            &path.key("listen"),
+            "expected this appliance's own unicast address (it names the sender), not a wildcard",
+        );
     }
     let mut peers = Vec::new();
     for (i, p) in raw.peers.iter().enumerate() {
