@@ -178,6 +178,26 @@ for k, (name, m) in enumerate(marks):
 print(json.dumps(report), flush=True)
 "#;
 
+/// Who answers ARP for an address: sends one ARP request (who-has `argv[2]`, tell `argv[3]`)
+/// out of interface `argv[1]` and prints the sender MAC of every reply seen in 0.5 s.
+const ARP_WHO_HAS: &str = r#"
+import socket, struct, sys, time
+ifc, target, src = sys.argv[1], socket.inet_aton(sys.argv[2]), socket.inet_aton(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind((ifc, 0)); mac = s.getsockname()[4]
+s.send(b'\xff' * 6 + mac + b'\x08\x06' + struct.pack('!HHBBH', 1, 0x0800, 6, 4, 1)
+       + mac + src + b'\0' * 6 + target)
+s.settimeout(0.1); end, seen = time.monotonic() + 0.5, set()
+while time.monotonic() < end:
+    try:
+        f = s.recv(128)
+    except socket.timeout:
+        continue
+    if len(f) >= 42 and f[12:14] == b'\x08\x06' and f[20:22] == b'\0\x02' and f[28:32] == target:
+        seen.add(f[22:28].hex(':'))
+print(' '.join(sorted(seen)))
+"#;
+
 /// Connections per generation.
 const CONNECTIONS: usize = 50;
 
@@ -312,6 +332,7 @@ vrrp_instance web {{
 /// The lab's namespaces: the client, a switch (two bridges), the two appliances and the
 /// servers (both addresses in one namespace).
 struct Lab {
+    dir: std::path::PathBuf,
     cli: Netns,
     _sw: Netns,
     a: Netns,
@@ -320,7 +341,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
+    fn new(dir: &Path) -> Lab {
         let cli = Netns::new("vcli");
         let sw = Netns::new("vsw");
         let a = Netns::new("va");
@@ -356,6 +377,7 @@ impl Lab {
             ns.must(&["ethtool", "-K", ifc, "tx", "off"]);
         }
         Lab {
+            dir: dir.to_path_buf(),
             cli,
             _sw: sw,
             a,
@@ -382,6 +404,37 @@ impl Lab {
             (false, true) => Some(Appliance::B),
             _ => None,
         }
+    }
+
+    /// The MACs that answer an ARP request for `target` from `ns` (interface `ifc`, own
+    /// address `src`).
+    fn arp_answers(&self, ns: &Netns, ifc: &str, target: &str, src: &str) -> String {
+        let script = self.dir.join("arp_who_has.py");
+        std::fs::write(&script, ARP_WHO_HAS).expect("write the ARP script");
+        let out = ns.must(&[
+            "python3",
+            script.to_str().expect("utf-8 path"),
+            ifc,
+            target,
+            src,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Only `which`'s kernel answers ARP for the VIP (clients' side) and for the gateway
+    /// (servers' side), with its TAPs' MACs: the other box's kernel, without the addresses,
+    /// stays silent.
+    fn assert_arp_owner(&self, which: Appliance) {
+        let tap_mac = |ifc: &str| {
+            let out = self
+                .ns(which)
+                .must(&["cat", &format!("/sys/class/net/{ifc}/address")]);
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let vip = self.arp_answers(&self.cli, "cli0", "192.168.0.2", "192.168.0.100");
+        assert_eq!(vip, tap_mac("eth0"), "ARP for the VIP, {which:?} master");
+        let gw = self.arp_answers(&self.srv, "srv0", "10.0.0.1", "10.0.0.11");
+        assert_eq!(gw, tap_mac("eth1"), "ARP for the gateway, {which:?} master");
     }
 
     /// The MAC the client's kernel has for the VIP, and appliance `which`'s eth0 MAC.
@@ -561,9 +614,9 @@ struct Run {
 /// opened through B; A's flowgate restarted, keepalived preempts ("back", marked when the VIP
 /// is on A again).
 fn failover(sync: bool) -> Run {
-    let lab = Lab::new();
     let tmp = common::TempDir::new("vrrp");
     let dir = tmp.0.as_path();
+    let lab = Lab::new(dir);
     std::fs::write(dir.join("sync.key"), "flowgate lab_vrrp shared secret\n").expect("key");
     let server_py = dir.join("server.py");
     let client_py = dir.join("client.py");
@@ -578,6 +631,7 @@ fn failover(sync: bool) -> Run {
     let _ka_a = start_keepalived(&lab, dir, Appliance::A);
     let _ka_b = start_keepalived(&lab, dir, Appliance::B);
     lab.await_master(Appliance::A, Duration::from_secs(15), dir);
+    lab.assert_arp_owner(Appliance::A);
     // the health checks mark the servers up
     std::thread::sleep(Duration::from_secs(1));
 
@@ -590,6 +644,7 @@ fn failover(sync: bool) -> Run {
     client.say("mark kill");
     let _ = fg_a.kill();
     lab.await_master(Appliance::B, Duration::from_secs(5), dir);
+    lab.assert_arp_owner(Appliance::B);
     std::thread::sleep(Duration::from_secs(5));
 
     lab.await_vip_at(Appliance::B);
@@ -600,6 +655,7 @@ fn failover(sync: bool) -> Run {
     let fg_a = start_flowgate(&lab, dir, Appliance::A, sync);
     lab.await_master(Appliance::A, Duration::from_secs(15), dir);
     client.say("mark back");
+    lab.assert_arp_owner(Appliance::A);
     std::thread::sleep(Duration::from_secs(5));
     lab.await_vip_at(Appliance::A);
     let report = client.report();
