@@ -861,3 +861,123 @@ fn mbufs_bounds_the_packet_pool() {
     assert!(d.message.contains("out of range"), "{}", d.message);
     one(&with("99999999999"), "dataplane.mbufs", 5);
 }
+
+#[test]
+fn sync_section_loads_with_defaults() {
+    let a = parse_with_cpus(
+        FILE,
+        &format!(
+            "{BASE}[sync]\nlisten = \"10.50.0.1:8848\"\npeers = [\"10.50.0.2:8848\"]\nkey_file = \"sync.key\"\n"
+        ),
+        4,
+    )
+    .expect("valid");
+    let s = a.sync.expect("sync on");
+    assert_eq!(s.listen, "10.50.0.1:8848".parse().expect("addr"));
+    assert_eq!(s.peers, vec!["10.50.0.2:8848".parse().expect("addr")]);
+    assert_eq!(s.group, None);
+    assert_eq!(s.mtu, appliance::DEFAULT_SYNC_MTU);
+    assert_eq!(s.interval, Duration::from_millis(50));
+    // the key file is resolved against the config's directory
+    assert_eq!(
+        s.key,
+        appliance::SyncKey::File(PathBuf::from("conf/sync.key"))
+    );
+    // the secret is never printed
+    let inline = parse_with_cpus(
+        FILE,
+        &format!(
+            "{BASE}[sync]\nlisten = \"10.50.0.1:8848\"\npeers = [\"10.50.0.2:8848\"]\nkey = \"0123456789abcdef-secret\"\nmtu = 1400\ninterval_ms = 20\n"
+        ),
+        4,
+    )
+    .expect("valid")
+    .sync
+    .expect("sync on");
+    assert_eq!(
+        inline.key.read().expect("inline key"),
+        b"0123456789abcdef-secret"
+    );
+    assert!(!format!("{inline:?}").contains("secret"));
+    assert_eq!(
+        (inline.mtu, inline.interval),
+        (1400, Duration::from_millis(20))
+    );
+    assert!(parse_with_cpus(FILE, BASE, 4)
+        .expect("valid")
+        .sync
+        .is_none());
+}
+
+#[test]
+fn sync_errors_name_their_keys() {
+    let head = format!("{BASE}[sync]\n");
+    // line of the first [sync] key
+    let l = BASE.lines().count() + 2;
+    let key = "key = \"0123456789abcdef\"\n";
+    let ok_peer = "peers = [\"10.50.0.2:8848\"]\n";
+    let d = one(
+        &format!("{head}listen = \"10.50.0.1\"\n{ok_peer}{key}"),
+        "sync.listen",
+        l,
+    );
+    assert!(d.message.contains("ADDRESS:PORT"), "{}", d.message);
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\npeers = [\"10.50.0.2:8848\", \"[fd00::2]:8848\"]\n{key}"),
+        "sync.peers[1]",
+        l + 1,
+    );
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\npeers = [\"10.50.0.1:8848\"]\n{key}"),
+        "sync.peers[0]",
+        l + 1,
+    );
+    let d = one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\n{ok_peer}key = \"short\"\n"),
+        "sync.key",
+        l + 2,
+    );
+    assert!(d.message.contains("at least 16"), "{}", d.message);
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\n{ok_peer}"),
+        "sync.listen",
+        l,
+    );
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\n{ok_peer}{key}key_file = \"k\"\n"),
+        "sync.key",
+        l + 2,
+    );
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\n{ok_peer}{key}mtu = 100\n"),
+        "sync.mtu",
+        l + 3,
+    );
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\n{ok_peer}{key}interval_ms = 0\n"),
+        "sync.interval_ms",
+        l + 3,
+    );
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\n{ok_peer}{key}group = \"239.0.0.81:8848\"\n"),
+        "sync.group",
+        l + 3,
+    );
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\n{ok_peer}{key}group = \"10.0.0.1:8848\"\ninterface = \"eth9\"\n"),
+        "sync.group",
+        l + 3,
+    );
+    // unknown keys are refused, with their path
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\n{ok_peer}{key}port = 1\n"),
+        "sync.port",
+        l + 3,
+    );
+    // nobody to talk to
+    one(
+        &format!("{head}listen = \"10.50.0.1:8848\"\n{key}"),
+        "sync.listen",
+        l,
+    );
+}

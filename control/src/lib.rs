@@ -12,6 +12,7 @@
 //! - [`cli`]: the command lines of `flowgate` and `flowctl`, their man pages and completions.
 //! - [`logging`]: the one-line log format, DPDK's log routed through it.
 //! - [`notify`]: systemd readiness notification (`sd_notify` protocol).
+//! - [`sync`]: the connection sync between appliances (the sync thread, the wire format).
 #![deny(unsafe_code)]
 
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod persist;
 pub mod protocol;
 pub mod server;
 pub mod state;
+pub mod sync;
 pub mod trace;
 
 pub use control::{initial_rules, start, ControlHandle, ControlOptions, Controller, StartError};

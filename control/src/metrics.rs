@@ -20,7 +20,7 @@ pub const SWAP_SECONDS: &str = "flowgate_swap_seconds";
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Director counters that are gauges (the rest only grow).
-const DIRECTOR_GAUGES: [&str; 2] = ["half_open", "defense_active"];
+const DIRECTOR_GAUGES: [&str; 3] = ["half_open", "defense_active", "backup"];
 
 /// Installs the global recorder and the `/metrics` HTTP listener on `addr`.
 pub fn install(addr: SocketAddr) -> Result<(), String> {

@@ -365,8 +365,9 @@ pub struct DirectorStatus {
     pub servers: Vec<ServerStatus>,
     /// The director's own counters, summed over workers: connections, packets, drops by
     /// reason (`drop_conntrack_full` ...), the SYN-flood defense's `half_open_evicted` and
-    /// `defense_entered`, then the gauges `half_open` and `defense_active` (workers in
-    /// defense now). See `docs/director.md`.
+    /// `defense_entered`, then the gauges `half_open`, `defense_active` (workers in
+    /// defense now) and `backup` (entries applied from a peer's sync, unused since). See
+    /// `docs/director.md` and `docs/sync.md`.
     #[serde(default)]
     pub counters: Vec<(String, u64)>,
 }

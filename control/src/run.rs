@@ -24,6 +24,7 @@ use flowgate_dataplane::counters::{
     PORT_COLUMNS,
 };
 use flowgate_dataplane::director::health::{self, HealthChecker, HealthOptions};
+use flowgate_dataplane::director::sync::SyncLanes;
 use flowgate_dataplane::director::{DirectorCounters, DirectorSet, SharedDirectors, WorkerOptions};
 use flowgate_dataplane::dpdk::PortStats;
 use flowgate_dataplane::handoff::Handoff;
@@ -124,15 +125,41 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::new(app.clone(), rules, Some(nic_stats)));
     let published = &shared.rules;
     let counters = &shared.workers;
-    let directors = Arc::new(SharedDirectors::new(
+    let sync_key = match &app.sync {
+        Some(s) => match s.key.read() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                log::error!(target: "flowgate", "{}: refused: [sync]: {e}", opts.config.display());
+                std::process::exit(1);
+            }
+        },
+        None => None,
+    };
+    let mut shared_directors = SharedDirectors::new(
         DirectorSet::build(&app.directors).map_err(|e| anyhow!("directors: {e}"))?,
         app.dataplane.workers.len(),
-    ));
+    );
+    if app.sync.is_some() {
+        shared_directors = shared_directors.with_sync(SyncLanes::new(app.dataplane.workers.len()));
+    }
+    let directors = Arc::new(shared_directors);
     let mut control_opts = ControlOptions::from_appliance(&app);
     control_opts.director = Some(Box::new(DirectorHook::new(Arc::clone(&directors))));
     let control = flowgate_control::start(Arc::clone(&shared), text, control_opts)
         .map_err(|e| anyhow!("starting the control thread: {e}"))?;
     let _health = start_health(&app, &directors)?;
+    let sync = match (&app.sync, sync_key) {
+        (Some(cfg), Some(key)) => Some(
+            flowgate_control::sync::start(
+                cfg,
+                key,
+                Arc::clone(&directors),
+                app.dataplane.workers.len(),
+            )
+            .with_context(|| format!("[sync]: binding {}", cfg.listen))?,
+        ),
+        _ => None,
+    };
     // several workers and a NAT director: packets go to the worker owning their connection
     let handoff = Handoff::new(
         app.dataplane.workers.len(),
@@ -249,6 +276,11 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         Ok(())
     });
     let elapsed = started.elapsed();
+    // the workers are joined: what they exported last goes out, then the thread stops
+    let sync_totals = sync.map(|h| h.stop());
+    if let Some(t) = &sync_totals {
+        log::info!(target: "counters", "sync: {}", sync_line(t));
+    }
     // the control side's view covers every generation ever published (rule swaps)
     let all = stats_of(&control);
     let all_generations = match &all {
@@ -268,6 +300,9 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
         let mut json = stats_json(&app, &rules, counters, &nic, elapsed);
         json["all_generations"] = all_generations;
         json["directors"] = directors_json(&directors);
+        if let Some(t) = &sync_totals {
+            json["sync"] = t.json();
+        }
         std::fs::write(path, format!("{json:#}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
     }
@@ -327,6 +362,15 @@ impl Drop for RuntimeDir {
             );
         }
     }
+}
+
+/// The sync's counters on one line (exit log).
+fn sync_line(t: &flowgate_control::sync::SyncTotals) -> String {
+    t.counters
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The counters as a person reads them (SIGUSR1 and exit). With `all` (the control side's

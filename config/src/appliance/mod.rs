@@ -49,6 +49,8 @@ pub struct Appliance {
     pub tables: Vec<RoutingTable>,
     /// The directors in file order.
     pub directors: Vec<Director>,
+    /// `[sync]`: connection sync with peer appliances (`None`: off).
+    pub sync: Option<SyncConfig>,
 }
 
 impl Appliance {
@@ -192,6 +194,86 @@ pub struct Control {
     pub socket: PathBuf,
     /// The Prometheus `/metrics` listener; `None` disables it.
     pub metrics: Option<SocketAddr>,
+}
+
+/// `[sync]`: the connection sync with peer appliances (`docs/sync.md`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// The UDP address this appliance's sync socket binds (its own sync address).
+    pub listen: SocketAddr,
+    /// Unicast peers, each sent every message.
+    pub peers: Vec<SocketAddr>,
+    /// A multicast group messages are also sent to, and received on.
+    pub group: Option<SocketAddr>,
+    /// The interface the group is joined on (required with `group`).
+    pub interface: Option<String>,
+    /// Where the shared HMAC key comes from.
+    pub key: SyncKey,
+    /// Largest UDP payload of a sync message, bytes.
+    pub mtu: u16,
+    /// How often the exported entries are sent (and hellos repeated).
+    pub interval: Duration,
+}
+
+impl std::fmt::Debug for SyncConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncConfig")
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("group", &self.group)
+            .field("interface", &self.interface)
+            .field("key", &self.key)
+            .field("mtu", &self.mtu)
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+/// The sync's shared secret: inline, or the contents of a file (read when the daemon starts;
+/// surrounding whitespace is not part of the key).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SyncKey {
+    Inline(Vec<u8>),
+    /// Resolved against the config file's directory.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for SyncKey {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncKey::Inline(k) => write!(f, "Inline({} bytes)", k.len()),
+            SyncKey::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+/// Shortest sync key accepted, bytes.
+pub const MIN_SYNC_KEY: usize = 16;
+/// `[sync] mtu` when not given: an Ethernet frame's UDP payload over IPv4.
+pub const DEFAULT_SYNC_MTU: u16 = 1472;
+/// `[sync] interval_ms` when not given.
+pub const DEFAULT_SYNC_INTERVAL_MS: u32 = 50;
+
+impl SyncKey {
+    /// The key bytes: inline, or read from the file (trimmed). At least [`MIN_SYNC_KEY`].
+    pub fn read(&self) -> Result<Vec<u8>, String> {
+        let key = match self {
+            SyncKey::Inline(k) => k.clone(),
+            SyncKey::File(p) => {
+                let bytes =
+                    std::fs::read(p).map_err(|e| format!("sync key file {}: {e}", p.display()))?;
+                bytes.trim_ascii().to_vec()
+            }
+        };
+        if key.len() < MIN_SYNC_KEY {
+            return Err(format!(
+                "the sync key is {} bytes long: at least {MIN_SYNC_KEY} needed",
+                key.len()
+            ));
+        }
+        Ok(key)
+    }
 }
 
 /// A `[[port]]`: one DPDK ethdev, mirrored to the kernel by a TAP of the same name.

@@ -28,6 +28,29 @@ pub(crate) struct RawAppliance {
     pub table: Vec<RawTable>,
     #[serde(default)]
     pub director: Vec<RawDirector>,
+    #[serde(default)]
+    pub sync: Option<RawSync>,
+}
+
+/// `[sync]`: connection sync between appliances.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSync {
+    pub listen: String,
+    #[serde(default)]
+    pub peers: Vec<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub interval_ms: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -227,6 +227,7 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
         let first = *director_names.entry(d.name.as_str()).or_insert(i);
         directors.push(director(cx, i, d, (first < i).then_some(first)));
     }
+    let sync = raw.sync.map(|s| sync(cx, s, base));
     Appliance {
         flows,
         dataplane,
@@ -236,8 +237,155 @@ fn build(cx: &mut Cx<'_>, raw: RawAppliance, file: &Path, cpus: usize) -> Applia
         main,
         tables,
         directors,
+        sync,
     }
 }
+
+/// `[sync]`: addresses of one family, one key, sizes in range.
+fn sync(cx: &mut Cx<'_>, raw: super::raw::RawSync, base: &Path) -> SyncConfig {
+    let path = KeyPath::root().key("sync");
+    let addr = |cx: &mut Cx<'_>, p: &KeyPath, s: &str| match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.err(
+                p,
+                format!(
+                    "`{s}` is not a socket address: expected ADDRESS:PORT, like \"10.50.0.1:8848\""
+                ),
+            );
+            None
+        }
+    };
+    let listen = addr(cx, &path.key("listen"), &raw.listen);
+    let fallback = SocketAddr::from(([0, 0, 0, 0], 8848));
+    if listen.is_some_and(|l| l.port() == 0) {
+        cx.err(&path.key("listen"), "expected a port other than 0");
+    }
+    let mut peers = Vec::new();
+    for (i, p) in raw.peers.iter().enumerate() {
+        let at = path.key("peers").index(i);
+        let Some(a) = addr(cx, &at, p) else { continue };
+        if listen.is_some_and(|l| l.is_ipv4() != a.is_ipv4()) {
+            cx.err(&at, format!("peer {a} is not of the family of `listen`"));
+        } else if a.ip().is_unspecified() || a.port() == 0 || a.ip().is_multicast() {
+            cx.err(&at, format!("peer {a}: expected a unicast ADDRESS:PORT"));
+        } else if Some(a) == listen {
+            cx.err(&at, format!("peer {a} is this appliance's own `listen`"));
+        } else if peers.contains(&a) {
+            cx.err(&at, format!("peer {a} is listed twice"));
+        } else {
+            peers.push(a);
+        }
+    }
+    let group = raw.group.as_deref().and_then(|g| {
+        let a = addr(cx, &path.key("group"), g)?;
+        if !a.ip().is_multicast() || a.port() == 0 {
+            cx.err(
+                &path.key("group"),
+                format!("{a} is not a multicast ADDRESS:PORT"),
+            );
+            return None;
+        }
+        if listen.is_some_and(|l| l.is_ipv4() != a.is_ipv4()) {
+            cx.err(
+                &path.key("group"),
+                format!("group {a} is not of the family of `listen`"),
+            );
+            return None;
+        }
+        Some(a)
+    });
+    if group.is_some() && raw.interface.is_none() {
+        cx.err(
+            &path.key("group"),
+            "a multicast group needs `interface` (where to join it)",
+        );
+    }
+    if let Some(i) = &raw.interface {
+        if i.is_empty() || i.len() > MAX_PORT_NAME || i.contains(['/', ' ']) {
+            cx.err(
+                &path.key("interface"),
+                format!("`{i}` is not an interface name"),
+            );
+        }
+    }
+    if peers.is_empty() && group.is_none() && raw.peers.is_empty() {
+        cx.err(
+            &path.key("listen"),
+            "expected `peers` or `group`: nobody to sync with",
+        );
+    }
+    let key = match (raw.key, raw.key_file) {
+        (Some(k), None) => {
+            if k.len() < MIN_SYNC_KEY {
+                cx.err(
+                    &path.key("key"),
+                    format!(
+                        "the key is {} bytes long: at least {MIN_SYNC_KEY} needed",
+                        k.len()
+                    ),
+                );
+            }
+            SyncKey::Inline(k.into_bytes())
+        }
+        (None, Some(f)) => {
+            if f.trim().is_empty() {
+                cx.err(&path.key("key_file"), "expected the path of the key file");
+            }
+            SyncKey::File(base.join(f))
+        }
+        (Some(_), Some(_)) => {
+            cx.err(&path.key("key"), "give `key` or `key_file`, not both");
+            SyncKey::Inline(Vec::new())
+        }
+        (None, None) => {
+            cx.err(
+                &path.key("listen"),
+                "expected `key` or `key_file`: the shared secret",
+            );
+            SyncKey::Inline(Vec::new())
+        }
+    };
+    let mtu = match raw.mtu.map(u16::try_from) {
+        None => DEFAULT_SYNC_MTU,
+        Some(Ok(m)) if (MIN_SYNC_MTU..=MAX_SYNC_MTU).contains(&m) => m,
+        Some(_) => {
+            cx.err(
+                &path.key("mtu"),
+                format!(
+                    "mtu {} is out of range: expected {MIN_SYNC_MTU}..={MAX_SYNC_MTU}",
+                    raw.mtu.unwrap_or(0)
+                ),
+            );
+            DEFAULT_SYNC_MTU
+        }
+    };
+    let interval_ms = match raw.interval_ms {
+        None => DEFAULT_SYNC_INTERVAL_MS,
+        Some(i) if (1..=10_000).contains(&i) => i,
+        Some(i) => {
+            cx.err(
+                &path.key("interval_ms"),
+                format!("interval_ms {i} is out of range: expected 1..=10000"),
+            );
+            DEFAULT_SYNC_INTERVAL_MS
+        }
+    };
+    SyncConfig {
+        listen: listen.unwrap_or(fallback),
+        peers,
+        group,
+        interface: raw.interface,
+        key,
+        mtu,
+        interval: Duration::from_millis(u64::from(interval_ms)),
+    }
+}
+
+/// Smallest `[sync] mtu`: a message header, one entry and its HMAC fit.
+const MIN_SYNC_MTU: u16 = 256;
+/// Largest `[sync] mtu`: the largest UDP payload over IPv4.
+const MAX_SYNC_MTU: u16 = 65507;
 
 fn dataplane(cx: &mut Cx<'_>, raw: super::raw::RawDataplane, cpus: usize) -> Dataplane {
     let path = KeyPath::root().key("dataplane");

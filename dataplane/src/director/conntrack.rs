@@ -65,7 +65,8 @@ impl ConnTimeouts {
         }
     }
 
-    fn of(&self, s: ConnState) -> u64 {
+    /// The idle timeout of state `s` (0 for templates: they carry their own).
+    pub fn of(&self, s: ConnState) -> u64 {
         match s {
             ConnState::SynRecv => self.syn_recv,
             ConnState::Established => self.established,
@@ -168,6 +169,13 @@ pub struct Conn {
     pub nat: bool,
     /// When it expires (ms, the caller's clock).
     pub expires: u64,
+    /// Applied from a peer's sync (`docs/sync.md`) and not used by a packet since: not
+    /// counted as active or inactive for the least-connection schedulers (IPVS's
+    /// `IP_VS_CONN_F_INACTIVE` backup connections).
+    pub backup: bool,
+    /// When it was last exported to the sync (the caller's clock in units of 1024 ms), for
+    /// the periodic refresh of long-lived connections.
+    pub synced: u32,
 }
 
 impl Conn {
@@ -291,6 +299,8 @@ pub struct ConnTable {
     evict_cursor: usize,
     /// In defense (shorter half-open timeouts).
     defense: bool,
+    /// Live backup entries ([`Conn::backup`]).
+    backups: usize,
     stats: TableStats,
 }
 
@@ -316,6 +326,8 @@ const BLANK: Conn = Conn {
     fins: 0,
     nat: false,
     expires: 0,
+    backup: false,
+    synced: 0,
 };
 
 impl ConnTable {
@@ -336,6 +348,7 @@ impl ConnTable {
             half_open: 0,
             evict_cursor: 0,
             defense: false,
+            backups: 0,
             stats: TableStats::default(),
         }
     }
@@ -531,7 +544,11 @@ impl ConnTable {
         if conn.nat {
             self.place(conn.reply_hash(self.seed), e, Dir::Reply);
         }
-        self.count(conn.server, conn.state, 1);
+        if !conn.backup {
+            self.count(conn.server, conn.state, 1);
+        } else {
+            self.backups += 1;
+        }
         if half_open {
             self.half_open += 1;
             self.update_defense();
@@ -566,8 +583,10 @@ impl ConnTable {
     pub fn touch(&mut self, id: ConnId, state: ConnState, fins: u8, now: u64, t: &ConnTimeouts) {
         let c = self.entries[id as usize];
         if c.state != state {
-            self.count(c.server, c.state, -1);
-            self.count(c.server, state, 1);
+            if !c.backup {
+                self.count(c.server, c.state, -1);
+                self.count(c.server, state, 1);
+            }
             self.half_open_change(c.state, state);
         }
         let timeout = if state == ConnState::SynRecv {
@@ -587,6 +606,56 @@ impl ConnTable {
             (false, true) => self.half_open += 1,
             _ => {}
         }
+    }
+
+    /// Live backup entries (applied from a peer's sync, unused since).
+    pub fn backups(&self) -> usize {
+        self.backups
+    }
+
+    /// A backup entry used by a packet: a normal one from now on (counted for the
+    /// schedulers). Returns whether it was a backup entry.
+    pub fn promote(&mut self, id: ConnId) -> bool {
+        let c = self.entries[id as usize];
+        if !c.backup || !self.live[id as usize] {
+            return false;
+        }
+        self.entries[id as usize].backup = false;
+        self.backups -= 1;
+        self.count(c.server, c.state, 1);
+        true
+    }
+
+    /// A synced update of entry `id` (same server): its state, FIN bits and expiry, as the
+    /// peer has them. Its backup flag stays.
+    pub fn sync_update(&mut self, id: ConnId, state: ConnState, fins: u8, expires: u64) {
+        let c = self.entries[id as usize];
+        if c.state != state {
+            if !c.backup {
+                self.count(c.server, c.state, -1);
+                self.count(c.server, state, 1);
+            }
+            self.half_open_change(c.state, state);
+        }
+        let e = &mut self.entries[id as usize];
+        e.state = state;
+        e.fins = fins;
+        e.expires = expires;
+    }
+
+    /// Stamp entry `id` as exported to the sync at `stamp` ([`Conn::synced`]).
+    pub fn set_synced(&mut self, id: ConnId, stamp: u32) {
+        self.entries[id as usize].synced = stamp;
+    }
+
+    /// Entry `i` of the slab when it is live (a connection or a template): the sync's full
+    /// dump walks `0..capacity()`.
+    pub fn live_entry(&self, i: usize) -> Option<&Conn> {
+        self.live
+            .get(i)
+            .copied()
+            .unwrap_or(false)
+            .then(|| &self.entries[i])
     }
 
     /// Set an entry's expiry directly (templates).
@@ -615,7 +684,11 @@ impl ConnTable {
         if c.nat {
             self.unplace(c.reply_hash(self.seed), id, Dir::Reply);
         }
-        self.count(c.server, c.state, -1);
+        if c.backup {
+            self.backups -= 1;
+        } else {
+            self.count(c.server, c.state, -1);
+        }
         if c.state.is_half_open() {
             self.half_open -= 1;
         }
@@ -702,6 +775,8 @@ mod tests {
             fins: 0,
             nat: true,
             expires: 1000,
+            backup: false,
+            synced: 0,
         }
     }
 

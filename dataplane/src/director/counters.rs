@@ -97,6 +97,8 @@ pub struct DirectorCounters {
     pub half_open: u64,
     /// Gauge: tables in defense now (0 or 1 per worker), filled in the same way.
     pub defense_active: u64,
+    /// Gauge: backup entries now (applied from a peer's sync, unused since).
+    pub backup: u64,
     /// Drops by [`DropReason::index`].
     pub drops: [u64; DropReason::ALL.len()],
     /// By server index.
@@ -141,6 +143,7 @@ impl DirectorCounters {
         );
         v.push(("half_open".into(), self.half_open, true));
         v.push(("defense_active".into(), self.defense_active, true));
+        v.push(("backup".into(), self.backup, true));
         v
     }
 
@@ -159,6 +162,7 @@ impl DirectorCounters {
         self.defense_entered += o.defense_entered;
         self.half_open += o.half_open;
         self.defense_active += o.defense_active;
+        self.backup += o.backup;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

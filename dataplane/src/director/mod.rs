@@ -13,6 +13,7 @@
 //! - [`counters`]: per-worker, per-director and per-server counters.
 //! - [`worker`]: [`DirectorWorker`], what a worker owns per director and calls per packet.
 //! - [`steer`]: which worker owns a connection (client-endpoint RSS), so NAT replies find it.
+//! - [`sync`]: the workers' side of the connection sync between appliances (export, apply).
 //!
 //! Each worker owns its tables outright (no locks). NAT replies reach the worker that owns
 //! their connection because ownership follows the client endpoint ([`steer`]);
@@ -29,6 +30,7 @@ pub mod schedule;
 pub mod shared;
 pub mod state;
 pub mod steer;
+pub mod sync;
 pub mod worker;
 
 pub use counters::{DirectorCounters, DropReason, ServerCounters};
@@ -38,5 +40,7 @@ pub use worker::{DirectorWorker, Prefetch, Verdict, WorkerOptions};
 
 #[cfg(test)]
 mod burst_tests;
+#[cfg(test)]
+mod sync_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 
 use super::counters::DirectorCounters;
 use super::state::DirectorSet;
+use super::sync::SyncLanes;
 
 /// How often a worker copies its director counters out (off the packet path).
 pub const STATS_EVERY_MS: u64 = 100;
@@ -25,6 +26,8 @@ pub struct SharedDirectors {
     /// By worker: a copy of its counters, one entry per director, refreshed every
     /// [`STATS_EVERY_MS`] (a `try_lock` by the worker: it never waits for the reader).
     pub stats: Vec<Mutex<Vec<DirectorCounters>>>,
+    /// The connection sync's queues, by worker (`None`: sync off).
+    pub sync: Option<SyncLanes>,
 }
 
 impl SharedDirectors {
@@ -38,7 +41,15 @@ impl SharedDirectors {
             stats: (0..workers.max(1))
                 .map(|_| Mutex::new(empty.clone()))
                 .collect(),
+            sync: None,
         }
+    }
+
+    /// With the connection sync on: the workers export to and apply from `lanes` (one per
+    /// worker).
+    pub fn with_sync(mut self, lanes: SyncLanes) -> SharedDirectors {
+        self.sync = Some(lanes);
+        self
     }
 
     /// Every director's counters summed over the workers (control side).

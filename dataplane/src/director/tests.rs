@@ -18,7 +18,7 @@ use crate::build::{frame, FrameSpec};
 use crate::wire::checksum::ones_sum;
 use crate::wire::{parse, Frame, IpFacts};
 
-fn ip(s: &str) -> IpAddr {
+pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
 }
 
@@ -56,16 +56,16 @@ pub(crate) fn director(
     }
 }
 
-fn set(d: Director) -> DirectorSet {
+pub(crate) fn set(d: Director) -> DirectorSet {
     DirectorSet::build(&[d]).expect("director set")
 }
 
-fn state(d: Director) -> DirectorState {
+pub(crate) fn state(d: Director) -> DirectorState {
     (**set(d).get(0).expect("director")).clone()
 }
 
 /// `n` regular servers 10.0.0.1.. with the given weights.
-fn servers(weights: &[u32]) -> Vec<(String, u32, bool)> {
+pub(crate) fn servers(weights: &[u32]) -> Vec<(String, u32, bool)> {
     weights
         .iter()
         .enumerate()
@@ -73,7 +73,7 @@ fn servers(weights: &[u32]) -> Vec<(String, u32, bool)> {
         .collect()
 }
 
-fn with(sched: Scheduler, list: &[(String, u32, bool)]) -> Director {
+pub(crate) fn with(sched: Scheduler, list: &[(String, u32, bool)]) -> Director {
     let v: Vec<(&str, u32, bool)> = list.iter().map(|(a, w, s)| (a.as_str(), *w, *s)).collect();
     director(sched, Mode::Nat, &v)
 }
@@ -347,7 +347,7 @@ fn maglev_disruption_when_one_of_ten_leaves() {
 
 // ---- the worker: connection tracking and rewrites on real frames ----
 
-fn facts(f: &[u8]) -> IpFacts {
+pub(crate) fn facts(f: &[u8]) -> IpFacts {
     match parse(f) {
         Frame::Ip(x) => x,
         other => panic!("not IP: {other:?}"),
@@ -426,14 +426,14 @@ pub(crate) fn assert_checksums(f: &[u8]) {
     assert_eq!(l4_sum(f, &x), 0xffff, "L4 checksum");
 }
 
-fn ports(f: &[u8]) -> (u16, u16) {
+pub(crate) fn ports(f: &[u8]) -> (u16, u16) {
     match facts(f).l4 {
         flowgate_config::flows::L4::Ports { sport, dport } => (sport, dport),
         _ => panic!("no ports"),
     }
 }
 
-fn worker(st: &DirectorState, capacity: usize) -> DirectorWorker {
+pub(crate) fn worker(st: &DirectorState, capacity: usize) -> DirectorWorker {
     DirectorWorker::new(
         st,
         WorkerOptions {
@@ -443,12 +443,12 @@ fn worker(st: &DirectorState, capacity: usize) -> DirectorWorker {
     )
 }
 
-fn send(w: &mut DirectorWorker, st: &DirectorState, f: &mut [u8], now: u64) -> Verdict {
+pub(crate) fn send(w: &mut DirectorWorker, st: &DirectorState, f: &mut [u8], now: u64) -> Verdict {
     let x = facts(f);
     w.forward(st, f, &x, now)
 }
 
-fn server_of(v: Verdict) -> u16 {
+pub(crate) fn server_of(v: Verdict) -> u16 {
     match v {
         Verdict::Forward { server, .. } => server,
         Verdict::Drop(r) => panic!("dropped: {r:?}"),

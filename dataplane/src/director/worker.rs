@@ -20,6 +20,7 @@ use super::icmp;
 use super::rewrite::{self, End};
 use super::schedule::{pick, Cursor, SchedKey};
 use super::state::{addr16, DirectorState};
+use super::sync::{refresh_due, stamp, Export, SyncEntry, LOG};
 use crate::classify::{Key, L4Kind};
 use crate::wire::proto::{TCP as PROTO_TCP, UDP as PROTO_UDP};
 use crate::wire::{IpFacts, TcpPacket};
@@ -87,6 +88,19 @@ pub struct DirectorWorker {
     conns: ConnTable,
     cursor: Cursor,
     counters: DirectorCounters,
+    /// The connection sync's export log (`None`: sync off).
+    sync: Option<SyncLog>,
+}
+
+/// What a [`DirectorWorker`] exported during the current burst (`super::sync`).
+#[derive(Debug)]
+struct SyncLog {
+    /// The director's index (in the `DirectorSet`).
+    director: u16,
+    /// Preallocated ([`LOG`] entries); moved out once per burst.
+    entries: Vec<SyncEntry>,
+    /// Entries that did not fit this burst.
+    dropped: u64,
 }
 
 /// The flags of the TCP header of a parsed packet.
@@ -128,7 +142,116 @@ impl DirectorWorker {
             conns: ConnTable::new(opts.capacity, state.servers.len(), opts.seed),
             cursor: Cursor::default(),
             counters: DirectorCounters::new(state.servers.len()),
+            sync: None,
         }
+    }
+
+    /// Export this director's (index `director`) new and changed connections and templates
+    /// to the connection sync, from now on.
+    pub fn enable_sync(&mut self, director: u16) {
+        self.sync = Some(SyncLog {
+            director,
+            entries: Vec::with_capacity(LOG),
+            dropped: 0,
+        });
+    }
+
+    /// Move what this burst exported into the worker's batch (once per burst).
+    pub fn drain_sync(&mut self, ex: &mut Export) {
+        if let Some(log) = &mut self.sync {
+            if !log.entries.is_empty() {
+                ex.extend(&log.entries);
+                log.entries.clear();
+            }
+            ex.dropped += std::mem::take(&mut log.dropped);
+        }
+    }
+
+    /// Record connection `id` for the sync (when on), and stamp it.
+    #[inline]
+    fn export(&mut self, id: ConnId, now: u64) {
+        let Some(log) = &mut self.sync else { return };
+        if log.entries.len() < LOG {
+            log.entries
+                .push(SyncEntry::of(log.director, self.conns.get(id), now));
+        } else {
+            log.dropped += 1;
+        }
+        self.conns.set_synced(id, stamp(now));
+    }
+
+    /// After a packet moved connection `id` (before: `was`, then promoted from backup or
+    /// not): export it when it is new to the peers, changed state, or is due a refresh.
+    #[inline]
+    fn export_change(&mut self, id: ConnId, was: &Conn, fresh: bool, st: &DirectorState, now: u64) {
+        if self.sync.is_none() {
+            return;
+        }
+        let c = self.conns.get(id);
+        if fresh || c.state != was.state || refresh_due(was.synced, now, st.timeouts.of(c.state)) {
+            self.export(id, now);
+        }
+    }
+
+    /// Apply a peer's synced entry (`super::sync`) as a backup entry of this table: a new
+    /// one, or an update of the state and expiry of the one there (replaced if its server
+    /// differs). False when it cannot be: its server is not the director's any more, its
+    /// mode differs, or the table is full.
+    pub fn apply(&mut self, st: &DirectorState, e: &SyncEntry, now: u64) -> bool {
+        let template = e.proto == PROTO_TEMPLATE;
+        let fits = st
+            .servers
+            .get(usize::from(e.server))
+            .is_some_and(|s| s.addr16 == e.real);
+        if !fits
+            || (!template && e.nat != (st.mode == Mode::Nat))
+            || template != e.state.is_template()
+        {
+            return false;
+        }
+        let expires = now.saturating_add(u64::from(e.timeout_ms));
+        let hit = self.conns.lookup(
+            Dir::Forward,
+            e.proto,
+            &e.client,
+            e.cport,
+            &e.vip,
+            e.vport,
+            now,
+        );
+        if let Some(id) = hit {
+            let c = self.conns.get(id);
+            if c.server == e.server && c.real == e.real && c.rport == e.rport && c.nat == e.nat {
+                self.conns.sync_update(id, e.state, e.fins, expires);
+                return true;
+            }
+            self.conns.remove(id);
+        }
+        self.conns.insert(e.conn(now), now).is_ok()
+    }
+
+    /// The sync's full dump: export the live entries of slab indexes `from..` into `ex`,
+    /// visiting at most `budget` and stopping when the batch is full. Returns where to go on
+    /// next time (`None` when the table is done) and how many entries were visited.
+    pub fn dump(
+        &mut self,
+        from: usize,
+        budget: usize,
+        ex: &mut Export,
+        now: u64,
+    ) -> (Option<usize>, usize) {
+        let director = self.sync.as_ref().map_or(0, |l| l.director);
+        let cap = self.conns.capacity();
+        let mut i = from;
+        while i < cap && i - from < budget && ex.room() > 0 {
+            if let Some(c) = self.conns.live_entry(i) {
+                if c.expires > now {
+                    ex.batch.push(SyncEntry::of(director, c, now));
+                }
+            }
+            i += 1;
+        }
+        ((i < cap).then_some(i), i - from)
     }
 
     /// The connection table (read-only: stats, tests).
@@ -148,6 +271,7 @@ impl DirectorWorker {
         c.defense_entered = t.defense_entered;
         c.half_open = self.conns.half_open() as u64;
         c.defense_active = u64::from(self.conns.in_defense());
+        c.backup = self.conns.backups() as u64;
         c
     }
 
@@ -398,6 +522,7 @@ impl DirectorWorker {
             },
         };
         let c = *self.conns.get(id);
+        let promoted = self.conns.promote(id);
         let (state, mut fins) = (c.state, c.fins);
         let state = if tcp {
             state.next_tcp(Dir::Forward, flags, &mut fins)
@@ -405,6 +530,7 @@ impl DirectorWorker {
             ConnState::Udp
         };
         self.conns.touch(id, state, fins, now, &st.timeouts);
+        self.export_change(id, &c, new || promoted, st, now);
         if c.state == ConnState::SynRecv && state == ConnState::Established {
             self.confirm_template(st, facts.family, &client, &vip, now);
         }
@@ -466,7 +592,11 @@ impl DirectorWorker {
                             ConnState::PendingTemplate => pending_ttl,
                             _ => ttl,
                         };
+                        let due = refresh_due(tc.synced, now, keep);
                         self.conns.set_expiry(t, now.saturating_add(keep));
+                        if self.conns.promote(t) || due {
+                            self.export(t, now);
+                        }
                         Some(s)
                     } else {
                         // Its server is down or drained: forget the affinity.
@@ -499,10 +629,14 @@ impl DirectorWorker {
                                 fins: 0,
                                 nat: false,
                                 expires: now.saturating_add(pending.1),
+                                backup: false,
+                                synced: 0,
                             };
                             // A full table refuses the template; the connection below will
                             // be refused and counted the same way.
-                            let _ = self.conns.insert(t, now);
+                            if let Ok(id) = self.conns.insert(t, now) {
+                                self.export(id, now);
+                            }
                         }
                         s
                     }
@@ -528,6 +662,8 @@ impl DirectorWorker {
             fins: 0,
             nat: st.mode == Mode::Nat,
             expires: now,
+            backup: false,
+            synced: 0,
         };
         let id = self
             .conns
@@ -560,7 +696,11 @@ impl DirectorWorker {
             .conns
             .lookup(Dir::Forward, PROTO_TEMPLATE, &key, 0, vip, 0, now)
         {
+            let pending = self.conns.get(t).state == ConnState::PendingTemplate;
             self.conns.confirm_template(t, now.saturating_add(ttl));
+            if pending {
+                self.export(t, now);
+            }
         }
     }
 
@@ -603,7 +743,9 @@ impl DirectorWorker {
             let flags = tcp_flags(frame, facts)?;
             state = state.next_tcp(Dir::Reply, flags, &mut fins);
         }
+        let promoted = self.conns.promote(id);
         self.conns.touch(id, state, fins, now, &st.timeouts);
+        self.export_change(id, &c, promoted, st, now);
         if rewrite::nat_reply(frame, facts, ip_of(&c.vip, facts.family), c.vport).is_err() {
             return Some(self.drop(DropReason::BadPacket));
         }

@@ -18,6 +18,7 @@ use crate::counters::DropReason;
 use crate::director::icmp;
 use crate::director::rewrite::{encapsulate, tunnel_overhead};
 use crate::director::shared::STATS_EVERY_MS;
+use crate::director::sync::{self, Export, Lane, APPLY_BUDGET, DUMP_CHUNK};
 use crate::director::{
     DirectorSet, DirectorWorker, Prefetch, SharedDirectors, Verdict as DirVerdict, WorkerOptions,
 };
@@ -47,6 +48,9 @@ pub struct DirectorStage<'p> {
     epoch: Instant,
     now_ms: u64,
     last_stats: u64,
+    /// This worker's lane of the connection sync (`None`: sync off) and its export batch.
+    sync: Option<&'p Lane>,
+    export: Export,
 }
 
 impl<'p> DirectorStage<'p> {
@@ -60,6 +64,8 @@ impl<'p> DirectorStage<'p> {
             epoch: now,
             now_ms: 0,
             last_stats: 0,
+            sync: None,
+            export: Export::default(),
         }
     }
 
@@ -79,6 +85,66 @@ impl<'p> DirectorStage<'p> {
             .collect();
         self.nat_servers = NatServers::new(&set);
         self.shared = Some(shared);
+        self.sync = shared.sync.as_ref().and_then(|s| s.lanes.get(self.index));
+        if self.sync.is_some() {
+            for (d, dw) in self.dws.iter_mut().enumerate() {
+                dw.enable_sync(d as u16);
+            }
+        }
+    }
+
+    /// Once per burst with the sync on: hand what the directors exported to the control side.
+    #[inline]
+    pub fn flush_sync(&mut self) {
+        let Some(lane) = self.sync else { return };
+        for dw in &mut self.dws {
+            dw.drain_sync(&mut self.export);
+        }
+        self.export.flush(lane);
+    }
+
+    /// Once per polling round with the sync on: apply what peers sent (bounded), go on with
+    /// a full dump of the tables when one is asked for (bounded), and hand it all over.
+    fn sync_round(&mut self, lane: &Lane) {
+        let Some(set) = self.snapshot() else { return };
+        let (mut applied, mut failed) = (0, 0);
+        for _ in 0..APPLY_BUDGET {
+            let Some(e) = lane.inbound.pop() else { break };
+            let d = usize::from(e.director);
+            let done = match (self.dws.get_mut(d), set.get(d)) {
+                (Some(dw), Some(st)) => dw.apply(st, &e, self.now_ms),
+                _ => false,
+            };
+            if done {
+                applied += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        sync::count_applied(lane, applied, failed);
+        let asked = lane.dump.load(std::sync::atomic::Ordering::Relaxed);
+        if self.export.dumping.is_none() && asked != self.export.dumped {
+            self.export.dumped = asked;
+            self.export.dumping = Some((0, 0));
+        }
+        let mut budget = DUMP_CHUNK;
+        while let Some((d, from)) = self.export.dumping {
+            if budget == 0 || self.export.room() == 0 {
+                break;
+            }
+            let Some(dw) = self.dws.get_mut(d) else {
+                self.export.dumping = None;
+                sync::count_dump(lane);
+                break;
+            };
+            let (next, visited) = dw.dump(from, budget, &mut self.export, self.now_ms);
+            budget = budget.saturating_sub(visited);
+            self.export.dumping = Some(match next {
+                Some(i) => (d, i),
+                None => (d + 1, 0),
+            });
+        }
+        self.flush_sync();
     }
 
     /// NAT connections are owned by the workers as `owners` says.
@@ -108,6 +174,9 @@ impl<'p> DirectorStage<'p> {
         self.now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         for dw in &mut self.dws {
             dw.expire(self.now_ms, EXPIRE_BUDGET);
+        }
+        if let Some(lane) = self.sync {
+            self.sync_round(lane);
         }
         if self.now_ms.saturating_sub(self.last_stats) < STATS_EVERY_MS {
             return;

@@ -243,6 +243,7 @@ impl<'p, I: Io> Pipeline<'p, I> {
         }
         egress::outflows(b, frames, &env);
         self.dispatch(frames, &rules);
+        self.directors.flush_sync();
         if handing {
             self.io.end_burst(input);
         }
@@ -321,6 +322,7 @@ impl<'p, I: Io> Pipeline<'p, I> {
     /// reader): the worker stops.
     pub fn finish(&mut self) {
         self.io.flush();
+        self.directors.flush_sync();
         self.directors.publish_stats(true);
     }
 }
