@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # The HA demo: two flowgate appliances in a keepalived VRRP pair, one killed mid-traffic.
 #
-#   client ns          switch ns                     appliance A (master)  flowgate + keepalived
-#   cli0 .100  --  br0 (192.168.0.0/24)  --+-- eth0 .11   eth1 10.0.0.2  --+
-#                                          |   eth2 10.50.0.1 ------+      |
-#                                          |                        | sync |  br1 (10.0.0.0/24)
-#                                          |                        |      |   -- srv0 (servers
-#                                          +-- eth0 .12   eth1 10.0.0.3  --+      10.0.0.11, .12)
-#                                              eth2 10.50.0.2 ------+
-#                                              appliance B (backup)  flowgate + keepalived
+#   client ns        switch ns            appliance A (master): flowgate + keepalived
+#   cli0 .100 -- br0 192.168.0.0/24 --+-- eth0 .11    eth1 10.0.0.2 --+
+#                                     |   sync0 10.50.0.1 --+         |
+#                                     |                     | sync    +-- br1 10.0.0.0/24 -- srv0
+#                                     |   sync0 10.50.0.2 --+         |   servers 10.0.0.11, .12
+#                                     +-- eth0 .12    eth1 10.0.0.3 --+
+#                                         appliance B (backup): flowgate + keepalived
 #
 # The VRRP instance owns the VIP 192.168.0.2 (client side) and the servers' gateway 10.0.0.1
 # (server side) on flowgate's TAPs eth0/eth1 of whichever appliance is master. A NAT director
 # (persistence per client address) on each appliance spreads 192.168.0.2:8080 over the two
-# servers. A client loop talks to the VIP; the master's flowgate is killed (SIGKILL); the
-# backup takes the VIP over and the loop goes on; the master's flowgate is started again and
-# keepalived gives the VIP back to it. Everything is removed on exit. Run as root.
+# servers, and the two sync their connections over sync0 ([sync]). A client loop talks to the
+# VIP over one connection; the master's flowgate is killed (SIGKILL); the backup takes the VIP
+# over and the loop goes on, on the same connection; the master's flowgate is started again
+# and keepalived gives the VIP back to it, the connection still going. With --no-sync the
+# connection breaks at each switch and the loop has to reconnect. Everything is removed on
+# exit. Run as root (docs/ha.md).
 set -euo pipefail
+SYNC=1
+case "${1:-}" in
+  --no-sync) SYNC=0 ;;
+  "") ;;
+  *) echo "usage: $0 [--no-sync]" >&2; exit 2 ;;
+esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -67,18 +75,19 @@ for app in "$A" "$B"; do
   link "$app" nic0 br0
   link "$app" nic1 br1
 done
-# the sync link: a cable between the two appliances
-ip link add nic2 netns "$A" type veth peer name nic2 netns "$B"
+# the sync link: a cable between the two appliances, the kernels' own (not a flowgate port)
+ip link add sync0 netns "$A" type veth peer name sync0 netns "$B"
+ip -n "$A" addr add 10.50.0.1/24 dev sync0
+ip -n "$B" addr add 10.50.0.2/24 dev sync0
 for app in "$A" "$B"; do
-  ip -n "$app" link set nic2 up
+  ip -n "$app" link set sync0 up
   # the veth ends are the appliance's "NICs" (DPDK reads them through af_packet): its kernel
   # must not answer on them itself (it owns the TAPs instead)
-  for nic in nic0 nic1 nic2; do ip netns exec "$app" sysctl -qw "net.ipv6.conf.$nic.disable_ipv6=1"; done
+  for nic in nic0 nic1; do ip netns exec "$app" sysctl -qw "net.ipv6.conf.$nic.disable_ipv6=1"; done
   ip netns exec "$app" nft -f - <<NFT
 table netdev nics {
   chain nic0 { type filter hook ingress device nic0 priority 0; policy drop; }
   chain nic1 { type filter hook ingress device nic1 priority 0; policy drop; }
-  chain nic2 { type filter hook ingress device nic2 priority 0; policy drop; }
 }
 NFT
 done
@@ -90,7 +99,8 @@ ip -n "$SRV" route add default via 10.0.0.1
 ip netns exec "$CLI" ethtool -K cli0 tx off >/dev/null
 ip netns exec "$SRV" ethtool -K srv0 tx off >/dev/null
 
-# config NAME OCTET EXTRA: appliance NAME's flowgate.toml (its own addresses end in OCTET)
+# config NAME N EXTRA: appliance NAME's flows and flowgate.toml (its own addresses from N; its
+# worker on CPU N-1, so that the two boxes do not share one), EXTRA appended ([sync])
 config() {
   cat >"$TMP/$1.flows" <<'FLOWS'
 # VRRP adverts (IP protocol 112 to 224.0.0.18) reach keepalived through the TAP
@@ -106,7 +116,7 @@ flows = "$1.flows"
 [control]
 socket = "$TMP/$1.sock"
 [dataplane]
-workers = [1]
+workers = [$(($2 - 1))]
 eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"]
 [[port]]
 name = "eth0"
@@ -116,10 +126,6 @@ addresses = ["192.168.0.1$2/24"]
 name = "eth1"
 device = "net_af_packet1,iface=nic1"
 addresses = ["10.0.0.$((1 + $2))/24"]
-[[port]]
-name = "eth2"
-device = "net_af_packet2,iface=nic2"
-addresses = ["10.50.0.$2/24"]
 [[director]]
 name = "web"
 scheduler = "wrr"
@@ -161,8 +167,14 @@ vrrp_instance web {
 }
 KA
 }
-config a 1 ""
-config b 2 ""
+sync_config() { # sync_config OWN PEER: the [sync] table, or nothing with --no-sync
+  [ "$SYNC" = 1 ] || return 0
+  printf '[sync]\nlisten = "10.50.0.%s:8848"\npeers = ["10.50.0.%s:8848"]\nkey_file = "%s"\n' \
+    "$1" "$2" "$TMP/sync.key"
+}
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/sync.key"
+config a 1 "$(sync_config 1 2)"
+config b 2 "$(sync_config 2 1)"
 keepalived_conf a 150
 keepalived_conf b 100
 
@@ -171,7 +183,7 @@ start_flowgate() { # start_flowgate NAME NS
   echo $! >"$TMP/$1.fg.pid"
   disown $!
   for _ in $(seq 100); do
-    if ip -n "$2" -br addr show dev eth2 2>/dev/null | grep -q 10.50.0; then return 0; fi
+    if ip -n "$2" -br addr show dev eth1 2>/dev/null | grep -q 10.0.0; then return 0; fi
     sleep 0.1
   done
   cat "$TMP/$1.log"; exit 1
@@ -264,5 +276,10 @@ for app in a b; do
   grep -h "Entering" "$TMP/$app.keepalived.log" | sed "s/^/  $app: /"
 done
 echo
-echo "Without connection sync the box taking over knows none of the connections: the client's"
-echo "connection broke at each switch and it had to reconnect (docs/ha.md)."
+if [ "$SYNC" = 1 ]; then
+  echo "With connection sync the box taking over knew the connection: one client port from"
+  echo "start to end, a gap of about a second at the crash. Try --no-sync (docs/ha.md)."
+else
+  echo "Without connection sync the box taking over knows none of the connections: the"
+  echo "client's connection broke at each switch and it had to reconnect (docs/ha.md)."
+fi
