@@ -26,8 +26,8 @@
 //! cable between the appliances, `sync0`, a kernel interface, not a flowgate port), every
 //! connection survives both events.
 //!
-//! Needs root (namespaces) and keepalived; traffic is bounded (about 40 s of 50 connections);
-//! the lab is removed when the test ends.
+//! Needs root (namespaces) and keepalived; traffic is bounded (about 20 s of at most 100
+//! connections and a probe connection every 100 ms); the lab is removed when the test ends.
 
 mod common;
 
