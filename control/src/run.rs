@@ -260,6 +260,9 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
                     ),
                     director_report(&directors)
                 );
+                if let Some(h) = &sync {
+                    log::info!(target: "counters", "sync: {}", sync_line(&h.totals()));
+                }
             }
             let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
             if term.load(Ordering::Relaxed) || timed_out {

@@ -570,3 +570,210 @@ pub fn local(set: &DirectorSet, ids: &[u32], w: &WireEntry) -> Option<SyncEntry>
         timeout_ms: w.timeout_ms,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgate_config::appliance::{parse_with_cpus, SyncKey};
+    use flowgate_dataplane::director::conntrack::ConnState;
+    use flowgate_dataplane::director::sync::SyncLanes;
+
+    const KEY: &[u8] = b"sixteen bytes or more of secret";
+
+    /// Directors as a config lists them (`order` reverses the servers, as a peer's config
+    /// may).
+    fn directors(reversed: bool) -> Arc<SharedDirectors> {
+        let (a, b) = ("10.0.0.11", "10.0.0.12");
+        let (first, second) = if reversed { (b, a) } else { (a, b) };
+        let text = format!(
+            r#"flows = "x.flows"
+[[director]]
+name = "web"
+scheduler = "rr"
+mode = "gateway"
+servers = [ {{ name = "w1", address = "10.0.1.1" }} ]
+[[director]]
+name = "mail"
+scheduler = "rr"
+mode = "nat"
+servers = [
+  {{ name = "one", address = "{first}", port = 2525 }},
+  {{ name = "two", address = "{second}", port = 2525 }},
+]
+"#
+        );
+        let app = parse_with_cpus("t.toml", &text, 4).expect("config");
+        Arc::new(
+            SharedDirectors::new(DirectorSet::build(&app.directors).expect("set"), 1)
+                .with_sync(SyncLanes::new(1)),
+        )
+    }
+
+    fn entry(cport: u16, server: u16) -> SyncEntry {
+        let real: std::net::IpAddr = if server == 0 {
+            "10.0.0.11".parse().expect("ip")
+        } else {
+            "10.0.0.12".parse().expect("ip")
+        };
+        SyncEntry {
+            director: 1,
+            server,
+            proto: 6,
+            state: ConnState::Established,
+            fins: 0,
+            nat: true,
+            client: flowgate_dataplane::director::state::addr16(
+                "192.168.0.100".parse().expect("ip"),
+            ),
+            cport,
+            vip: flowgate_dataplane::director::state::addr16("192.168.0.2".parse().expect("ip")),
+            vport: 25,
+            real: flowgate_dataplane::director::state::addr16(real),
+            rport: 2525,
+            timeout_ms: 900_000,
+        }
+    }
+
+    fn config(me: SocketAddr, peer: SocketAddr) -> SyncConfig {
+        SyncConfig {
+            listen: me,
+            peers: vec![peer],
+            group: None,
+            interface: None,
+            key: SyncKey::Inline(KEY.to_vec()),
+            mtu: 1472,
+            interval: Duration::from_millis(10),
+        }
+    }
+
+    fn lane(d: &SharedDirectors) -> &flowgate_dataplane::director::sync::Lane {
+        &d.sync.as_ref().expect("lanes").lanes[0]
+    }
+
+    fn wait(mut f: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        f()
+    }
+
+    #[test]
+    fn entries_map_to_the_receivers_director_and_server() {
+        let here = directors(false);
+        let there = directors(true);
+        let set = here.set.load();
+        let ids: Vec<u32> = set.iter().map(|d| director_id(&d.name)).collect();
+        let w = WireEntry {
+            director: director_id("mail"),
+            proto: 6,
+            state: ConnState::Established,
+            fins: 0,
+            nat: true,
+            client: entry(1, 0).client,
+            cport: 1,
+            vip: entry(1, 0).vip,
+            vport: 25,
+            real: entry(1, 0).real,
+            rport: 2525,
+            timeout_ms: 5,
+        };
+        assert_eq!(
+            local(&set, &ids, &w),
+            Some(entry(1, 0)).map(|e| SyncEntry { timeout_ms: 5, ..e })
+        );
+        // the peer lists the servers the other way round: its own index
+        let tset = there.set.load();
+        assert_eq!(local(&tset, &ids, &w).map(|e| e.server), Some(1));
+        // no such director, server, port, or a mode that differs
+        assert_eq!(local(&set, &ids, &WireEntry { director: 1, ..w }), None);
+        assert_eq!(local(&set, &ids, &WireEntry { rport: 25, ..w }), None);
+        assert_eq!(local(&set, &ids, &WireEntry { real: [9; 16], ..w }), None);
+        assert_eq!(local(&set, &ids, &WireEntry { nat: false, ..w }), None);
+    }
+
+    #[test]
+    fn two_threads_sync_over_udp_and_refuse_forgeries_and_replays() {
+        let base = 20_000 + (std::process::id() % 20_000) as u16;
+        let (la, lb): (SocketAddr, SocketAddr) = (
+            format!("127.0.0.1:{base}").parse().expect("addr"),
+            format!("127.0.0.1:{}", base + 1).parse().expect("addr"),
+        );
+        let (da, db) = (directors(false), directors(true));
+        let a = start(&config(la, lb), KEY.to_vec(), Arc::clone(&da), 1).expect("a");
+        let b = start(&config(lb, la), KEY.to_vec(), Arc::clone(&db), 1).expect("b");
+
+        // each hears the other's hello and asks its worker for a full dump
+        assert!(wait(|| lane(&da).dump.load(Ordering::Relaxed) >= 1
+            && lane(&db).dump.load(Ordering::Relaxed) >= 1));
+        // A's worker exports 25 connections: two messages (20 a message)
+        let mut batch = lane(&da).spare.pop().expect("a spare batch");
+        batch.extend((0..25).map(|p| entry(1000 + p, (p % 2) as u16)));
+        lane(&da).out.push(batch).expect("room");
+        let mut got = Vec::new();
+        assert!(wait(|| {
+            while let Some(e) = lane(&db).inbound.pop() {
+                got.push(e);
+            }
+            got.len() >= 25
+        }));
+        assert_eq!(got.len(), 25);
+        for (i, e) in got.iter().enumerate() {
+            // B lists the servers the other way round
+            let sent = entry(1000 + i as u16, (i % 2) as u16);
+            let want = SyncEntry {
+                server: 1 - sent.server,
+                ..sent
+            };
+            assert_eq!(*e, want);
+        }
+        let t = a.totals();
+        assert_eq!(t.get("entries_sent"), 25);
+        assert!(t.get("messages_sent") >= 2);
+
+        // forged (another key), replayed (the same sequence twice), malformed
+        let x = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut enc = Encoder::new(1472);
+        enc.push(&WireEntry {
+            director: director_id("mail"),
+            proto: 6,
+            state: ConnState::Established,
+            fins: 0,
+            nat: true,
+            client: [7; 16],
+            cport: 1,
+            vip: [7; 16],
+            vport: 25,
+            real: entry(0, 0).real,
+            rport: 2525,
+            timeout_ms: 1,
+        });
+        let forged = enc
+            .finish(Kind::Entries, 99, 1, 1, b"not the key at all!")
+            .to_vec();
+        let mut enc = Encoder::new(1472);
+        let good = enc.finish(Kind::Entries, 99, 1, 1, KEY).to_vec();
+        for m in [&forged, &good, &good, &vec![1u8, 1, 0]] {
+            x.send_to(m, lb).expect("send");
+        }
+        assert!(
+            wait(|| {
+                let t = b.totals();
+                t.get("auth_failures") == 1 && t.get("replayed") == 1 && t.get("decode_errors") == 1
+            }),
+            "{:?}",
+            b.totals()
+        );
+        assert!(lane(&db).inbound.pop().is_none(), "nothing of them applied");
+        let tb = b.stop();
+        assert_eq!(tb.get("entries_received"), 25);
+        assert_eq!(
+            tb.peers.iter().find(|p| p.0 == la.to_string()).map(|p| p.2),
+            Some(25)
+        );
+        drop(a);
+    }
+}
