@@ -494,13 +494,17 @@ impl Lab {
 
 /// Start `me`'s flowgate; ready when its last TAP (eth1) has its route.
 fn start_flowgate(lab: &Lab, dir: &Path, me: Appliance, sync: bool) -> Flowgate {
+    start_flowgate_with(lab, dir, me, sync, FLOWS)
+}
+
+fn start_flowgate_with(lab: &Lab, dir: &Path, me: Appliance, sync: bool, flows: &str) -> Flowgate {
     let config = appliance_config(me, sync, &dir.join("sync.key"));
     Flowgate::start(
         lab.ns(me),
         dir,
         me.name(),
         &config,
-        FLOWS,
+        flows,
         "10.0.0.0/24 dev eth1",
     )
 }
@@ -707,6 +711,50 @@ fn skip_without_keepalived() -> bool {
         return true;
     }
     false
+}
+
+/// The flows decide whether VRRP works: with the adverts denied, neither box hears the
+/// other and both become master, both holding the VIP (a split brain); the lab's flows,
+/// permitting them, give one master (the other tests).
+#[test]
+fn vrrp_adverts_denied_by_the_flows_make_two_masters() {
+    if skip_without_lab() || skip_without_keepalived() {
+        return;
+    }
+    let tmp = common::TempDir::new("vrrp-deny");
+    let dir = tmp.0.as_path();
+    let lab = Lab::new(dir);
+    let flows = FLOWS.replace("flow vrrp permit", "flow vrrp deny");
+    let fg_a = start_flowgate_with(&lab, dir, Appliance::A, false, &flows);
+    let fg_b = start_flowgate_with(&lab, dir, Appliance::B, false, &flows);
+    let _ka_a = start_keepalived(&lab, dir, Appliance::A);
+    let _ka_b = start_keepalived(&lab, dir, Appliance::B);
+    let holds = |ns: &Netns| {
+        let out = ns.run(&["ip", "-br", "addr", "show", "dev", "eth0"]);
+        String::from_utf8_lossy(&out.stdout).contains("192.168.0.2/")
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || holds(&lab.a) && holds(&lab.b)),
+        "both boxes hold the VIP"
+    );
+    // and keep it: they never hear each other
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        holds(&lab.a) && holds(&lab.b),
+        "both boxes still hold the VIP"
+    );
+    for (fg, name) in [(fg_a, "A"), (fg_b, "B")] {
+        let (stats, _) = fg.stop();
+        let denied = stats["flow_rules"]
+            .as_array()
+            .and_then(|rules| rules.iter().find(|r| r["flow"] == "vrrp"))
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or(0);
+        assert!(
+            denied > 0,
+            "{name}'s flow vrrp denied the adverts: {stats:#}"
+        );
+    }
 }
 
 /// Without sync the backup knows none of the connections: all 50 break when it takes over
