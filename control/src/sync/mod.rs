@@ -711,7 +711,7 @@ servers = [
             && lane(&db).dump.load(Ordering::Relaxed) >= 1));
         // A's worker exports 25 connections: two messages (20 a message)
         let mut batch = lane(&da).spare.pop().expect("a spare batch");
-        batch.extend((0..25).map(|p| entry(1000 + p, (p % 2) as u16)));
+        batch.extend((0..25).map(|p| entry(1000 + p, p % 2)));
         lane(&da).out.push(batch).expect("room");
         let mut got = Vec::new();
         assert!(wait(|| {

@@ -173,9 +173,10 @@ pub struct Conn {
     /// counted as active or inactive for the least-connection schedulers (IPVS's
     /// `IP_VS_CONN_F_INACTIVE` backup connections).
     pub backup: bool,
-    /// When it was last exported to the sync (the caller's clock in units of 1024 ms), for
-    /// the periodic refresh of long-lived connections.
-    pub synced: u32,
+    /// When it was last exported to the sync (the caller's clock in units of 1024 ms,
+    /// wrapping: 16 bits keep the entry at 72 bytes), for the periodic refresh of
+    /// long-lived connections.
+    pub synced: u16,
 }
 
 impl Conn {
@@ -644,7 +645,7 @@ impl ConnTable {
     }
 
     /// Stamp entry `id` as exported to the sync at `stamp` ([`Conn::synced`]).
-    pub fn set_synced(&mut self, id: ConnId, stamp: u32) {
+    pub fn set_synced(&mut self, id: ConnId, stamp: u16) {
         self.entries[id as usize].synced = stamp;
     }
 

@@ -97,20 +97,22 @@ impl SyncEntry {
     }
 }
 
-/// The sync clock of a connection ([`Conn::synced`]): milliseconds in units of 1024.
+/// The sync clock of a connection ([`Conn::synced`]): milliseconds in units of 1024,
+/// wrapping every 18 hours.
 #[inline]
-pub fn stamp(now_ms: u64) -> u32 {
-    (now_ms >> 10) as u32
+pub fn stamp(now_ms: u64) -> u16 {
+    (now_ms >> 10) as u16
 }
 
 /// Whether a connection last exported at `synced` is due for a refresh at `now_ms`, with
 /// `timeout_ms` its state's idle timeout: after half of it (IPVS's `sync_refresh_period`),
 /// so that the peer's copy, which lives `timeout_ms` from the last export, never runs out
-/// while the connection is in use.
+/// while the connection is in use. Half a timeout beyond 9 hours counts as 9 hours (the
+/// stamp wraps); a connection idle for more than 18 hours may miss one refresh.
 #[inline]
-pub fn refresh_due(synced: u32, now_ms: u64, timeout_ms: u64) -> bool {
-    let half = (timeout_ms / 2) >> 10;
-    u64::from(stamp(now_ms).wrapping_sub(synced)) >= half.max(1)
+pub fn refresh_due(synced: u16, now_ms: u64, timeout_ms: u64) -> bool {
+    let half = ((timeout_ms / 2) >> 10).clamp(1, u64::from(u16::MAX / 2));
+    u64::from(stamp(now_ms).wrapping_sub(synced)) >= half
 }
 
 /// A worker's counters of the sync (written by that worker only, read by the control side).
@@ -321,6 +323,11 @@ mod tests {
             lane.stats.exported.load(Ordering::Relaxed),
             2 + BATCH as u64
         );
+    }
+
+    #[test]
+    fn a_connection_stays_72_bytes() {
+        assert_eq!(std::mem::size_of::<Conn>(), 72);
     }
 
     #[test]
