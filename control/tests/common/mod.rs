@@ -150,6 +150,18 @@ impl Proc {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Kill with SIGKILL at once (a crash: no clean-up) and collect (status, stdout, stderr).
+    pub fn kill(mut self) -> (Option<i32>, String, String) {
+        let mut child = self.child.take().expect("child present until stopped");
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("collect child output");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
@@ -304,6 +316,13 @@ impl Flowgate {
             .take()
             .expect("flowgate running")
             .stop(Duration::from_secs(10))
+    }
+
+    /// Crash it: SIGKILL, no clean-up of its own (the kernel still removes its TAPs, whose
+    /// file descriptors close with the process); returns its stderr.
+    pub fn kill(mut self) -> String {
+        let (_, _, err) = self.proc.take().expect("flowgate running").kill();
+        err
     }
 
     /// Stop (SIGTERM), check the clean exit, return the final counters and the stderr.
