@@ -582,6 +582,17 @@ impl ConnTable {
     /// Move connection `id` to `state` and push its expiry to `now` + the state's timeout
     /// (SYN_RECV's shorter in defense).
     pub fn touch(&mut self, id: ConnId, state: ConnState, fins: u8, now: u64, t: &ConnTimeouts) {
+        let timeout = if state == ConnState::SynRecv {
+            self.half_open_timeout(t)
+        } else {
+            t.of(state)
+        };
+        self.set_state(id, state, fins, now.saturating_add(timeout));
+    }
+
+    /// Entry `id`'s state, FIN bits and expiry, with the schedulers' counts (not for a
+    /// backup entry) and the half-open count following the state.
+    fn set_state(&mut self, id: ConnId, state: ConnState, fins: u8, expires: u64) {
         let c = self.entries[id as usize];
         if c.state != state {
             if !c.backup {
@@ -590,15 +601,10 @@ impl ConnTable {
             }
             self.half_open_change(c.state, state);
         }
-        let timeout = if state == ConnState::SynRecv {
-            self.half_open_timeout(t)
-        } else {
-            t.of(state)
-        };
         let e = &mut self.entries[id as usize];
         e.state = state;
         e.fins = fins;
-        e.expires = now.saturating_add(timeout);
+        e.expires = expires;
     }
 
     fn half_open_change(&mut self, from: ConnState, to: ConnState) {
@@ -630,18 +636,7 @@ impl ConnTable {
     /// A synced update of entry `id` (same server): its state, FIN bits and expiry, as the
     /// peer has them. Its backup flag stays.
     pub fn sync_update(&mut self, id: ConnId, state: ConnState, fins: u8, expires: u64) {
-        let c = self.entries[id as usize];
-        if c.state != state {
-            if !c.backup {
-                self.count(c.server, c.state, -1);
-                self.count(c.server, state, 1);
-            }
-            self.half_open_change(c.state, state);
-        }
-        let e = &mut self.entries[id as usize];
-        e.state = state;
-        e.fins = fins;
-        e.expires = expires;
+        self.set_state(id, state, fins, expires);
     }
 
     /// Stamp entry `id` as exported to the sync at `stamp` ([`Conn::synced`]).
