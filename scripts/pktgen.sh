@@ -41,6 +41,8 @@
 #   TRIAL=1 (s)  LAT_TRIAL=2 (s)  PRECISION=0.02  MAX_TRIALS=8 (rates per search)
 #   REPEAT=3 (trials per rate at most: a rate passes when 2 of 3 pass, as CSIT's MLRsearch
 #   with a 50% goal exceed ratio; REPEAT=1 is RFC 2544's single trial)  PDR_LOSS=0.005
+#   MEMIF_RSIZE=14 (log2 of the memif ring size: 16384 slots; with DPDK's default 10, a VM's
+#   stalls of a few ms bound the NDR at ring size / stall, about 0.25 Mpps here)
 #   SET=acl1  FLOWS=4096 (trace lines per profile)  RULE_COUNTS="100 1000 10000 100000"
 #   KERNEL_RULES="10 1000 10000"   GEN_CPU=0 DUT_CPU=1   TESTPMD=dpdk-testpmd   KEEP=0
 #   FLOWGATE, FLOWCTL, GEN, CBFLOWS: binaries (default: cargo build --release here; CBFLOWS is
@@ -61,6 +63,7 @@ LAT_TRIAL=${LAT_TRIAL:-2}
 PRECISION=${PRECISION:-0.02}
 MAX_TRIALS=${MAX_TRIALS:-8}
 REPEAT=${REPEAT:-3}
+MEMIF_RSIZE=${MEMIF_RSIZE:-14}
 PDR_LOSS=${PDR_LOSS:-0.005}
 SET=${SET:-acl1}
 FLOWS=${FLOWS:-4096}
@@ -241,7 +244,7 @@ start_flowgate() {
 }
 
 # memif devargs: role, socket
-memif() { echo "net_memif$1,role=$2,socket=$3,socket-abstract=no"; }
+memif() { echo "net_memif$1,role=$2,socket=$3,socket-abstract=no,rsize=$MEMIF_RSIZE"; }
 
 # gen_search LABEL JSONL SIZES [extra generator args...] -- EAL...: one generator run (with
 # GEN_CMD: the generator, prefixed with `ip netns exec` in the kernel part)
@@ -357,17 +360,26 @@ kernel_lab_up() {
         in_ns "$NS_GEN" sh -c "echo $gmask > /sys/class/net/$l/queues/rx-0/rps_cpus"
     done
     for l in kr0 kr1; do
-        in_ns "$NS_DUT" ip link set "$l" up
         in_ns "$NS_DUT" sh -c "echo $dmask > /sys/class/net/$l/queues/rx-0/rps_cpus"
     done
-    in_ns "$NS_DUT" ip addr add 10.255.0.1/30 dev kr0
-    in_ns "$NS_DUT" ip addr add 10.255.1.1/30 dev kr1
     in_ns "$NS_DUT" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
         net.ipv4.conf.kr0.rp_filter=0 net.ipv4.conf.kr1.rp_filter=0
-    in_ns "$NS_DUT" ip route add default via 10.255.1.2 dev kr1
+    kernel_router_up
+    KR0_MAC=$(in_ns "$NS_DUT" cat /sys/class/net/kr0/address)
+}
+
+# kernel_router_up: the router's links, addresses, route and next hop, (again) before each
+# nftables run: a DPDK af_packet port sets its interface down when it stops (flowgate on
+# kr0/kr1 after the previous rule count), and the kernel drops the routes over a link
+# that goes down
+kernel_router_up() {
+    in_ns "$NS_DUT" ip link set kr0 up
+    in_ns "$NS_DUT" ip link set kr1 up
+    in_ns "$NS_DUT" ip addr replace 10.255.0.1/30 dev kr0
+    in_ns "$NS_DUT" ip addr replace 10.255.1.1/30 dev kr1
+    in_ns "$NS_DUT" ip route replace default via 10.255.1.2 dev kr1
     in_ns "$NS_DUT" ip neigh replace 10.255.1.2 lladdr "$(in_ns "$NS_GEN" cat /sys/class/net/kg1/address)" \
         nud permanent dev kr1
-    KR0_MAC=$(in_ns "$NS_DUT" cat /sys/class/net/kr0/address)
 }
 
 part_kernel() {
@@ -380,6 +392,7 @@ part_kernel() {
         d=$tmp/kernel-$n
         src=$(make_set "$n" "$d")
         # the kernel router: nftables, both forms
+        kernel_router_up
         in_ns "$NS_DUT" sysctl -qw net.ipv4.ip_forward=1
         for form in linear sets; do
             "$GEN" nft --rules "$d/rules" --form "$form" --out "$d/$form.nft" 2>>"$d/gen.log"
