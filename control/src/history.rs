@@ -63,9 +63,10 @@ impl History {
         History::default()
     }
 
-    /// The history of `flows_path` as its directory holds it (created if missing), with
-    /// what an operator should know about it: files that could not be read, or left over.
-    /// `current` is the running text: a newest file holding it (a rollback interrupted
+    /// The history of `flows_path` as its directory holds it (the directory is made at the
+    /// first save, so a daemon that is never pushed to leaves nothing beside its flows file),
+    /// with what an operator should know about it: files that could not be read, or left
+    /// over. `current` is the running text: a newest file holding it (a rollback interrupted
     /// between its publication and the removal of its file) is dropped.
     pub fn open(flows_path: &Path, current: &str) -> (History, Vec<String>) {
         let dir = dir_for(flows_path);
@@ -74,9 +75,9 @@ impl History {
             dir: Some(dir.clone()),
             ..History::default()
         };
-        if let Err(e) = fs::create_dir_all(&dir) {
+        if dir.exists() && !dir.is_dir() {
             notes.push(format!(
-                "cannot create {}: {e}; the rollback history is kept in memory only",
+                "{} is not a directory; the rollback history is kept in memory only",
                 dir.display()
             ));
             h.dir = None;
@@ -84,6 +85,7 @@ impl History {
         }
         let mut numbered = Vec::new();
         match fs::read_dir(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Ok(entries) => {
                 for entry in entries.flatten() {
                     let name = entry.file_name();
@@ -168,6 +170,7 @@ impl History {
         let n = self.next;
         if let Some(dir) = self.dir.as_deref() {
             let path = self.path(n);
+            fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
             let linked = same_as.is_some_and(|from| {
                 fs::hard_link(from, &path).is_ok()
                     && match fs::File::open(dir).and_then(|d| d.sync_all()) {
@@ -295,6 +298,10 @@ mod tests {
         let flows = dir.path().join("flows");
         let (mut h, notes) = History::open(&flows, "flow now permit\n");
         assert!(notes.is_empty(), "{notes:?}");
+        assert!(
+            !dir_for(&flows).exists(),
+            "made at the first save, not at open"
+        );
         for i in 0..40 {
             push(&mut h, &format!("flow f{i} permit\n"));
         }
