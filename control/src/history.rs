@@ -17,7 +17,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::persist::{remove_stale_temps, write_atomic};
+use crate::persist::{remove_stale_temps_in, write_atomic};
 
 /// How many earlier applied sets `rollback` can go back through.
 pub const ROLLBACK_DEPTH: usize = 32;
@@ -118,38 +118,16 @@ impl History {
             h.next = n + 1;
         }
         if h.texts.back().is_some_and(|(_, t)| t == current) {
-            h.drop_newest();
+            h.pop();
         }
         h.trim();
-        for target in h.temp_targets() {
-            for removed in remove_stale_temps(&target) {
-                notes.push(format!(
-                    "removed {}, left by an interrupted push",
-                    removed.display()
-                ));
-            }
+        for removed in remove_stale_temps_in(&dir) {
+            notes.push(format!(
+                "removed {}, left by an interrupted push",
+                removed.display()
+            ));
         }
         (h, notes)
-    }
-
-    /// The files whose temp files (`.NAME.tmp.PID`, [`write_atomic`]) are in the directory.
-    fn temp_targets(&self) -> Vec<PathBuf> {
-        let Some(dir) = self.dir.as_deref() else {
-            return Vec::new();
-        };
-        let mut targets: Vec<PathBuf> = fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let (target, _pid) = name.strip_prefix('.')?.rsplit_once(".tmp.")?;
-                Some(dir.join(target))
-            })
-            .collect();
-        targets.sort();
-        targets.dedup();
-        targets
     }
 
     fn path(&self, n: u64) -> PathBuf {
@@ -199,8 +177,13 @@ impl History {
 
     /// Forgets a text [`History::save`]d but not kept (the push failed).
     pub fn discard(&mut self, saved: Saved) {
+        self.remove_file(saved.0);
+    }
+
+    /// Removes file `n` (nothing for a memory-only history).
+    fn remove_file(&self, n: u64) {
         if self.dir.is_some() {
-            let _ = fs::remove_file(self.path(saved.0));
+            let _ = fs::remove_file(self.path(n));
         }
     }
 
@@ -210,9 +193,7 @@ impl History {
         {
             if let Some((n, old)) = self.texts.pop_front() {
                 self.bytes -= old.len();
-                if self.dir.is_some() {
-                    let _ = fs::remove_file(self.path(n));
-                }
+                self.remove_file(n);
             }
         }
     }
@@ -224,15 +205,9 @@ impl History {
 
     /// Drops the newest text (rolled back to), and its file.
     pub fn pop(&mut self) {
-        self.drop_newest();
-    }
-
-    fn drop_newest(&mut self) {
         if let Some((n, t)) = self.texts.pop_back() {
             self.bytes -= t.len();
-            if self.dir.is_some() {
-                let _ = fs::remove_file(self.path(n));
-            }
+            self.remove_file(n);
         }
     }
 

@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Replaces `path` with `bytes` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = dir_of(path);
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -44,15 +41,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Removes the temp files of `path` (`.NAME.tmp.PID`) that no live process is writing: left
 /// by a daemon killed while it persisted. Returns the files removed.
 pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return Vec::new();
     };
-    let prefix = format!(".{name}.tmp.");
-    let Ok(entries) = fs::read_dir(&dir) else {
+    remove_stale(&dir_of(path), Some(name))
+}
+
+/// Removes every stale temp file (`.NAME.tmp.PID`, whatever NAME) in `dir`, as
+/// [`remove_stale_temps`] does for one file. Returns the files removed.
+pub fn remove_stale_temps_in(dir: &Path) -> Vec<PathBuf> {
+    remove_stale(dir, None)
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The temp files in `dir` of the file named `name` (of any file: `None`) whose writer is
+/// gone, removed.
+fn remove_stale(dir: &Path, name: Option<&str>) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
@@ -60,8 +72,10 @@ pub fn remove_stale_temps(path: &Path) -> Vec<PathBuf> {
         let file_name = entry.file_name();
         let Some(pid) = file_name
             .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|p| p.parse::<u32>().ok())
+            .and_then(|n| n.strip_prefix('.'))
+            .and_then(|n| n.rsplit_once(".tmp."))
+            .filter(|(target, _)| name.is_none_or(|name| *target == name))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
         else {
             continue;
         };
