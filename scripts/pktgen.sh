@@ -364,7 +364,6 @@ kernel_lab_up() {
     done
     in_ns "$NS_DUT" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
         net.ipv4.conf.kr0.rp_filter=0 net.ipv4.conf.kr1.rp_filter=0
-    kernel_router_up
     KR0_MAC=$(in_ns "$NS_DUT" cat /sys/class/net/kr0/address)
 }
 
