@@ -115,7 +115,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     for stale in runtime_files::remove_stale("flowgate-") {
         log::info!(target: "flowgate", "removed {}, left by a stopped daemon", stale.display());
     }
-    let _runtime_dir = RuntimeDir(runtime_files::file_prefix(
+    let _runtime_dir = runtime_files::RuntimeDir::new(runtime_files::file_prefix(
         &flowgate_dataplane::plant::eal_args(&plant_app),
     ));
     let plant = Plant::bring_up(&plant_app).map_err(|e| anyhow!("bringing ports up: {e}"))?;
@@ -357,22 +357,6 @@ fn reload(
         let _ = notifier.ready(&status);
     } else {
         let _ = notifier.status(&status);
-    }
-}
-
-/// The EAL's runtime directory of this daemon (its file prefix), removed when the daemon
-/// returns from `run`, by any path (declared before the plant: dropped after it).
-struct RuntimeDir(String);
-
-impl Drop for RuntimeDir {
-    fn drop(&mut self) {
-        if let Err(e) = runtime_files::remove_runtime_dir(&self.0) {
-            log::warn!(
-                target: "flowgate",
-                "cannot remove {}: {e}",
-                runtime_files::runtime_dir(&self.0).display()
-            );
-        }
     }
 }
 

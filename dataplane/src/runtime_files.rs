@@ -77,6 +77,35 @@ pub fn remove_stale(stem: &str) -> Vec<PathBuf> {
     removed
 }
 
+/// The runtime directory of one prefix, removed when this guard drops (by any path out of
+/// the code that holds it; a failure to remove it is logged).
+#[derive(Debug)]
+pub struct RuntimeDir(String);
+
+impl RuntimeDir {
+    /// Guards the runtime directory of `prefix`.
+    pub fn new(prefix: impl Into<String>) -> RuntimeDir {
+        RuntimeDir(prefix.into())
+    }
+
+    /// The guarded prefix.
+    pub fn prefix(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        if let Err(e) = remove_runtime_dir(&self.0) {
+            log::warn!(
+                target: "flowgate",
+                "cannot remove {}: {e}",
+                runtime_dir(&self.0).display()
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +136,20 @@ mod tests {
         assert!(!dead.exists());
         assert!(alive.exists());
         std::fs::remove_dir_all(&alive).expect("cleanup");
+    }
+
+    #[test]
+    fn the_guard_removes_its_directory_on_drop() {
+        let prefix = format!("fgunit-guard-{}", std::process::id());
+        let dir = runtime_dir(&prefix);
+        if std::fs::create_dir_all(dir.join("sub")).is_err() {
+            return; // no runtime base writable here
+        }
+        let guard = RuntimeDir::new(prefix.clone());
+        assert_eq!(guard.prefix(), prefix);
+        assert!(dir.exists());
+        drop(guard);
+        assert!(!dir.exists());
+        drop(RuntimeDir::new(prefix)); // already gone: nothing to do, no panic
     }
 }

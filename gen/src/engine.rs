@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use flowgate_dataplane::dpdk::{
     self, tsc_cycles, Burst, Eal, Mempool, Port, PortConfig, BURST_SIZE, DEFAULT_DATA_ROOM,
 };
+use flowgate_dataplane::runtime_files::{self, RuntimeDir};
 use serde::Serialize;
 
 use crate::hist::LatencyHistogram;
@@ -85,7 +86,13 @@ pub struct Generator {
     hz: u64,
     /// Nanoseconds per TSC cycle, as 32.32 fixed point.
     ns_per_cycle: u64,
+    /// The EAL's runtime directory, removed on drop (DPDK makes one even with `--no-shconf`
+    /// and never removes it).
+    _runtime_dir: RuntimeDir,
 }
+
+/// The file prefix of generators not given one: this stem and the process id.
+const PREFIX_STEM: &str = "flowgate-gen-";
 
 /// The port id of `name`: an ethdev name (vdev instance or PCI address) or a number.
 pub fn resolve_port(name: &str) -> Result<u16, EngineError> {
@@ -105,7 +112,15 @@ impl Generator {
         rx: &str,
         link_timeout: Duration,
     ) -> Result<Generator, EngineError> {
-        let eal = Eal::init(eal_args)?;
+        // a prefix of our own, so that the runtime directory removed on drop is ours and never
+        // the default `rte` of another DPDK program; those of killed generators go first
+        let mut eal_args = eal_args.to_vec();
+        if runtime_files::given_prefix(&eal_args).is_none() {
+            eal_args.push(format!("--file-prefix={PREFIX_STEM}{}", std::process::id()));
+        }
+        runtime_files::remove_stale(PREFIX_STEM);
+        let runtime_dir = RuntimeDir::new(runtime_files::file_prefix(&eal_args));
+        let eal = Eal::init(&eal_args)?;
         let pool = Mempool::new(
             "fg_gen_pool",
             16383,
@@ -137,6 +152,7 @@ impl Generator {
             tx: tx_port,
             rx: rx_port,
             hz,
+            _runtime_dir: runtime_dir,
         };
         g.wait_link(tx, g.tx_port(), link_timeout)?;
         g.wait_link(rx, g.rx_port(), link_timeout)?;
