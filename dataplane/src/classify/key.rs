@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use flowgate_config::flows::L4;
 
 use super::engine::LANES;
-use crate::wire::IpFacts;
+use crate::wire::{IpFacts, PlainIpv4};
 
 /// Engine lane numbers: which key field each lane holds.
 pub mod lane {
@@ -80,6 +80,28 @@ impl Key {
             proto: f.proto,
             icmptype,
             v6,
+            l4,
+        }
+    }
+
+    /// The key of a plain IPv4 packet ([`crate::wire::plain_ipv4`]): as [`Key::from_facts`]
+    /// of its facts, with no address conversion.
+    #[inline(always)]
+    pub fn plain_v4(p: &PlainIpv4, iface: u16) -> Key {
+        let (l4, sport, dport, icmptype) = match p.l4 {
+            L4::Ports { sport, dport } => (L4Kind::Ports, sport, dport, 0),
+            L4::Icmp { icmptype } => (L4Kind::Icmp, 0, 0, icmptype),
+            L4::Fragment | L4::Other => (L4Kind::None, 0, 0, 0),
+        };
+        Key {
+            src: u128::from(p.src),
+            dst: u128::from(p.dst),
+            iface,
+            sport,
+            dport,
+            proto: p.proto,
+            icmptype,
+            v6: false,
             l4,
         }
     }

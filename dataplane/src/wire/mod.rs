@@ -214,20 +214,54 @@ pub fn ip_len(frame: &[u8], l3: usize, family: Family) -> Option<usize> {
 /// Read an Ethernet frame down to the L4 facts the classifier uses.
 #[inline]
 pub fn parse(frame: &[u8]) -> Frame {
-    match parse_plain_ipv4(frame) {
-        Some(facts) => Frame::Ip(facts),
+    match plain_ipv4(frame) {
+        Some(p) => Frame::Ip(p.facts()),
         None => parse_general(frame),
+    }
+}
+
+/// An untagged IPv4 packet without options that is not a non-first fragment, as
+/// [`plain_ipv4`] reads it: its IP header at [`PlainIpv4::L3`], its L4 header at
+/// [`PlainIpv4::L4`]. Addresses as host-order numbers (what a classifier key holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainIpv4 {
+    pub proto: u8,
+    pub src: u32,
+    pub dst: u32,
+    pub l4: L4,
+}
+
+impl PlainIpv4 {
+    /// Offset of the IP header.
+    pub const L3: usize = ethernet::field::HEADER_LEN;
+    /// Offset of the L4 header.
+    pub const L4: usize = Self::L3 + ipv4::field::MIN_HEADER_LEN;
+
+    /// The same packet's facts, as [`parse`] gives them.
+    #[inline(always)]
+    pub fn facts(&self) -> IpFacts {
+        IpFacts {
+            family: Family::V4,
+            proto: self.proto,
+            src: IpAddr::V4(Ipv4Addr::from(self.src)),
+            dst: IpAddr::V4(Ipv4Addr::from(self.dst)),
+            l4: self.l4,
+            l3_offset: Self::L3,
+            l4_offset: Self::L4,
+            vlan_tags: 0,
+        }
     }
 }
 
 /// The common case, straight through: an untagged IPv4 packet without options, not a
 /// non-first fragment, TCP / UDP / ICMP with its header whole (or another protocol).
-/// `None` for anything else, which [`parse_general`] reads; where it answers, it gives what
-/// [`parse_general`] would (tested).
+/// `None` for anything else, which [`parse`] reads the general way; where it answers, it
+/// gives what [`parse`] would (tested). The parse stage builds its key from this record
+/// directly (no [`IpFacts`] in between).
 #[inline(always)]
-fn parse_plain_ipv4(frame: &[u8]) -> Option<IpFacts> {
-    const L3: usize = ethernet::field::HEADER_LEN;
-    const L4: usize = L3 + ipv4::field::MIN_HEADER_LEN;
+pub fn plain_ipv4(frame: &[u8]) -> Option<PlainIpv4> {
+    const L3: usize = PlainIpv4::L3;
+    const L4: usize = PlainIpv4::L4;
     let hdr: &[u8; L4] = frame.get(..L4)?.try_into().ok()?;
     let ethertype = u16::from_be_bytes([
         hdr[ethernet::field::ETHERTYPE.start],
@@ -262,16 +296,12 @@ fn parse_plain_ipv4(frame: &[u8]) -> Option<IpFacts> {
         proto::TCP | proto::UDP | proto::ICMP => return None,
         _ => L4::Other,
     };
-    let addr = |at: usize| Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]);
-    Some(IpFacts {
-        family: Family::V4,
+    let addr = |at: usize| u32::from_be_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
+    Some(PlainIpv4 {
         proto: protocol,
-        src: IpAddr::V4(addr(ipv4::field::SRC_ADDR.start)),
-        dst: IpAddr::V4(addr(ipv4::field::DST_ADDR.start)),
+        src: addr(ipv4::field::SRC_ADDR.start),
+        dst: addr(ipv4::field::DST_ADDR.start),
         l4,
-        l3_offset: L3,
-        l4_offset: L4,
-        vlan_tags: 0,
     })
 }
 
@@ -439,7 +469,7 @@ mod tests {
                 spec.payload = payload;
                 let f = crate::build::frame(&spec);
                 assert_eq!(
-                    parse_plain_ipv4(&f).map(Frame::Ip),
+                    plain_ipv4(&f).map(|p| Frame::Ip(p.facts())),
                     Some(parse_general(&f)),
                     "proto {proto}"
                 );
@@ -462,8 +492,8 @@ mod tests {
                 padded.extend_from_slice(&[0; 9]);
                 cases.push(padded);
                 for g in cases {
-                    if let Some(fast) = parse_plain_ipv4(&g) {
-                        assert_eq!(Frame::Ip(fast), parse_general(&g), "{g:02x?}");
+                    if let Some(fast) = plain_ipv4(&g) {
+                        assert_eq!(Frame::Ip(fast.facts()), parse_general(&g), "{g:02x?}");
                     }
                 }
             }

@@ -9,7 +9,7 @@ use flowgate_config::flows::{Family, L4};
 use crate::classify::live::LiveClassifier;
 use crate::classify::{Key, L4Kind, Verdict, BATCH};
 use crate::counters::DropReason;
-use crate::wire::IpFacts;
+use crate::wire::{IpFacts, PlainIpv4};
 
 /// Where a packet goes: a pending step, or its destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,20 @@ impl PacketMeta {
         };
         m.set_facts(f);
         m
+    }
+
+    /// A plain IPv4 packet ([`crate::wire::plain_ipv4`]) from `input`, for the flows to
+    /// decide: as [`PacketMeta::ip`] of its facts.
+    #[inline(always)]
+    pub fn plain_v4(input: u16) -> PacketMeta {
+        PacketMeta {
+            to: To::Flows,
+            input,
+            l3: PlainIpv4::L3 as u16,
+            l4: PlainIpv4::L4 as u16,
+            ip: true,
+            ..PacketMeta::EMPTY
+        }
     }
 
     /// A frame that is no IP packet (or a malformed one), going to `to`.

@@ -73,6 +73,12 @@ impl Parse {
                 continue;
             };
             self.bytes += frame.len() as u64;
+            // the common case straight to its key (no facts in between); ND is IPv6
+            if let Some(p) = wire::plain_ipv4(frame) {
+                b.keys[i] = Key::plain_v4(&p, iface);
+                b.meta[i] = PacketMeta::plain_v4(input);
+                continue;
+            }
             b.meta[i] = match wire::parse(frame) {
                 Frame::Ip(facts) => {
                     b.keys[i] = Key::from_facts(&facts, iface);
@@ -153,5 +159,63 @@ impl Parse {
     #[inline]
     pub fn learners(&self) -> &[(u8, u16)] {
         &self.learn[..self.n_learn]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{frame, FrameSpec};
+    use crate::worker::frames::VecFrames;
+    use crate::worker::test_support::{facts, ip};
+
+    /// The straight path of plain IPv4 gives each frame the key and metadata the general
+    /// reading gives it (`Key::from_facts`, `PacketMeta::ip` of `wire::parse`'s facts), and
+    /// the other frames keep the general path: every protocol, options-free or not,
+    /// fragments, VLAN tags, IPv6.
+    #[test]
+    fn the_plain_ipv4_path_fills_what_the_general_one_would() {
+        let mut specs = Vec::new();
+        for proto in [6u8, 17, 1, 47] {
+            specs.push(FrameSpec::new(
+                ip("10.1.2.3"),
+                ip("192.0.2.9"),
+                proto,
+                40000,
+                443,
+            ));
+            let mut tagged = FrameSpec::new(ip("10.1.2.3"), ip("192.0.2.9"), proto, 1, 2);
+            tagged.vlan = Some(7);
+            specs.push(tagged);
+            let mut fragment = FrameSpec::new(ip("10.1.2.3"), ip("192.0.2.9"), proto, 1, 2);
+            fragment.non_first_fragment = true;
+            specs.push(fragment);
+            specs.push(FrameSpec::new(
+                ip("2001:db8::1"),
+                ip("2001:db8::2"),
+                proto,
+                5,
+                6,
+            ));
+        }
+        let frames: Vec<Vec<u8>> = specs.iter().map(frame).collect();
+        assert!(frames.iter().any(|f| wire::plain_ipv4(f).is_some()));
+        assert!(frames.iter().any(|f| wire::plain_ipv4(f).is_none()));
+        let burst = VecFrames::of(frames.iter().map(Vec::as_slice));
+        let mut b = Batch::default();
+        let counters = WorkerCounters::new(2);
+        let from = Source {
+            input: 1,
+            iface: 3,
+            non_ip: None,
+            learn: true,
+        };
+        Parse::default().ports(&mut b, &burst, from, &counters);
+        assert_eq!(b.len(), frames.len());
+        for (i, f) in frames.iter().enumerate() {
+            let x = facts(f);
+            assert_eq!(b.keys[i], Key::from_facts(&x, 3), "frame {i}");
+            assert_eq!(b.meta[i], PacketMeta::ip(&x, 1), "frame {i}");
+        }
     }
 }
