@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use flowgate_config::flows::Action;
+
 use crate::wire::Malformed;
 
 /// A counter with one writer. `add` is a load and a store, not a locked read-modify-write.
@@ -148,6 +150,16 @@ pub enum VerdictKind {
 }
 
 impl VerdictKind {
+    /// The kind of an action.
+    pub fn of(a: &Action) -> VerdictKind {
+        match a {
+            Action::Permit => VerdictKind::Permit,
+            Action::Deny => VerdictKind::Deny,
+            Action::Director(_) => VerdictKind::Director,
+            Action::Table(_) => VerdictKind::Table,
+        }
+    }
+
     pub const ALL: [VerdictKind; 4] = [
         VerdictKind::Permit,
         VerdictKind::Deny,

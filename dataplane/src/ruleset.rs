@@ -9,7 +9,7 @@ use flowgate_config::flows::{Action, Flow, FlowsFile, ListKind};
 
 use crate::classify::live::{ListEdit, LiveClassifier};
 use crate::classify::{CompileError, Verdict};
-use crate::counters::{RuleCounters, RuleTotals};
+use crate::counters::{RuleCounters, RuleTotals, VerdictKind};
 use crate::route::Routes;
 
 /// One compiled list (flows or outflows) and where its per-rule counters live.
@@ -25,6 +25,9 @@ pub struct CompiledList {
     slots: usize,
     /// The list's default policy.
     default: Action,
+    /// The kind of each of the classifier's actions (by action index), so that the data
+    /// path reads a verdict's kind without matching on its action.
+    kinds: Vec<VerdictKind>,
 }
 
 impl CompiledList {
@@ -52,12 +55,14 @@ impl CompiledList {
             rule_base.push(next);
             next += flow.rules.len() as u32;
         }
+        let kinds = classifier.actions().iter().map(VerdictKind::of).collect();
         CompiledList {
             classifier,
             port_iface,
             rule_base,
             slots: next as usize + 1,
             default: default.clone(),
+            kinds,
         }
     }
 
@@ -118,6 +123,12 @@ impl CompiledList {
         }
         let base = *self.rule_base.get(flow)? as usize;
         Some(base + rule - 1)
+    }
+
+    /// The kind of a verdict's action (`None` for an action the list does not have).
+    #[inline(always)]
+    pub fn kind(&self, v: Verdict) -> Option<VerdictKind> {
+        self.kinds.get(usize::from(v.action)).copied()
     }
 
     /// The counter slot of a verdict: its rule's, or the default's (the last slot).

@@ -52,6 +52,9 @@ pub struct PacketMeta {
     /// A non-first fragment (no L4 header; its key says only "no L4").
     fragment: bool,
     vlan_tags: u8,
+    /// The frame's length as the parse read it (first segment); not updated by rewrites:
+    /// the flows count the bytes of packets as they arrived.
+    pub rx_len: u16,
 }
 
 impl PacketMeta {
@@ -65,6 +68,7 @@ impl PacketMeta {
         routed: false,
         fragment: false,
         vlan_tags: 0,
+        rx_len: 0,
     };
 
     /// An IP packet from `input` (facts `f`), for the flows to decide.

@@ -44,12 +44,17 @@ pub fn decide<F: Frames>(
         ),
         None => (kernel, None),
     };
+    // verdicts by kind, added to the counters once per burst
+    let mut tally = [0u64; 4];
     for j in 0..n {
         let (i, v) = b.verdict(j);
-        let bytes = frames.packet(i).map_or(0, |f| f.len() as u64);
-        env.rc.hit_flow(list.slot(v), bytes);
-        let kind = count(list, v, &env.rc.flow_verdicts);
         let meta = &mut b.meta[i];
+        // untouched since the parse: its length is the one read there
+        env.rc.hit_flow(list.slot(v), u64::from(meta.rx_len));
+        let kind = list.kind(v);
+        if let Some(k) = kind {
+            tally[k as usize] += 1;
+        }
         meta.to = match kind {
             Some(VerdictKind::Permit) => {
                 if let Some(iface) = peer_iface {
@@ -84,6 +89,11 @@ pub fn decide<F: Frames>(
             }
         };
     }
+    for (c, n) in env.rc.flow_verdicts.iter().zip(tally) {
+        if n != 0 {
+            c.add(n);
+        }
+    }
     b.meta[..b.len()]
         .iter()
         .any(|m| matches!(m.to, To::Director(_)))
@@ -93,12 +103,7 @@ pub fn decide<F: Frames>(
 /// the packet's bytes); its verdict kind.
 #[inline]
 pub fn count(list: &CompiledList, v: Verdict, verdicts: &[Counter; 4]) -> Option<VerdictKind> {
-    let kind = match list.classifier.action(v)? {
-        Action::Permit => VerdictKind::Permit,
-        Action::Deny => VerdictKind::Deny,
-        Action::Director(_) => VerdictKind::Director,
-        Action::Table(_) => VerdictKind::Table,
-    };
+    let kind = list.kind(v)?;
     verdicts[kind as usize].add(1);
     Some(kind)
 }

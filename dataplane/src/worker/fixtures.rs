@@ -1028,6 +1028,9 @@ fn without_outflows_the_default_decides() {
             5,
             "{policy}"
         );
+        // the flows' verdicts by kind: 5 permits from eth2, 2 from eth0 (counted per burst)
+        let permits = &rules.counters[0].flow_verdicts[VerdictKind::Permit as usize];
+        assert_eq!(permits.get(), 7, "{policy}");
         // per rule: packets and bytes (the flow `ssh`'s rule for eth2; the outflows' default)
         let bytes: u64 = burst.iter().map(|f| f.len() as u64).sum();
         let c = &rules.counters[0];

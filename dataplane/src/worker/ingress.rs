@@ -73,13 +73,15 @@ impl Parse {
                 continue;
             };
             self.bytes += frame.len() as u64;
+            let rx_len = u16::try_from(frame.len()).unwrap_or(u16::MAX);
             // the common case straight to its key (no facts in between); ND is IPv6
             if let Some(p) = wire::plain_ipv4(frame) {
                 b.keys[i] = Key::plain_v4(&p, iface);
                 b.meta[i] = PacketMeta::plain_v4(input);
+                b.meta[i].rx_len = rx_len;
                 continue;
             }
-            b.meta[i] = match wire::parse(frame) {
+            let meta = match wire::parse(frame) {
                 Frame::Ip(facts) => {
                     b.keys[i] = Key::from_facts(&facts, iface);
                     if learn && is_nd(&facts) {
@@ -103,6 +105,8 @@ impl Parse {
                     PacketMeta::other(input, To::Drop(DropReason::Malformed(why)))
                 }
             };
+            b.meta[i] = meta;
+            b.meta[i].rx_len = rx_len;
         }
     }
 
@@ -215,7 +219,9 @@ mod tests {
         for (i, f) in frames.iter().enumerate() {
             let x = facts(f);
             assert_eq!(b.keys[i], Key::from_facts(&x, 3), "frame {i}");
-            assert_eq!(b.meta[i], PacketMeta::ip(&x, 1), "frame {i}");
+            let mut want = PacketMeta::ip(&x, 1);
+            want.rx_len = f.len() as u16;
+            assert_eq!(b.meta[i], want, "frame {i}");
         }
     }
 }
