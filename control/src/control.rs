@@ -30,9 +30,10 @@ use flowgate_dataplane::counters::{
 };
 use flowgate_dataplane::ruleset::RuleSet;
 
+use crate::editlog::EditLog;
 use crate::history::History;
 use crate::metrics;
-use crate::persist::write_atomic;
+use crate::persist::{write_atomic, FileStamp};
 use crate::protocol::{
     AppliedReply, Body, Changed, CheckReply, DiffReply, DirectorsReply, DoneReply, ErrorReply,
     FlowsReply, PortStat, Request, RuleStat, StatsReply, StatusReply, VerdictStat,
@@ -166,8 +167,10 @@ fn is_push(req: &Request) -> bool {
     )
 }
 
-/// An incremental update, as the push thread executes it.
-#[derive(Debug)]
+/// An incremental update, as the push thread executes it (and as the edit log keeps it:
+/// one JSON object a line).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "edit", rename_all = "snake_case")]
 enum EditOp {
     InsertFlow {
         text: String,
@@ -189,8 +192,30 @@ enum EditOp {
     },
 }
 
+/// The stamp of the flows file at `path` if it holds exactly `text` (the text the daemon
+/// loaded at start), so that the first edit can link the history to it and log the edit
+/// against it; `None` if it changed meanwhile or cannot be read.
+fn stamp_if_holding(path: &Path, text: &str) -> Option<FileStamp> {
+    let before = FileStamp::of(path)?;
+    let on_disk = flowgate_config::source::read_regular(path, MAX_FLOWS_FILE).ok()?;
+    (on_disk == text && FileStamp::of(path) == Some(before)).then_some(before)
+}
+
+/// The running set's items after one edit, and where the edit fell.
+struct Edited {
+    file: FlowsFile,
+    kind: ListKind,
+    edit: ListEdit,
+    /// Item index removed (in the items before) and inserted (in the items after).
+    removed_at: Option<usize>,
+    inserted_at: Option<usize>,
+    /// Rendered warnings of the new item.
+    warnings: String,
+}
+
 /// Where a rule edit applies.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum RuleAt {
     /// New rule number (1-based), or after the last.
     Insert(Option<usize>),
@@ -211,31 +236,12 @@ pub struct Pusher {
     /// (`None` after a full apply or rollback: printed on the first edit).
     printed: Option<Vec<String>>,
     flows_path: PathBuf,
-    /// The flows file as this daemon last wrote it (`None` until its first push: the file
-    /// may have been edited since it was read at start).
+    /// The flows file as this daemon last wrote it, or read it at start (`None` when it
+    /// does not hold a text this daemon knows). With an empty edit log it holds
+    /// `current_text`.
     flows_stamp: Option<FileStamp>,
-}
-
-/// What tells a file apart from another version of it: device, inode, size, change time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    ctime_ns: i128,
-}
-
-impl FileStamp {
-    fn of(path: &Path) -> Option<FileStamp> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
-        Some(FileStamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        })
-    }
+    /// Edits published but not yet in the flows file (see [`crate::editlog`]).
+    log: EditLog,
 }
 
 impl std::fmt::Debug for Pusher {
@@ -315,7 +321,12 @@ impl Controller {
             log::warn!(target: "control", "rollback history: {note}");
         }
         progress.rollback_depth.store(undo.len(), Ordering::Relaxed);
-        let pusher = Pusher {
+        let flows_stamp = stamp_if_holding(&opts.flows_path, &current_text);
+        let (log, pending) = EditLog::open(&opts.flows_path);
+        for note in pending.notes {
+            log::warn!(target: "control", "edit log: {note}");
+        }
+        let mut pusher = Pusher {
             shared: Arc::clone(&shared),
             gens: Arc::clone(&gens),
             progress: Arc::clone(&progress),
@@ -323,8 +334,10 @@ impl Controller {
             undo,
             printed: None,
             flows_path: opts.flows_path.clone(),
-            flows_stamp: None,
+            flows_stamp,
+            log,
         };
+        pusher.replay(pending.entries);
         let reports = Reports {
             shared,
             gens,
@@ -760,9 +773,8 @@ impl Pusher {
         let saved = if remember {
             // the flows file holds the running text if nobody changed it since we wrote it
             let same_as = self
-                .flows_stamp
-                .filter(|s| FileStamp::of(&self.flows_path).as_ref() == Some(s))
-                .map(|_| self.flows_path.as_path());
+                .flows_holds_current()
+                .then_some(self.flows_path.as_path());
             let saved = self
                 .undo
                 .save(&self.current_text, same_as)
@@ -786,6 +798,8 @@ impl Pusher {
             )));
         }
         self.flows_stamp = FileStamp::of(&self.flows_path);
+        // the file holds every edit now
+        self.log.clear();
         let persist = t0.elapsed();
         self.shared.rules.store(Arc::clone(&set));
         let publish = arrived.elapsed();
@@ -813,9 +827,38 @@ impl Pusher {
 
     /// An incremental update (`insert`, `delete`, `replace`): the running set with one flow
     /// or one rule added, removed or replaced, validated as `apply` validates, compiled as
-    /// a delta beside the running classifier (`classify::live`), committed as `apply` is.
+    /// a delta beside the running classifier (`classify::live`), committed through the edit
+    /// log ([`Pusher::commit_edit`]).
     fn edit(&mut self, op: EditOp, arrived: Instant) -> Reply {
+        let op_line = serde_json::to_string(&op)
+            .map_err(|e| ErrorReply::new(format!("cannot write the edit down: {e}")))?;
         let set = self.shared.rules.load_full();
+        let Edited {
+            file,
+            kind,
+            edit,
+            removed_at,
+            inserted_at,
+            mut warnings,
+        } = self.edited_file(&set, op)?;
+        let t0 = Instant::now();
+        let new = RuleSet::edit(&set, file, kind, edit, self.appliance(), set.generation + 1)
+            .map_err(compile_err)?;
+        let compile = t0.elapsed();
+        let new = Arc::new(new);
+        drop(set);
+        let mut reply =
+            self.commit_edit(new, &op_line, (removed_at, inserted_at), arrived, compile)?;
+        if !reply.warnings.is_empty() && !warnings.is_empty() {
+            warnings.push('\n');
+        }
+        warnings.push_str(&reply.warnings);
+        reply.warnings = warnings;
+        Ok(Body::Applied(reply))
+    }
+
+    /// The running set's items with `op` applied, checked as `apply` checks them.
+    fn edited_file(&self, set: &RuleSet, op: EditOp) -> Result<Edited, ErrorReply> {
         let mut items = set.source.items.clone();
         let find = |items: &[Arc<Flow>], name: &str| {
             items
@@ -956,45 +999,193 @@ impl Pusher {
                 )
             }
         };
-        let file = FlowsFile { items };
-        let t0 = Instant::now();
-        let new = RuleSet::edit(&set, file, kind, edit, self.appliance(), set.generation + 1)
-            .map_err(compile_err)?;
-        let compile = t0.elapsed();
-        let new = Arc::new(new);
-        drop(set);
-        // the flows file, from the canonical print of each item (cached between edits; taken
-        // out of the cache: a refused commit leaves it empty, printed again on the next edit)
-        let mut printed = self.take_printed();
-        if let Some(r) = removed_at {
-            printed.remove(r);
-        }
-        if let Some(i) = inserted_at {
-            let mut s = String::new();
-            print_flow(&mut s, &new.source.items[i]);
-            printed.insert(i, s);
-        }
-        let text = printed.join("\n");
-        let mut reply = self.commit(new, text, arrived, compile, true, Some(printed))?;
-        reply.warnings = warnings;
-        Ok(Body::Applied(reply))
+        Ok(Edited {
+            file: FlowsFile { items },
+            kind,
+            edit,
+            removed_at,
+            inserted_at,
+            warnings,
+        })
     }
 
-    /// The canonical text of each item of the running set, out of the cache (printed when the
-    /// cache is empty: after a full apply or rollback, or a refused edit).
-    fn take_printed(&mut self) -> Vec<String> {
-        let set = self.shared.rules.load();
-        self.printed.take().unwrap_or_else(|| {
-            set.source
-                .items
-                .iter()
-                .map(|f| {
-                    let mut s = String::new();
-                    print_flow(&mut s, f);
-                    s
-                })
-                .collect()
+    /// Whether the flows file holds the running text: it is the file this daemon last wrote
+    /// (or read at start), and no edit is waiting in the log.
+    fn flows_holds_current(&self) -> bool {
+        self.log.is_empty()
+            && self
+                .flows_stamp
+                .is_some_and(|s| FileStamp::of(&self.flows_path) == Some(s))
+    }
+
+    /// [`Pusher::commit`] for an incremental edit: the edit (`op_line`) is made durable by
+    /// an append to the edit log, then published; the flows file is rewritten after
+    /// publication and the log emptied. When the log cannot extend the flows file as it is
+    /// (edited by hand since), or cannot be written, the edit is committed as `apply` is
+    /// (the whole file rewritten before publication).
+    /// `at`: the item removed and the item inserted by the edit (for the flows file's text,
+    /// printed from the cache of each item's canonical text, see [`Pusher::printed_after`]).
+    fn commit_edit(
+        &mut self,
+        set: Arc<RuleSet>,
+        op_line: &str,
+        at: (Option<usize>, Option<usize>),
+        arrived: Instant,
+        compile: Duration,
+    ) -> Result<AppliedReply, ErrorReply> {
+        let now = FileStamp::of(&self.flows_path);
+        let loggable = match now {
+            Some(stamp) if self.log.is_empty() => self.flows_holds_current().then_some(stamp),
+            Some(stamp) if self.log.extends(now) => Some(stamp),
+            _ => None,
+        };
+        let Some(base) = loggable else {
+            let printed = self.printed_after(&set, at.0, at.1);
+            let text = printed.join("\n");
+            return self.commit(set, text, arrived, compile, true, Some(printed));
+        };
+        let generation = set.generation;
+        let t0 = Instant::now();
+        // the replaced text first (a hard link when the file holds it), then the edit
+        let same_as = self
+            .flows_holds_current()
+            .then_some(self.flows_path.as_path());
+        let saved = self
+            .undo
+            .save(&self.current_text, same_as)
+            .map_err(|(path, e)| {
+                ErrorReply::new(format!(
+                    "cannot persist to {}: {e}; nothing changed",
+                    path.display()
+                ))
+            })?;
+        if let Err(e) = self.log.append(base, op_line) {
+            log::warn!(target: "control", "edit log: {e}; the flows file is rewritten instead");
+            self.undo.discard(saved);
+            let printed = self.printed_after(&set, at.0, at.1);
+            let text = printed.join("\n");
+            return self.commit(set, text, arrived, compile, true, Some(printed));
+        }
+        let persist = t0.elapsed();
+        self.shared.rules.store(Arc::clone(&set));
+        let publish = arrived.elapsed();
+        let printed = self.printed_after(&set, at.0, at.1);
+        lock(&self.gens).push(set);
+        self.progress.swaps.fetch_add(1, Ordering::Relaxed);
+        metrics::record_swap(publish);
+        // after publication: the flows file catches up with the log
+        let text = printed.join("\n");
+        self.printed = Some(printed);
+        let warnings = match write_atomic(&self.flows_path, text.as_bytes()) {
+            Ok(()) => {
+                self.flows_stamp = FileStamp::of(&self.flows_path);
+                self.log.clear();
+                String::new()
+            }
+            Err(e) => format!(
+                "the flows file {} was not rewritten ({e}): the edit is kept in {} and \
+                 applies at the next start; the next push rewrites the file",
+                self.flows_path.display(),
+                EditLog::path_for(&self.flows_path).display()
+            ),
+        };
+        let previous = std::mem::replace(&mut self.current_text, text);
+        self.undo.keep(saved, previous);
+        self.progress
+            .rollback_depth
+            .store(self.undo.len(), Ordering::Relaxed);
+        Ok(AppliedReply {
+            generation,
+            publish_us: micros(publish),
+            compile_us: micros(compile),
+            persist_us: micros(persist),
+            persisted: true,
+            persist_error: None,
+            warnings,
         })
+    }
+
+    /// Replays the edit log found at start on top of the running set (the flows file it
+    /// extends), then writes the flows file whole and empties the log. An edit that no longer
+    /// applies stops the replay there (said in the log).
+    fn replay(&mut self, entries: Vec<String>) {
+        if entries.is_empty() {
+            return;
+        }
+        let total = entries.len();
+        let mut done = 0;
+        for line in entries {
+            let op: EditOp = match serde_json::from_str(&line) {
+                Ok(op) => op,
+                Err(e) => {
+                    log::error!(target: "control", "edit log: entry {}: {e}; the replay stops", done + 1);
+                    break;
+                }
+            };
+            if let Err(e) = self.apply_edit(op) {
+                log::error!(target: "control", "edit log: entry {}: {}; the replay stops", done + 1, e.error);
+                break;
+            }
+            done += 1;
+        }
+        match write_atomic(&self.flows_path, self.current_text.as_bytes()) {
+            Ok(()) => {
+                self.flows_stamp = FileStamp::of(&self.flows_path);
+                self.log.clear();
+            }
+            Err(e) => log::error!(
+                target: "control",
+                "edit log: cannot rewrite {}: {e}; the log is kept",
+                self.flows_path.display()
+            ),
+        }
+        log::info!(target: "control", "edit log: replayed {done} of {total} edit(s) left by the last run");
+    }
+
+    /// One edit of the replay: validated, compiled and published as a live edit, without
+    /// persistence (it is persisted already) or history.
+    fn apply_edit(&mut self, op: EditOp) -> Result<(), ErrorReply> {
+        let set = self.shared.rules.load_full();
+        let Edited {
+            file, kind, edit, ..
+        } = self.edited_file(&set, op)?;
+        let new = RuleSet::edit(&set, file, kind, edit, self.appliance(), set.generation + 1)
+            .map_err(compile_err)?;
+        let new = Arc::new(new);
+        self.shared.rules.store(Arc::clone(&new));
+        self.current_text = flows::print(&new.source);
+        self.printed = None;
+        lock(&self.gens).push(new);
+        Ok(())
+    }
+
+    /// The canonical text of each item of `new`, the running set after an edit that removed
+    /// item `removed_at` and inserted `inserted_at`: the cache of the set before, so updated,
+    /// or `new` printed whole when there is no cache (after a full apply or rollback, or a
+    /// refused commit). Taken out of the cache (the commit puts it back).
+    fn printed_after(
+        &mut self,
+        new: &RuleSet,
+        removed_at: Option<usize>,
+        inserted_at: Option<usize>,
+    ) -> Vec<String> {
+        let print = |f: &Flow| {
+            let mut s = String::new();
+            print_flow(&mut s, f);
+            s
+        };
+        match self.printed.take() {
+            Some(mut printed) => {
+                if let Some(r) = removed_at {
+                    printed.remove(r);
+                }
+                if let Some(i) = inserted_at {
+                    printed.insert(i, print(&new.source.items[i]));
+                }
+                printed
+            }
+            None => new.source.items.iter().map(|f| print(f)).collect(),
+        }
     }
 
     /// One whole item, validated against the appliance; its rendered warnings.

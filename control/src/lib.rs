@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod editlog;
 pub mod history;
 pub mod logging;
 pub mod metrics;

@@ -204,3 +204,100 @@ fn counters_follow_rule_identity_across_pushes() {
         .count();
     assert_eq!(defaults, 2, "one default per list");
 }
+
+/// The edit log (`FLOWS.edits`): an edit is in the flows file once its request is answered
+/// (the log is then empty); an edit the daemon logged but could not write into the flows
+/// file (a crash between publication and the rewrite) is replayed at the next start; a log
+/// written against another version of the flows file, or an append cut short, is not.
+#[test]
+fn edits_left_in_the_log_are_replayed_at_start() {
+    use flowgate_control::editlog::EditLog;
+    use flowgate_control::persist::FileStamp;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = Daemon::start(dir.path(), Some(SEED));
+    let log_path = EditLog::path_for(&d.flows);
+    // the first edit after start extends the file the daemon read
+    ok(&d.ask(
+        json!({"op":"insert","text":"flow web permit match proto tcp dstport 80",
+                     "before":"alltherest"}),
+    ));
+    assert!(running(&d).contains("flow web"));
+    let log_len = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    assert!(log_path.exists(), "the edit went through the log");
+    assert_eq!(log_len(&log_path), 0, "the rewrite empties the log");
+    ok(&d.ask(json!({"op":"delete","flow":"web"})));
+    assert_eq!(log_len(&log_path), 0);
+    d.stop();
+    drop(d);
+
+    // as a crash after publication would leave it: the flows file without the edits, the
+    // log with them (the on-disk form of two edits)
+    let flows = support::appliance(dir.path()).flows;
+    let (mut log, pending) = EditLog::open(&flows);
+    assert!(pending.entries.is_empty());
+    let base = FileStamp::of(&flows).expect("stamp");
+    log.append(
+        base,
+        r#"{"edit":"insert_flow","text":"flow web permit match proto tcp dstport 80","before":"alltherest","after":null}"#,
+    )
+    .expect("append");
+    log.append(
+        base,
+        r#"{"edit":"rule","flow":"web","rule":{"insert":null},"text":"match proto tcp dstport 443"}"#,
+    )
+    .expect("append");
+    let d = Daemon::start(dir.path(), None);
+    assert!(
+        decide(&d, WEB).starts_with("permit web 1"),
+        "{}",
+        decide(&d, WEB)
+    );
+    assert!(decide(&d, WEBS).starts_with("permit web 2"));
+    assert_eq!(generation(&d), 3, "two edits on the loaded set");
+    assert!(
+        running(&d).contains("flow web"),
+        "the flows file holds the replayed edits"
+    );
+    assert_eq!(log_len(&log_path), 0);
+    // the next edit goes through the log again, and rollback still undoes one edit
+    ok(&d.ask(json!({"op":"delete","flow":"web","rule":1})));
+    assert!(decide(&d, WEB).starts_with("deny alltherest"));
+    ok(&d.ask(json!({"op":"rollback"})));
+    assert!(decide(&d, WEB).starts_with("permit web 1"));
+    drop(d);
+
+    // a log against another version of the file: ignored (and an append cut short too)
+    let (mut log, _) = EditLog::open(&flows);
+    let stale = FileStamp::of(&flows).expect("stamp");
+    log.append(stale, r#"{"edit":"delete_flow","flow":"web"}"#)
+        .expect("append");
+    let text = std::fs::read_to_string(&flows).expect("flows");
+    std::fs::write(&flows, format!("{text}\n")).expect("touch the flows file");
+    let d = Daemon::start(dir.path(), None);
+    assert!(
+        decide(&d, WEB).starts_with("permit web 1"),
+        "stale log not replayed"
+    );
+    assert_eq!(generation(&d), 1);
+    drop(d);
+    let (mut log, _) = EditLog::open(&flows);
+    let base = FileStamp::of(&flows).expect("stamp");
+    log.append(base, r#"{"edit":"delete_flow","flow":"web"}"#)
+        .expect("append");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .expect("log");
+    std::io::Write::write_all(&mut f, br#"{"edit":"delete_flow","flow":"ss"#).expect("cut");
+    let d = Daemon::start(dir.path(), None);
+    assert!(
+        decide(&d, WEB).starts_with("deny alltherest"),
+        "whole entry replayed"
+    );
+    assert!(
+        decide(&d, SSH_IN).starts_with("permit ssh"),
+        "cut entry not replayed"
+    );
+    assert_eq!(generation(&d), 2);
+}
