@@ -31,7 +31,7 @@ use flowgate_dataplane::counters::{
 use flowgate_dataplane::ruleset::RuleSet;
 
 use crate::editlog::EditLog;
-use crate::history::History;
+use crate::history::{History, Saved};
 use crate::metrics;
 use crate::persist::{write_atomic, FileStamp};
 use crate::protocol::{
@@ -199,6 +199,24 @@ fn stamp_if_holding(path: &Path, text: &str) -> Option<FileStamp> {
     let before = FileStamp::of(path)?;
     let on_disk = flowgate_config::source::read_regular(path, MAX_FLOWS_FILE).ok()?;
     (on_disk == text && FileStamp::of(path) == Some(before)).then_some(before)
+}
+
+/// The reply of a published, persisted push: its generation, its times (publish, compile,
+/// persist) and warnings.
+fn applied(
+    generation: u64,
+    [publish, compile, persist]: [Duration; 3],
+    warnings: String,
+) -> AppliedReply {
+    AppliedReply {
+        generation,
+        publish_us: micros(publish),
+        compile_us: micros(compile),
+        persist_us: micros(persist),
+        persisted: true,
+        persist_error: None,
+        warnings,
+    }
 }
 
 /// The running set's items after one edit, and where the edit fell.
@@ -771,20 +789,7 @@ impl Pusher {
         // the replaced text is saved to the history first, the new one to the flows file
         // second: a failure of either leaves both as they were
         let saved = if remember {
-            // the flows file holds the running text if nobody changed it since we wrote it
-            let same_as = self
-                .flows_holds_current()
-                .then_some(self.flows_path.as_path());
-            let saved = self
-                .undo
-                .save(&self.current_text, same_as)
-                .map_err(|(path, e)| {
-                    ErrorReply::new(format!(
-                        "cannot persist to {}: {e}; nothing changed",
-                        path.display()
-                    ))
-                })?;
-            Some(saved)
+            Some(self.save_replaced()?)
         } else {
             None
         };
@@ -801,28 +806,14 @@ impl Pusher {
         // the file holds every edit now
         self.log.clear();
         let persist = t0.elapsed();
-        self.shared.rules.store(Arc::clone(&set));
-        let publish = arrived.elapsed();
+        let publish = self.publish(set, arrived);
         self.printed = printed;
-        lock(&self.gens).push(set);
-        self.progress.swaps.fetch_add(1, Ordering::Relaxed);
-        metrics::record_swap(publish);
-        let previous = std::mem::replace(&mut self.current_text, text);
-        if let Some(saved) = saved {
-            self.undo.keep(saved, previous);
-        }
-        self.progress
-            .rollback_depth
-            .store(self.undo.len(), Ordering::Relaxed);
-        Ok(AppliedReply {
+        self.remember(saved, text);
+        Ok(applied(
             generation,
-            publish_us: micros(publish),
-            compile_us: micros(compile),
-            persist_us: micros(persist),
-            persisted: true,
-            persist_error: None,
-            warnings: String::new(),
-        })
+            [publish, compile, persist],
+            String::new(),
+        ))
     }
 
     /// An incremental update (`insert`, `delete`, `replace`): the running set with one flow
@@ -1009,6 +1000,45 @@ impl Pusher {
         })
     }
 
+    /// Makes `set` the running one (the workers see it at their next burst), keeps it among
+    /// the generations whose counters are read; the time from `arrived` to now.
+    fn publish(&mut self, set: Arc<RuleSet>, arrived: Instant) -> Duration {
+        self.shared.rules.store(Arc::clone(&set));
+        let publish = arrived.elapsed();
+        lock(&self.gens).push(set);
+        self.progress.swaps.fetch_add(1, Ordering::Relaxed);
+        metrics::record_swap(publish);
+        publish
+    }
+
+    /// After a commit: `text` is the running text, and the one it replaced goes on the
+    /// rollback stack under `saved` (when the commit is remembered).
+    fn remember(&mut self, saved: Option<Saved>, text: String) {
+        let previous = std::mem::replace(&mut self.current_text, text);
+        if let Some(saved) = saved {
+            self.undo.keep(saved, previous);
+        }
+        self.progress
+            .rollback_depth
+            .store(self.undo.len(), Ordering::Relaxed);
+    }
+
+    /// Saves the running text to the rollback history before a commit replaces it (a hard
+    /// link to the flows file when the file holds it); refused whole if it cannot be saved.
+    fn save_replaced(&mut self) -> Result<Saved, ErrorReply> {
+        let same_as = self
+            .flows_holds_current()
+            .then_some(self.flows_path.as_path());
+        self.undo
+            .save(&self.current_text, same_as)
+            .map_err(|(path, e)| {
+                ErrorReply::new(format!(
+                    "cannot persist to {}: {e}; nothing changed",
+                    path.display()
+                ))
+            })
+    }
+
     /// Whether the flows file holds the running text: it is the file this daemon last wrote
     /// (or read at start), and no edit is waiting in the log.
     fn flows_holds_current(&self) -> bool {
@@ -1039,40 +1069,28 @@ impl Pusher {
             Some(stamp) if self.log.extends(now) => Some(stamp),
             _ => None,
         };
-        let Some(base) = loggable else {
-            let printed = self.printed_after(&set, at.0, at.1);
+        // as `apply`: the whole file rewritten before publication
+        let commit_whole = |p: &mut Pusher, set: Arc<RuleSet>| {
+            let printed = p.printed_after(&set, at.0, at.1);
             let text = printed.join("\n");
-            return self.commit(set, text, arrived, compile, true, Some(printed));
+            p.commit(set, text, arrived, compile, true, Some(printed))
+        };
+        let Some(base) = loggable else {
+            return commit_whole(self, set);
         };
         let generation = set.generation;
         let t0 = Instant::now();
         // the replaced text first (a hard link when the file holds it), then the edit
-        let same_as = self
-            .flows_holds_current()
-            .then_some(self.flows_path.as_path());
-        let saved = self
-            .undo
-            .save(&self.current_text, same_as)
-            .map_err(|(path, e)| {
-                ErrorReply::new(format!(
-                    "cannot persist to {}: {e}; nothing changed",
-                    path.display()
-                ))
-            })?;
+        let saved = self.save_replaced()?;
         if let Err(e) = self.log.append(base, op_line) {
             log::warn!(target: "control", "edit log: {e}; the flows file is rewritten instead");
             self.undo.discard(saved);
-            let printed = self.printed_after(&set, at.0, at.1);
-            let text = printed.join("\n");
-            return self.commit(set, text, arrived, compile, true, Some(printed));
+            return commit_whole(self, set);
         }
         let persist = t0.elapsed();
-        self.shared.rules.store(Arc::clone(&set));
-        let publish = arrived.elapsed();
+        let publish = self.publish(Arc::clone(&set), arrived);
         let printed = self.printed_after(&set, at.0, at.1);
-        lock(&self.gens).push(set);
-        self.progress.swaps.fetch_add(1, Ordering::Relaxed);
-        metrics::record_swap(publish);
+        drop(set);
         // after publication: the flows file catches up with the log
         let text = printed.join("\n");
         self.printed = Some(printed);
@@ -1089,20 +1107,8 @@ impl Pusher {
                 EditLog::path_for(&self.flows_path).display()
             ),
         };
-        let previous = std::mem::replace(&mut self.current_text, text);
-        self.undo.keep(saved, previous);
-        self.progress
-            .rollback_depth
-            .store(self.undo.len(), Ordering::Relaxed);
-        Ok(AppliedReply {
-            generation,
-            publish_us: micros(publish),
-            compile_us: micros(compile),
-            persist_us: micros(persist),
-            persisted: true,
-            persist_error: None,
-            warnings,
-        })
+        self.remember(Some(saved), text);
+        Ok(applied(generation, [publish, compile, persist], warnings))
     }
 
     /// Replays the edit log found at start on top of the running set (the flows file it
@@ -1128,6 +1134,10 @@ impl Pusher {
             }
             done += 1;
         }
+        if done > 0 {
+            self.current_text = flows::print(&self.shared.rules.load().source);
+            self.printed = None;
+        }
         match write_atomic(&self.flows_path, self.current_text.as_bytes()) {
             Ok(()) => {
                 self.flows_stamp = FileStamp::of(&self.flows_path);
@@ -1143,7 +1153,7 @@ impl Pusher {
     }
 
     /// One edit of the replay: validated, compiled and published as a live edit, without
-    /// persistence (it is persisted already) or history.
+    /// persistence (it is persisted already) or history (the caller prints the text once).
     fn apply_edit(&mut self, op: EditOp) -> Result<(), ErrorReply> {
         let set = self.shared.rules.load_full();
         let Edited {
@@ -1151,11 +1161,7 @@ impl Pusher {
         } = self.edited_file(&set, op)?;
         let new = RuleSet::edit(&set, file, kind, edit, self.appliance(), set.generation + 1)
             .map_err(compile_err)?;
-        let new = Arc::new(new);
-        self.shared.rules.store(Arc::clone(&new));
-        self.current_text = flows::print(&new.source);
-        self.printed = None;
-        lock(&self.gens).push(new);
+        self.publish(Arc::new(new), Instant::now());
         Ok(())
     }
 
