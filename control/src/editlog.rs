@@ -11,7 +11,7 @@
 //! and the log is then stale and ignored. A last line without its newline is an append cut
 //! short: that edit was never published, and is ignored.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -62,17 +62,21 @@ impl EditLog {
             entries: 0,
         };
         let mut pending = Pending::default();
-        let text = match fs::read(&log.path) {
+        // a regular file of bounded size, as the flows file (never a FIFO or a device)
+        let text = match flowgate_config::source::read_regular(
+            &log.path,
+            flowgate_config::source::MAX_FLOWS_FILE,
+        ) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return (log, pending),
             Err(e) => {
-                pending
-                    .notes
-                    .push(format!("cannot read {}: {e}", log.path.display()));
+                pending.notes.push(format!(
+                    "cannot read {}: {e}; nothing replayed",
+                    log.path.display()
+                ));
                 return (log, pending);
             }
         };
-        let text = String::from_utf8_lossy(&text);
         let mut lines = text.split_inclusive('\n');
         let Some(header) = lines.next() else {
             return (log, pending);
@@ -205,6 +209,7 @@ fn parse_header(line: &str) -> Option<FileStamp> {
 mod tests {
     use super::*;
     use crate::persist::write_atomic;
+    use std::fs;
 
     fn flows(dir: &Path) -> PathBuf {
         let p = dir.join("flows.conf");
@@ -276,6 +281,20 @@ mod tests {
         let (_, pending) = EditLog::open(&p);
         assert!(pending.entries.is_empty());
         assert_eq!(pending.notes.len(), 1);
+    }
+
+    #[test]
+    fn a_log_that_is_no_regular_file_is_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = flows(dir.path());
+        fs::create_dir(EditLog::path_for(&p)).expect("a directory in its place");
+        let (log, pending) = EditLog::open(&p);
+        assert!(log.is_empty());
+        assert!(pending.entries.is_empty());
+        assert!(
+            pending.notes[0].contains("not a regular file"),
+            "{pending:?}"
+        );
     }
 
     #[test]
