@@ -21,6 +21,9 @@ iters_100k=${ITERS_100K:-10}
 sets=${SETS:-"acl1_1K fw1_1K ipc1_1K acl1_10K fw1_10K ipc1_10K acl1_100K fw1_100K ipc1_100K"}
 cpu=${CPU:-1}
 acl=${DPDK_TEST_ACL:-/usr/bin/dpdk-test-acl}
+# shellcheck source=scripts/lib/dpdk-prefix.sh
+. "$root/scripts/lib/dpdk-prefix.sh"
+trap dpdk_prefix_cleanup EXIT
 
 if [ ! -d "$cb" ]; then
     echo "ClassBench directory $cb not found (set FLOWGATE_CLASSBENCH)" >&2
@@ -40,7 +43,7 @@ min() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b + 0 < a + 0) print b; 
 run_acl() { # set alg iters -> "mpps cycles bytes"
     local out simd=()
     [ "$2" = avx512x32 ] && simd=(--force-max-simd-bitwidth=512)
-    out=$(taskset -c "$cpu" "$acl" --no-huge -m 6144 --no-pci -l "$cpu" "${simd[@]}" --log-level=lib.acl:debug -- \
+    out=$(taskset -c "$cpu" "$acl" --no-huge -m 6144 --no-pci --file-prefix="$DPDK_PREFIX" -l "$cpu" "${simd[@]}" --log-level=lib.acl:debug -- \
         --rulesf="$cb/$1.rules" --tracef="$cb/$1.trace" --rulenum=200000 --tracenum=1000000 \
         --iter="$3" --verbose=0 --alg="$2" 2>&1) || { echo "dpdk-test-acl failed on $1 $2" >&2; echo "- - -"; return; }
     local line mpps cyc bytes

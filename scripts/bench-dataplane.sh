@@ -93,6 +93,8 @@ fi
 CB=$(cd "$CB" && pwd)
 
 tmp=$(mktemp -d /tmp/fg-dpbench.XXXXXX)
+# shellcheck source=scripts/lib/dpdk-prefix.sh
+. scripts/lib/dpdk-prefix.sh
 bg_pid=""
 sampler_pid=""
 cleanup() {
@@ -104,6 +106,7 @@ cleanup() {
     if [[ -n $sampler_pid ]]; then
         kill "$sampler_pid" 2>/dev/null || true
     fi
+    dpdk_prefix_cleanup
     if [[ $KEEP == 1 ]]; then
         echo "bench-dataplane: kept $tmp" >&2
     else
@@ -131,7 +134,7 @@ command -v "$TESTPMD" >/dev/null || {
     exit 1
 }
 
-EAL_COMMON=(--no-huge -m 1024 --no-pci --no-shconf)
+EAL_COMMON=(--no-huge -m 1024 --no-pci --no-shconf --file-prefix="$DPDK_PREFIX")
 RUN=(nice -n "$NICE")
 
 # Wait (up to 180 s) until $2 matches in log $1 while $bg_pid lives.
@@ -175,7 +178,7 @@ stop_sampler() {
 run_testpmd() {
     local pcap=$1 logf=$2 mbufs=${3:-8192} mem=${4:-1024}
     rm -f "$logf.cpu"
-    "${RUN[@]}" "$TESTPMD" --no-huge -m "$mem" --no-pci --no-shconf -l "0,$WORKER" \
+    "${RUN[@]}" "$TESTPMD" --no-huge -m "$mem" --no-pci --no-shconf --file-prefix="$DPDK_PREFIX" -l "0,$WORKER" \
         --vdev="net_pcap0,rx_pcap=$pcap,infinite_rx=1" --vdev=net_null0,no-rx=1 -- \
         --forward-mode=io --total-num-mbufs="$mbufs" --nb-cores=1 --stats-period 1 \
         </dev/null >"$logf" 2>&1 &

@@ -11,12 +11,14 @@ set -euo pipefail
 PACKETS=${1:-20000000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/flowgate-handoff.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+# shellcheck source=scripts/lib/dpdk-prefix.sh
+. "$ROOT/scripts/lib/dpdk-prefix.sh"
+trap 'rm -rf "$WORK"; dpdk_prefix_cleanup' EXIT
 
 (cd "$ROOT" && cargo build --quiet --release -p flowgate-dataplane --example handoff_bench)
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 "$ROOT/target/release/examples/handoff_bench" --packets "$PACKETS" 2>/dev/null | tee "$WORK/fg.txt" >&2
-DPDK_TEST=ring_perf_autotest dpdk-test --no-huge -m 512 --no-pci --no-shconf -l 0-1 \
+DPDK_TEST=ring_perf_autotest dpdk-test --no-huge -m 512 --no-pci --no-shconf --file-prefix="$DPDK_PREFIX" -l 0-1 \
     --log-level=lib.eal:error >"$WORK/ref.txt" 2>&1 || true
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 grep -q "Test OK" "$WORK/ref.txt" || { cat "$WORK/ref.txt" >&2; echo "ring_perf_autotest failed" >&2; exit 1; }

@@ -15,6 +15,9 @@ SEED=${4:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${LPM_BENCH_DIR:-$(mktemp -d /tmp/flowgate-lpm.XXXXXX)}
 mkdir -p "$WORK"
+# shellcheck source=scripts/lib/dpdk-prefix.sh
+. "$ROOT/scripts/lib/dpdk-prefix.sh"
+trap dpdk_prefix_cleanup EXIT
 
 cc -O3 -Wall -Wextra $(pkg-config --cflags libdpdk) "$ROOT/scripts/lpm-ref/rte_lpm_bench.c" \
     $(pkg-config --libs libdpdk) -o "$WORK/rte_lpm_bench"
@@ -26,7 +29,7 @@ BENCH="$ROOT/target/release/examples/lpm_bench"
 "$BENCH" --prefixes "$PREFIXES" --lookups "$LOOKUPS" --rounds "$ROUNDS" --seed "$SEED" \
     --out "$WORK" | sed 's/impl="\([^"]*\)"/impl="\1 (before)"/' | tee "$WORK/rust.txt" >&2
 "$WORK/rte_lpm_bench" "$WORK/prefixes.txt" "$WORK/addrs.txt" "$ROUNDS" \
-    --no-huge -m 2048 --no-pci --no-shconf -l 0 --log-level=lib.eal:error | tee "$WORK/dpdk.txt" >&2
+    --no-huge -m 2048 --no-pci --no-shconf --file-prefix="$DPDK_PREFIX" -l 0 --log-level=lib.eal:error | tee "$WORK/dpdk.txt" >&2
 "$BENCH" --prefixes "$PREFIXES" --lookups "$LOOKUPS" --rounds "$ROUNDS" --seed "$SEED" |
     sed 's/impl="\([^"]*\)"/impl="\1 (after)"/' | tee -a "$WORK/rust.txt" >&2
 

@@ -100,6 +100,8 @@ tmp=$(mktemp -d /tmp/fg-pktgen.XXXXXX)
 chmod 755 "$tmp"
 bg_pids=()
 NS_GEN=fgpk-gen-$$
+# shellcheck source=scripts/lib/dpdk-prefix.sh
+. scripts/lib/dpdk-prefix.sh
 NS_DUT=fgpk-dut-$$
 
 cleanup() {
@@ -113,6 +115,7 @@ cleanup() {
     done
     ip netns del "$NS_GEN" 2>/dev/null || true
     ip netns del "$NS_DUT" 2>/dev/null || true
+    dpdk_prefix_cleanup
     if [[ $KEEP == 1 ]]; then
         log "kept $tmp"
     else
@@ -301,7 +304,7 @@ part_memif() {
     if [[ $PCI_MODE == 1 ]]; then
         tp_eal=(-m 1024 --file-prefix fgpk-dut -a "$DUT_IN" -a "$DUT_OUT")
     else
-        tp_eal=("${EAL_VIRT[@]}" --vdev="$in" --vdev="$out")
+        tp_eal=("${EAL_VIRT[@]}" --file-prefix="$DPDK_PREFIX" --vdev="$in" --vdev="$out")
     fi
     "$TESTPMD" "${tp_eal[@]}" -l "$GEN_CPU,$DUT_CPU" -- --forward-mode=io --nb-cores=1 \
         --total-num-mbufs=16384 --stats-period 1 </dev/null >"$d/testpmd.log" 2>&1 &
