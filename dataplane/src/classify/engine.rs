@@ -394,6 +394,7 @@ impl<W: Word> Engine<W> {
             nodes: Vec::new(),
             leaf_rules: vec![NONE],
             max_depth: 0,
+            scratch: Default::default(),
         };
         let mut groups: [Vec<u32>; GROUPS] = Default::default();
         for (i, r) in rules.iter().enumerate() {
@@ -804,6 +805,9 @@ struct Builder<'a, W: Word> {
     nodes: Vec<Node<W>>,
     leaf_rules: Vec<u32>,
     max_depth: u32,
+    /// [`Builder::choose`]'s buffers, kept between its calls (one call per node and lane
+    /// would otherwise allocate three vectors).
+    scratch: [Vec<W>; 3],
 }
 
 /// A chosen cut: the lane and the inclusive upper bound of every child but the last.
@@ -903,7 +907,20 @@ impl<W: Word> Builder<'_, W> {
     }
 
     /// The best cut over all lanes: smallest largest child, then least replication.
-    fn choose(&self, rules: &[u32], region: &Bounds<W>) -> Option<Cut<W>> {
+    fn choose(&mut self, rules: &[u32], region: &Bounds<W>) -> Option<Cut<W>> {
+        let [mut los, mut his, mut starts] = std::mem::take(&mut self.scratch);
+        let best = self.choose_with(rules, region, [&mut los, &mut his, &mut starts]);
+        self.scratch = [los, his, starts];
+        best
+    }
+
+    /// [`Builder::choose`] with its three buffers (cleared here before use).
+    fn choose_with(
+        &self,
+        rules: &[u32],
+        region: &Bounds<W>,
+        [los, his, starts]: [&mut Vec<W>; 3],
+    ) -> Option<Cut<W>> {
         let n = rules.len();
         let mut best: Option<Cut<W>> = None;
         for lane in 0..LANES {
@@ -911,15 +928,15 @@ impl<W: Word> Builder<'_, W> {
             if rlo == rhi {
                 continue;
             }
-            let mut los: Vec<W> = Vec::with_capacity(n);
-            let mut his: Vec<W> = Vec::with_capacity(n);
+            los.clear();
+            his.clear();
             for &r in rules {
                 let b = &self.rules[r as usize];
                 los.push(b.lo[lane].max(rlo));
                 his.push(b.hi[lane].min(rhi));
             }
             // Segment starts: region start, rule starts, one past rule ends.
-            let mut starts: Vec<W> = Vec::with_capacity(2 * n + 1);
+            starts.clear();
             starts.push(rlo);
             starts.extend(los.iter().copied());
             starts.extend(his.iter().copied().filter(|h| *h < rhi).map(|h| h.wadd1()));
