@@ -199,7 +199,9 @@ pub struct AppliedReply {
     pub publish_us: u64,
     /// Of which compiling the classifiers.
     pub compile_us: u64,
-    /// Writing the flows file (after publication, before this reply).
+    /// Of which persisting the push, before publication: the rollback history and the
+    /// flows file written (`apply`, `rollback`), or the history and the edit log's append
+    /// (`insert`, `delete`, `replace`: the flows file is rewritten after publication).
     #[serde(default)]
     pub persist_us: u64,
     pub persisted: bool,
