@@ -129,7 +129,8 @@ impl EditLog {
 
     /// Appends `entry` (one line, no newline) and makes it durable. An empty log starts
     /// over with a header naming `base`, the flows file the entry extends. On failure the log
-    /// holds what it held (a partial line is ignored at [`EditLog::open`]).
+    /// holds what it held (what was written of the line is cut off again; a partial line left
+    /// by a crash is ignored at [`EditLog::open`]).
     pub fn append(&mut self, base: FileStamp, entry: &str) -> io::Result<()> {
         debug_assert!(!entry.contains('\n'));
         if self.file.is_none() {
@@ -153,8 +154,12 @@ impl EditLog {
         }
         buf.push_str(entry);
         buf.push('\n');
-        f.write_all(buf.as_bytes())?;
-        f.sync_data()?;
+        let before = f.metadata()?.len();
+        if let Err(e) = f.write_all(buf.as_bytes()).and_then(|()| f.sync_data()) {
+            // a part written (a full disk) would run into the next entry: cut it off
+            let _ = f.set_len(before);
+            return Err(e);
+        }
         if self.entries == 0 {
             self.base = Some(base);
         }
@@ -295,6 +300,52 @@ mod tests {
             pending.notes[0].contains("not a regular file"),
             "{pending:?}"
         );
+    }
+
+    /// A full disk in the middle of an append: what was written is cut off, so the next
+    /// append after space is freed makes a clean line (root only: a small tmpfs).
+    #[test]
+    fn an_append_on_a_full_disk_leaves_no_part_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: needs root to mount a small tmpfs");
+            return;
+        }
+        let result = std::panic::catch_unwind(|| {
+            let p = flows(dir.path());
+            let (mut log, _) = EditLog::open(&p);
+            let base = FileStamp::of(&p).expect("stamp");
+            log.append(base, "first").expect("append");
+            let len = || fs::metadata(EditLog::path_for(&p)).expect("log").len();
+            let before = len();
+            // fill the file system but for a few bytes
+            let filler = dir.path().join("filler");
+            let mut f = File::create(&filler).expect("filler");
+            let block = vec![0u8; 1024];
+            while f.write_all(&block).is_ok() {}
+            let _ = f.sync_all();
+            let big = "x".repeat(16 * 1024);
+            assert!(log.append(base, &big).is_err(), "the disk is full");
+            assert_eq!(len(), before, "nothing of the failed line stays");
+            drop(f);
+            fs::remove_file(&filler).expect("free");
+            log.append(base, "second").expect("append");
+            let (_, pending) = EditLog::open(&p);
+            assert_eq!(pending.entries, vec!["first", "second"]);
+            assert!(pending.notes.is_empty(), "{pending:?}");
+        });
+        let _ = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
     }
 
     #[test]
