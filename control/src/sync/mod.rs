@@ -498,20 +498,7 @@ impl Thread {
     }
 
     fn wire(&self, e: &SyncEntry) -> Option<WireEntry> {
-        Some(WireEntry {
-            director: *self.ids.get(usize::from(e.director))?,
-            proto: e.proto,
-            state: e.state,
-            fins: e.fins,
-            nat: e.nat,
-            client: e.client,
-            cport: e.cport,
-            vip: e.vip,
-            vport: e.vport,
-            real: e.real,
-            rport: e.rport,
-            timeout_ms: e.timeout_ms,
-        })
+        Some(e.with_ids(*self.ids.get(usize::from(e.director))?, ()))
     }
 
     fn receive(&mut self, msg: &[u8], from: SocketAddr) {
@@ -634,21 +621,7 @@ pub fn local(set: &DirectorSet, ids: &[u32], w: &WireEntry) -> Option<SyncEntry>
     if !template && w.nat != (st.mode == Mode::Nat) {
         return None;
     }
-    Some(SyncEntry {
-        director: d as u16,
-        server: server as u16,
-        proto: w.proto,
-        state: w.state,
-        fins: w.fins,
-        nat: w.nat,
-        client: w.client,
-        cport: w.cport,
-        vip: w.vip,
-        vport: w.vport,
-        real: w.real,
-        rport: w.rport,
-        timeout_ms: w.timeout_ms,
-    })
+    Some(w.with_ids(d as u16, server as u16))
 }
 
 #[cfg(test)]
@@ -749,6 +722,7 @@ servers = [
         let ids: Vec<u32> = set.iter().map(|d| director_id(&d.name)).collect();
         let w = WireEntry {
             director: director_id("mail"),
+            server: (),
             proto: 6,
             state: ConnState::Established,
             fins: 0,
@@ -819,6 +793,7 @@ servers = [
         let mut enc = Encoder::new(1472);
         enc.push(&WireEntry {
             director: director_id("mail"),
+            server: (),
             proto: 6,
             state: ConnState::Established,
             fins: 0,

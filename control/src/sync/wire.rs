@@ -6,6 +6,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use flowgate_dataplane::director::conntrack::ConnState;
+use flowgate_dataplane::director::sync::Entry;
 
 /// The protocol version this code speaks.
 pub const VERSION: u8 = 1;
@@ -46,22 +47,7 @@ pub struct Header {
 
 /// One connection or persistence template as sent: the director by name hash
 /// ([`director_id`]), the server by its address and port (the receiver finds its own index).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WireEntry {
-    pub director: u32,
-    /// IP protocol; 0 for a persistence template.
-    pub proto: u8,
-    pub state: ConnState,
-    pub fins: u8,
-    pub nat: bool,
-    pub client: [u8; 16],
-    pub cport: u16,
-    pub vip: [u8; 16],
-    pub vport: u16,
-    pub real: [u8; 16],
-    pub rport: u16,
-    pub timeout_ms: u32,
-}
+pub type WireEntry = Entry<u32, ()>;
 
 /// Why a datagram was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -291,6 +277,7 @@ fn entry(b: &[u8]) -> Option<WireEntry> {
     }
     Some(WireEntry {
         director: be32(b, 4),
+        server: (),
         proto,
         state,
         fins,
@@ -372,6 +359,7 @@ mod tests {
     fn e(n: u16) -> WireEntry {
         WireEntry {
             director: director_id("mail"),
+            server: (),
             proto: 6,
             state: ConnState::Established,
             fins: 0,

@@ -34,12 +34,14 @@ pub const DUMP_CHUNK: usize = 256;
 /// and templates).
 pub const LOG: usize = 128;
 
-/// One synced connection or persistence template, in the local director's terms: `director`
-/// and `server` are indexes of this appliance's [`super::DirectorSet`].
+/// One synced connection or persistence template. `director` and `server` say whose it is:
+/// in this appliance's terms, indexes of its [`super::DirectorSet`] ([`SyncEntry`]), or as
+/// sent between appliances (the control side's wire entry: a director id and no server, the
+/// receiver finds its own by address and port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncEntry {
-    pub director: u16,
-    pub server: u16,
+pub struct Entry<D, S> {
+    pub director: D,
+    pub server: S,
     /// IP protocol; 0 for a persistence template.
     pub proto: u8,
     pub state: ConnState,
@@ -54,6 +56,30 @@ pub struct SyncEntry {
     pub rport: u16,
     /// Milliseconds the entry has left to live on the sender.
     pub timeout_ms: u32,
+}
+
+/// An entry in the local director's terms.
+pub type SyncEntry = Entry<u16, u16>;
+
+impl<D, S> Entry<D, S> {
+    /// The same connection under other director and server ids.
+    pub fn with_ids<D2, S2>(&self, director: D2, server: S2) -> Entry<D2, S2> {
+        Entry {
+            director,
+            server,
+            proto: self.proto,
+            state: self.state,
+            fins: self.fins,
+            nat: self.nat,
+            client: self.client,
+            cport: self.cport,
+            vip: self.vip,
+            vport: self.vport,
+            real: self.real,
+            rport: self.rport,
+            timeout_ms: self.timeout_ms,
+        }
+    }
 }
 
 impl SyncEntry {
