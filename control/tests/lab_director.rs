@@ -354,33 +354,6 @@ const MAIL_FLOWS: &str = "flow mail director maildirect\n\
                           flow dr-answers table 100\n    match proto tcp src 192.168.0.2\n\
                           flow rest permit\n    match\n";
 
-/// The director labs' config up to the ports: eth0 (client side, 192.168.0.1 and the VIP
-/// 192.168.0.2) and eth1 (servers' side, 10.0.0.1) on the lab's veths, with one worker or two
-/// (lcores 0 and 1, the main lcore sharing 0, one RX queue each per port).
-fn lab_config(flows: &str, nic0: &str, nic1: &str, workers: usize) -> String {
-    let (lcores, eal_extra, qpairs, rx_queues) = match workers {
-        1 => ("[1]", "", "", ""),
-        _ => ("[0, 1]", r#", "-l", "0""#, ",qpairs=2", "rx_queues = 2"),
-    };
-    format!(
-        r#"flows = "{flows}"
-[dataplane]
-workers = {lcores}
-eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
-[[port]]
-name = "eth0"
-device = "net_af_packet0,iface={nic0}{qpairs}"
-{rx_queues}
-addresses = ["192.168.0.1/24", "192.168.0.2/24"]
-[[port]]
-name = "eth1"
-device = "net_af_packet1,iface={nic1}{qpairs}"
-{rx_queues}
-addresses = ["10.0.0.1/24"]
-"#
-    )
-}
-
 /// The mail labs' config: `maildirect` (wrr, `mode`, tcp health checks) over mail1 and mail2,
 /// with one worker or two (lcores 0 and 1, the main lcore sharing 0, one RX queue each per
 /// port), persistent per client address or not.
@@ -393,7 +366,7 @@ fn mail_config(nic0: &str, nic1: &str, mode: Mode, workers: usize, persistent: b
         true => "persistence = { timeout = 300, netmask = \"255.255.255.255\" }",
         false => "",
     };
-    let head = lab_config("mail.flows", nic0, nic1, workers);
+    let head = common::lab_config("mail.flows", nic0, nic1, workers);
     format!(
         r#"{head}[[table]]
 id = 100
@@ -822,7 +795,7 @@ fn tunnel_mode_wraps_client_packets_in_ipip_to_the_servers() {
     );
     std::thread::sleep(Duration::from_millis(300));
 
-    let head = lab_config("tun.flows", nic0, nic1, 1);
+    let head = common::lab_config("tun.flows", nic0, nic1, 1);
     let config = head
         + r#"[[director]]
 name = "tundirect"
@@ -1073,7 +1046,7 @@ fn udp_unreachable_lab(workers: usize) {
     let dir = TempDir::new("director-icmp");
     let client_py = dir.0.join("udp_client.py");
     std::fs::write(&client_py, UDP_CLIENT).expect("write client");
-    let head = lab_config("dns.flows", nic0, nic1, workers);
+    let head = common::lab_config("dns.flows", nic0, nic1, workers);
     let config = format!(
         r#"{head}[[director]]
 name = "dns"

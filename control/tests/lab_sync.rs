@@ -81,26 +81,9 @@ fn config_with(
     key_file: &Path,
     workers: usize,
 ) -> String {
-    let (lcores, eal_extra, qpairs, rx_queues) = match workers {
-        1 => ("[1]", "", "", ""),
-        _ => ("[0, 1]", r#", "-l", "0""#, ",qpairs=2", "rx_queues = 2"),
-    };
+    let head = common::lab_config(&format!("{name}.flows"), nic0, nic1, workers);
     format!(
-        r#"flows = "{name}.flows"
-[dataplane]
-workers = {lcores}
-eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
-[[port]]
-name = "eth0"
-device = "net_af_packet0,iface={nic0}{qpairs}"
-{rx_queues}
-addresses = ["192.168.0.1/24", "192.168.0.2/24"]
-[[port]]
-name = "eth1"
-device = "net_af_packet1,iface={nic1}{qpairs}"
-{rx_queues}
-addresses = ["10.0.0.1/24"]
-[[director]]
+        r#"{head}[[director]]
 name = "maildirect"
 scheduler = "rr"
 mode = "nat"

@@ -333,3 +333,30 @@ impl Flowgate {
         (serde_json::from_str(&text).expect("stats parse"), err)
     }
 }
+
+/// The director and sync labs' config up to the ports: eth0 (client side, 192.168.0.1 and the VIP
+/// 192.168.0.2) and eth1 (servers' side, 10.0.0.1) on the lab's veths, with one worker or two
+/// (lcores 0 and 1, the main lcore sharing 0, one RX queue each per port).
+pub fn lab_config(flows: &str, nic0: &str, nic1: &str, workers: usize) -> String {
+    let (lcores, eal_extra, qpairs, rx_queues) = match workers {
+        1 => ("[1]", "", "", ""),
+        _ => ("[0, 1]", r#", "-l", "0""#, ",qpairs=2", "rx_queues = 2"),
+    };
+    format!(
+        r#"flows = "{flows}"
+[dataplane]
+workers = {lcores}
+eal = ["--no-huge", "-m", "512", "--no-pci", "--no-shconf"{eal_extra}]
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface={nic0}{qpairs}"
+{rx_queues}
+addresses = ["192.168.0.1/24", "192.168.0.2/24"]
+[[port]]
+name = "eth1"
+device = "net_af_packet1,iface={nic1}{qpairs}"
+{rx_queues}
+addresses = ["10.0.0.1/24"]
+"#
+    )
+}
