@@ -961,6 +961,27 @@ fn ecmp_announces_while_servers_are_up_and_mh_keeps_connections_in_gateway_mode(
     assert_all_kept("appliance 1 stopped", conns.round(), CONNECTIONS);
 }
 
+/// The lab of three appliances in `mode` (director keys `extra`) with every ECMP hop up and
+/// [`CONNECTIONS`] connections open, each answered by its server once (`label` names the
+/// case in messages).
+fn up_with_connections(mode: &'static str, extra: &'static str, label: &str) -> (Lab, Conns) {
+    let lab = Lab::new(mode, extra);
+    let t = Instant::now();
+    lab.await_hops_within(
+        &[1, 2, 3],
+        &format!("{label}: three appliances up"),
+        t,
+        START,
+    );
+    let mut conns = Conns::open(&lab, CONNECTIONS);
+    assert_all_kept(
+        &format!("{label}: before any failure"),
+        conns.round(),
+        CONNECTIONS,
+    );
+    (lab, conns)
+}
+
 /// Tunnel mode (IP-in-IP to the servers): the connections ECMP moves when an appliance is
 /// killed keep their server.
 #[test]
@@ -968,11 +989,7 @@ fn ecmp_mh_keeps_connections_in_tunnel_mode_when_an_appliance_dies() {
     if skip_without_lab() || skip_without_bird() {
         return;
     }
-    let mut lab = Lab::new("tunnel", "");
-    let t = Instant::now();
-    lab.await_hops_within(&[1, 2, 3], "tunnel: three appliances up", t, START);
-    let mut conns = Conns::open(&lab, CONNECTIONS);
-    assert_all_kept("tunnel: before any failure", conns.round(), CONNECTIONS);
+    let (mut lab, mut conns) = up_with_connections("tunnel", "", "tunnel");
     let t = Instant::now();
     lab.kill(1);
     lab.await_hops(&[1, 3], "tunnel: appliance 2 killed (SIGKILL)", t);
@@ -991,11 +1008,7 @@ fn ecmp_without_sloppy_the_moved_connections_break() {
     if skip_without_lab() || skip_without_bird() {
         return;
     }
-    let mut lab = Lab::new("gateway", "sloppy = false");
-    let t = Instant::now();
-    lab.await_hops_within(&[1, 2, 3], "not sloppy: three appliances up", t, START);
-    let mut conns = Conns::open(&lab, CONNECTIONS);
-    assert_all_kept("not sloppy: before any failure", conns.round(), CONNECTIONS);
+    let (mut lab, mut conns) = up_with_connections("gateway", "sloppy = false", "not sloppy");
     let t = Instant::now();
     lab.kill(0);
     lab.await_hops(&[2, 3], "not sloppy: appliance 1 killed (SIGKILL)", t);
