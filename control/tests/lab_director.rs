@@ -274,11 +274,7 @@ impl Lab {
         veth(&app, &nic1, &sw, &w0);
         veth(&sw, &w1, &s1, &e1);
         veth(&sw, &w2, &s2, &e2);
-        sw.must(&["ip", "link", "add", "br0", "type", "bridge"]);
-        for w in [&w0, &w1, &w2] {
-            sw.must(&["ip", "link", "set", w, "master", "br0"]);
-        }
-        sw.must(&["ip", "link", "set", "br0", "up"]);
+        sw.bridge("br0", &[&w0, &w1, &w2]);
         nic_for_flowgate(&app, &nic0);
         nic_for_flowgate(&app, &nic1);
         for kv in [

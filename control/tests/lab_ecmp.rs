@@ -349,8 +349,7 @@ impl Lab {
             sysctl(&rt, kv);
         }
         for br in ["br0", "br1"] {
-            rt.must(&["ip", "link", "add", br, "type", "bridge"]);
-            rt.must(&["ip", "link", "set", br, "up"]);
+            rt.bridge(br, &[]);
         }
         rt.must(&["ip", "addr", "add", "192.168.1.1/24", "dev", "br0"]);
         rt.must(&["ip", "addr", "add", "10.0.0.254/24", "dev", "br1"]);

@@ -202,11 +202,7 @@ fn connections_through_one_appliance_appear_on_its_peer_and_a_restarted_peer_get
     veth(&a.ns, &a.nic1, &sw, &w0);
     veth(&sw, &w1, &s1, &e1);
     veth(&sw, &w2, &s2, &e2);
-    sw.must(&["ip", "link", "add", "br0", "type", "bridge"]);
-    for w in [&w0, &w1, &w2] {
-        sw.must(&["ip", "link", "set", w, "master", "br0"]);
-    }
-    sw.must(&["ip", "link", "set", "br0", "up"]);
+    sw.bridge("br0", &[&w0, &w1, &w2]);
     for (app, i) in [(&b, 0), (&c, 1)] {
         let (k0, k1) = (format!("sk{i}0{t}"), format!("sk{i}1{t}"));
         veth(&app.ns, &app.nic0, &sink, &k0);
@@ -462,13 +458,8 @@ fn held_connections_go_on_through_the_peer_when_traffic_moves_to_it() {
     veth(&b.ns, &b.nic1, &sw, &wb);
     veth(&sw, &w1, &s1, &e1);
     veth(&sw, &w2, &s2, &e2);
-    for (ns, ports) in [(&lan, [&l0, &la, &lb]), (&sw, [&wa, &wb, &w1])] {
-        ns.must(&["ip", "link", "add", "br0", "type", "bridge"]);
-        for p in ports {
-            ns.must(&["ip", "link", "set", p, "master", "br0"]);
-        }
-        ns.must(&["ip", "link", "set", "br0", "up"]);
-    }
+    lan.bridge("br0", &[&l0, &la, &lb]);
+    sw.bridge("br0", &[&wa, &wb, &w1]);
     sw.must(&["ip", "link", "set", &w2, "master", "br0"]);
     for app in [&a, &b] {
         nic_for_flowgate(&app.ns, &app.nic0);

@@ -345,8 +345,7 @@ impl Lab {
         let b = Netns::new("vb");
         let srv = Netns::new("vsrv");
         for br in ["br0", "br1"] {
-            sw.must(&["ip", "link", "add", br, "type", "bridge"]);
-            sw.must(&["ip", "link", "set", br, "up"]);
+            sw.bridge(br, &[]);
         }
         let plug = |ns: &Netns, ifc: &str, port: &str, br: &str| {
             veth(ns, ifc, &sw, port);

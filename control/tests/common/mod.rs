@@ -74,6 +74,16 @@ impl Netns {
         must(&self.argv(cmd))
     }
 
+    /// A bridge `name` in the namespace with `ports` as its members (more can join later with
+    /// `ip link set PORT master NAME`), up.
+    pub fn bridge(&self, name: &str, ports: &[&str]) {
+        self.must(&["ip", "link", "add", name, "type", "bridge"]);
+        for p in ports {
+            self.must(&["ip", "link", "set", p, "master", name]);
+        }
+        self.must(&["ip", "link", "set", name, "up"]);
+    }
+
     /// Start a long-running process in the namespace; killed when the returned guard drops.
     pub fn spawn(&self, cmd: &[&str]) -> Proc {
         let argv = self.argv(cmd);
