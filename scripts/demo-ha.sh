@@ -205,22 +205,7 @@ start_flowgate a "$A"
 start_flowgate b "$B"
 start_keepalived a "$A"
 start_keepalived b "$B"
-cat >"$TMP/server.py" <<'PY'
-import socket, threading
-def serve(c):
-    me = c.getsockname()[0].encode()
-    try:
-        for line in c.makefile('rb'):
-            c.sendall(me + b' ' + line)
-    except OSError:
-        pass
-    c.close()
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', 8080)); s.listen(64)
-while True:
-    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
-PY
-ip netns exec "$SRV" python3 "$TMP/server.py" &
+ip netns exec "$SRV" python3 "$ROOT/scripts/lab/echo-server.py" &
 disown $!
 for _ in $(seq 100); do [ "$(master)" = "$A" ] && break; sleep 0.1; done
 echo "master: $(master)"

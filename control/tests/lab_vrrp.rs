@@ -38,22 +38,9 @@ use std::time::Duration;
 
 use common::{nic_for_flowgate, skip_without_lab, sysctl, veth, wait_until, Flowgate, Netns, Proc};
 
-/// An echo server: each line comes back prefixed with the server address it reached.
-const SERVER: &str = r#"
-import socket, threading
-def serve(c):
-    me = c.getsockname()[0].encode()
-    try:
-        for line in c.makefile('rb'):
-            c.sendall(me + b' ' + line)
-    except OSError:
-        pass
-    c.close()
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', 8080)); s.listen(256)
-while True:
-    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
-"#;
+/// An echo server: each line comes back prefixed with the server address it reached (the
+/// one `scripts/demo-ha.sh` runs).
+const SERVER: &str = include_str!("../../scripts/lab/echo-server.py");
 
 /// The client: long-lived connections to VIP:PORT, each sending a numbered line every 100 ms
 /// (one in flight) and reading its echo; and a probe, a fresh connection every 100 ms that must
