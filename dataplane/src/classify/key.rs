@@ -56,15 +56,22 @@ pub struct Key {
     pub l4: L4Kind,
 }
 
+/// A packet's L4 facts as the key holds them: kind, ports (0 unless it has ports), ICMP type
+/// (0 unless ICMP).
+#[inline(always)]
+fn l4_fields(l4: L4) -> (L4Kind, u16, u16, u8) {
+    match l4 {
+        L4::Ports { sport, dport } => (L4Kind::Ports, sport, dport, 0),
+        L4::Icmp { icmptype } => (L4Kind::Icmp, 0, 0, icmptype),
+        L4::Fragment | L4::Other => (L4Kind::None, 0, 0, 0),
+    }
+}
+
 impl Key {
     /// The key of a parsed IP packet arriving on (or leaving by) interface `iface`.
     #[inline]
     pub fn from_facts(f: &IpFacts, iface: u16) -> Key {
-        let (l4, sport, dport, icmptype) = match f.l4 {
-            L4::Ports { sport, dport } => (L4Kind::Ports, sport, dport, 0),
-            L4::Icmp { icmptype } => (L4Kind::Icmp, 0, 0, icmptype),
-            L4::Fragment | L4::Other => (L4Kind::None, 0, 0, 0),
-        };
+        let (l4, sport, dport, icmptype) = l4_fields(f.l4);
         let (src, dst, v6) = match (f.src, f.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 (u128::from(u32::from(s)), u128::from(u32::from(d)), false)
@@ -88,11 +95,7 @@ impl Key {
     /// of its facts, with no address conversion.
     #[inline(always)]
     pub fn plain_v4(p: &PlainIpv4, iface: u16) -> Key {
-        let (l4, sport, dport, icmptype) = match p.l4 {
-            L4::Ports { sport, dport } => (L4Kind::Ports, sport, dport, 0),
-            L4::Icmp { icmptype } => (L4Kind::Icmp, 0, 0, icmptype),
-            L4::Fragment | L4::Other => (L4Kind::None, 0, 0, 0),
-        };
+        let (l4, sport, dport, icmptype) = l4_fields(p.l4);
         Key {
             src: u128::from(p.src),
             dst: u128::from(p.dst),
